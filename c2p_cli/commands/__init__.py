@@ -1,0 +1,1 @@
+"""One module per `c2p` command. Heavy imports stay inside the command functions."""
