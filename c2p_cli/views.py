@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 
 from .errors import UsageError
 
@@ -48,12 +47,14 @@ def camera_basis(elevation: float, azimuth: float) -> np.ndarray:
     return np.stack([right, up, forward])
 
 
-def camera_bases(views: tuple[View, ...] | list[View] | int, *, dtype=torch.float32, device=None) -> torch.Tensor:
-    """[V, 3, 3] camera bases for a preset size (6 or 10) or an explicit list of (elev, azim)."""
+def camera_bases(views: tuple[View, ...] | list[View] | int, *, dtype=None, device=None):
+    """[V, 3, 3] torch tensor of camera bases (float32 unless `dtype`) for a preset size or a list of views."""
+    import torch  # views.py stays numpy-only for the torch-free ONNX Runtime path
+
     if isinstance(views, int):
         views = view_preset(views)
     bases = np.stack([camera_basis(e, a) for e, a in views])
-    return torch.as_tensor(bases, dtype=dtype, device=device)
+    return torch.as_tensor(bases, dtype=dtype or torch.float32, device=device)
 
 
 def _rx(deg: float) -> np.ndarray:
