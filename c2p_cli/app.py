@@ -53,19 +53,19 @@ def main() -> None:
     from .errors import C2PError
 
     try:
-        app(standalone_mode=False)
+        # standalone_mode=False lets C2PError reach us; click then returns exit codes instead of exiting.
+        rv = app(standalone_mode=False)
     except C2PError as e:
         if os.environ.get("C2P_DEBUG"):
             raise
         from rich.console import Console
+        from rich.text import Text
 
-        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, markup=True, soft_wrap=True)
+        Console(stderr=True).print(Text.assemble(("error: ", "bold red"), str(e)), soft_wrap=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
-    except typer.Exit as e:
-        sys.exit(e.exit_code)
-    except Exception as e:  # click's usage errors come through standalone_mode=False as click exceptions
+    except Exception as e:
         import click
 
         if isinstance(e, click.exceptions.ClickException):
@@ -74,6 +74,7 @@ def main() -> None:
         if isinstance(e, click.exceptions.Abort):
             sys.exit(130)
         raise
+    sys.exit(rv if isinstance(rv, int) else 0)
 
 
 if __name__ == "__main__":

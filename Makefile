@@ -1,0 +1,51 @@
+# Two entry points, each complete on a fresh machine from a clean clone:
+#   make demo   installs into .venv and classifies the bundled example scans
+#   make test   installs into .venv (with the test extras) and runs the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch first, pinned to the build this project is tested with; pyproject only declares ranges,
+# so an existing CUDA torch in a user's own environment is kept.
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+# Real CLIP weights need one download through open_clip; offline, use the tiny random model:
+#   make demo MODEL=ViT-B-32 PRETRAINED=openai
+MODEL ?= c2p-tiny
+PRETRAINED ?= none
+LABELS ?= cube,sphere,cylinder,cone,torus,pyramid,capsule,ring
+
+.PHONY: demo test install install-dev system-deps clean
+
+system-deps:
+	@# open3d's shared library links libusb-1.0 (Debian package libusb-1.0-0).
+	@if ! ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0'; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libusb-1.0-0 >/dev/null; \
+	  else echo "open3d needs libusb-1.0: install the Debian/Ubuntu package libusb-1.0-0 (sudo apt-get install libusb-1.0-0)"; fi; \
+	fi
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q $(TORCH_PINS)
+	$(BIN)/pip install -q -e ".[onnx]"
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(BIN)/pip install -q -e ".[onnx,dev]"
+	touch $@
+
+install: system-deps $(VENV)/.installed
+install-dev: system-deps $(VENV)/.installed-dev
+
+demo: install
+	$(BIN)/c2p classify examples/scans --labels $(LABELS) \
+	  --model $(MODEL) --pretrained $(PRETRAINED) --output demo_results.csv
+	$(BIN)/c2p render examples/scans/torus.off --views 6 --out demo_views.png
+
+test: install-dev
+	$(BIN)/python -m pytest -q --timeout 900
+
+clean:
+	rm -rf $(VENV) demo_results.csv demo_views.png

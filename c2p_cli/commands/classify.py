@@ -1,0 +1,143 @@
+"""`c2p classify`: zero-shot (or adapter, or exported-engine) classification of files and folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .. import defaults
+from .. import options as opt
+
+
+def classify(
+    paths: Annotated[list[Path], typer.Argument(help="Point-cloud / mesh files and folders.", show_default=False)],
+    labels: opt.Labels = None,
+    label_set: opt.LabelSet = None,
+    prompt: opt.Prompt = None,
+    model: opt.Model = defaults.MODEL,
+    pretrained: opt.Pretrained = defaults.PRETRAINED,
+    depth_encoder: opt.DepthEncoderPath = None,
+    adapter: Annotated[
+        Optional[Path], typer.Option("--adapter", help="A `c2p fewshot` run folder: classify with its trained adapter and labels.")
+    ] = None,
+    backend: Annotated[str, typer.Option("--backend", help="torch, onnx (ONNX Runtime) or trt (TensorRT engine).")] = "torch",
+    engine: Annotated[Optional[Path], typer.Option("--engine", help="A `c2p export` folder, for --backend onnx|trt.")] = None,
+    views: opt.Views = defaults.ZERO_SHOT_VIEWS,
+    batch_size: opt.BatchSize = 32,
+    device: opt.Device = "auto",
+    top_k: Annotated[int, typer.Option("--top-k", help="How many labels to report per file.")] = 3,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write results to .jsonl, .json or .csv.")] = None,
+    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")] = False,
+    points: opt.Points = defaults.NUM_POINTS,
+    sampling: opt.Sampling = "random",
+    up: opt.UpAxis = defaults.UP_AXIS,
+    seed: opt.Seed = 0,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="Reader processes (default: up to 4; 0 reads in-process).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table.")] = False,
+) -> None:
+    """Classify point clouds and meshes zero-shot with CLIP (or with a trained adapter / exported engine).
+
+    Exit code 0 when every file was classified, 1 when some failed, 2 for usage errors.
+    """
+    from rich.console import Console
+
+    from ..errors import UsageError
+    from ..pipeline import ReadOptions, classify_files, gather_inputs
+    from ..results_io import check_output_path, write_results
+
+    console = Console(stderr=True)
+    if output is not None:
+        check_output_path(output)
+    read = ReadOptions(n_points=points, sampling=sampling, seed=seed, up=up)
+    read.validate()
+    files, missing = gather_inputs(paths, recursive=recursive)
+    if not files and not missing:
+        raise UsageError(f"no supported point-cloud or mesh files in {', '.join(map(str, paths))}")
+
+    clf = _build_classifier(
+        console, labels=labels, label_set=label_set, prompt=prompt, model=model, pretrained=pretrained,
+        depth_encoder=depth_encoder, adapter=adapter, backend=backend, engine=engine, views=views, device=device,
+    )
+    results = list(missing)
+    if files:
+        results += _run(console, clf, files, read, batch_size, top_k, workers, quiet)
+
+    if not quiet:
+        _print_table(results)
+    if output is not None:
+        write_results(output, results, meta=getattr(clf, "meta", None))
+        console.print(f"wrote {len(results)} results to {output}")
+    failed = sum(not r.ok for r in results)
+    if failed:
+        console.print(f"[yellow]{failed} of {len(results)} files failed[/]")
+        raise typer.Exit(1)
+
+
+def _build_classifier(console, *, labels, label_set, prompt, model, pretrained, depth_encoder, adapter, backend, engine, views, device):
+    from ..errors import UsageError
+
+    if backend not in ("torch", "onnx", "trt"):
+        raise UsageError(f"--backend must be torch, onnx or trt, got {backend!r}")
+    with console.status("loading the model", spinner="dots"):
+        if backend != "torch":
+            if engine is None:
+                raise UsageError(f"--backend {backend} needs --engine DIR (a `c2p export` folder)")
+            if adapter is not None or labels or label_set:
+                raise UsageError("--engine carries its own labels and adapter: drop --labels/--label-set/--adapter")
+            from export.runtime import load_exported_classifier
+
+            return load_exported_classifier(engine, backend=backend, device=device)
+        if engine is not None:
+            raise UsageError("--engine is for --backend onnx or trt")
+        if adapter is not None:
+            if labels or label_set:
+                raise UsageError("--adapter brings its own labels: drop --labels/--label-set")
+            from ..adapters import load_adapter_classifier
+
+            return load_adapter_classifier(adapter, device=device)
+        from ..classifier import load_classifier
+
+        return load_classifier(
+            labels=labels, label_set=label_set, model=model, pretrained=pretrained, depth_encoder=depth_encoder,
+            views=views, templates=prompt, device=device,
+        )
+
+
+def _run(console, clf, files, read, batch_size, top_k, workers, quiet):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from ..pipeline import classify_files
+
+    results = []
+    with Progress(
+        TextColumn("classifying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=console, disable=quiet, transient=False,
+    ) as progress:
+        task = progress.add_task("classify", total=len(files))
+        for r in classify_files(
+            clf, files, read=read, batch_size=batch_size, top_k=top_k, workers=workers,
+            on_progress=lambda n: progress.advance(task, n),
+        ):
+            results.append(r)
+    return results
+
+
+def _print_table(results) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(show_lines=False)
+    table.add_column("file", overflow="fold")
+    table.add_column("label")
+    table.add_column("prob", justify="right")
+    table.add_column("runners-up")
+    for r in results:
+        if r.ok:
+            others = ", ".join(f"{lab} {p:.2f}" for lab, p in r.top_k[1:])
+            table.add_row(Text(r.path), Text(r.label), f"{r.probability:.3f}", Text(others))
+        else:
+            table.add_row(Text(r.path), Text("error", style="bold red"), "", Text(r.error, style="red"))
+    Console().print(table)

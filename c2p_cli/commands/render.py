@@ -1,0 +1,40 @@
+"""`c2p render`: the depth maps CLIP sees for one file, as a montage PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .. import defaults
+from .. import options as opt
+
+
+def render(
+    path: Annotated[Path, typer.Argument(help="A point-cloud or mesh file.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Montage PNG to write.")] = Path("views.png"),
+    views: opt.Views = defaults.ZERO_SHOT_VIEWS,
+    points: opt.Points = defaults.NUM_POINTS,
+    sampling: opt.Sampling = "random",
+    up: opt.UpAxis = defaults.UP_AXIS,
+    seed: opt.Seed = 0,
+    size: Annotated[int, typer.Option("--size", help="Image size in pixels (the models expect 224).")] = defaults.IMAGE_SIZE,
+    columns: Annotated[int, typer.Option("--columns", help="Tiles per row of the montage.")] = 5,
+) -> None:
+    """Render the paper's depth maps of FILE (orthographic, nearest point per pixel) into a montage."""
+    from rich.console import Console
+
+    from ..errors import UsageError
+    from ..io import read_cloud
+    from ..montage import depth_montage
+    from ..views import view_preset
+
+    if out.suffix.lower() != ".png":
+        raise UsageError(f"--out {out}: the montage is written as PNG; use a .png name")
+    preset = view_preset(views)
+    cloud = read_cloud(path, n_points=points, sampling=sampling, seed=seed, up=up)
+    image = depth_montage(cloud, preset, image_size=size, columns=columns)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    image.save(out)
+    Console(stderr=True).print(f"wrote {len(preset)} depth maps of {path} ({len(cloud)} points) to {out}")
