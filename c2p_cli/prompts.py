@@ -1,0 +1,207 @@
+"""Class labels, prompt templates and CLIP text features (prompt-ensembled, cached on disk).
+
+A label is the dataset's class name ("night_stand"); the prompt uses a readable form of it
+("nightstand"), so results and confusion matrices keep the dataset's names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import defaults
+from .errors import UsageError
+
+if TYPE_CHECKING:  # torch is imported where features are computed, so label sets stay cheap to import
+    import torch
+
+# ModelNet40 in the official order (shape_names.txt of modelnet40_ply_hdf5_2048: label id = index).
+MODELNET40 = (
+    "airplane", "bathtub", "bed", "bench", "bookshelf", "bottle", "bowl", "car", "chair", "cone",
+    "cup", "curtain", "desk", "door", "dresser", "flower_pot", "glass_box", "guitar", "keyboard", "lamp",
+    "laptop", "mantel", "monitor", "night_stand", "person", "piano", "plant", "radio", "range_hood", "sink",
+    "sofa", "stairs", "stool", "table", "tent", "toilet", "tv_stand", "vase", "wardrobe", "xbox",
+)
+# ModelNet10: the alphabetical subset that ModelNet10.zip's folders and label ids follow.
+MODELNET10 = ("bathtub", "bed", "chair", "desk", "dresser", "monitor", "night_stand", "sofa", "table", "toilet")
+# ScanObjectNN: the order of the label ids stored in its h5 files (object id 0..14).
+SCANOBJECTNN = (
+    "bag", "bin", "box", "cabinet", "chair", "desk", "display", "door", "shelf", "table",
+    "bed", "pillow", "sink", "sofa", "toilet",
+)
+# ShapeNetCore v2's 55 categories, in ascending synset-id order (label id = index). Point-BERT's
+# ShapeNet-55 files are named "<synset>-<model id>.npy", so the synset is the key to this table.
+SHAPENET55_SYNSETS = {
+    "02691156": "airplane", "02747177": "trash_bin", "02773838": "bag", "02801938": "basket",
+    "02808440": "bathtub", "02818832": "bed", "02828884": "bench", "02843684": "birdhouse",
+    "02871439": "bookshelf", "02876657": "bottle", "02880940": "bowl", "02924116": "bus",
+    "02933112": "cabinet", "02942699": "camera", "02946921": "can", "02954340": "cap",
+    "02958343": "car", "02992529": "cellphone", "03001627": "chair", "03046257": "clock",
+    "03085013": "keyboard", "03207941": "dishwasher", "03211117": "display", "03261776": "earphone",
+    "03325088": "faucet", "03337140": "file_cabinet", "03467517": "guitar", "03513137": "helmet",
+    "03593526": "jar", "03624134": "knife", "03636649": "lamp", "03642806": "laptop",
+    "03691459": "loudspeaker", "03710193": "mailbox", "03759954": "microphone", "03761084": "microwave",
+    "03790512": "motorbike", "03797390": "mug", "03928116": "piano", "03938244": "pillow",
+    "03948459": "pistol", "03991062": "flowerpot", "04004475": "printer", "04074963": "remote",
+    "04090263": "rifle", "04099429": "rocket", "04225987": "skateboard", "04256520": "sofa",
+    "04330267": "stove", "04379243": "table", "04401088": "telephone", "04460130": "tower",
+    "04468005": "train", "04530566": "watercraft", "04554684": "washer",
+}
+SHAPENET55 = tuple(SHAPENET55_SYNSETS[s] for s in sorted(SHAPENET55_SYNSETS))
+
+LABEL_SETS: dict[str, tuple[str, ...]] = {
+    "modelnet40": MODELNET40,
+    "modelnet10": MODELNET10,
+    "scanobjectnn": SCANOBJECTNN,
+    "shapenet55": SHAPENET55,
+}
+
+# Where "replace underscores by spaces" is not what a caption would say.
+_READABLE = {
+    "night_stand": "nightstand",
+    "tv_stand": "tv stand",
+    "range_hood": "range hood",
+}
+
+DEFAULT_TEMPLATES = (defaults.PROMPT_TEMPLATE,)
+
+
+def readable_name(label: str) -> str:
+    """The form of a label used inside prompts: "flower_pot" -> "flower pot", "night_stand" -> "nightstand"."""
+    if label in _READABLE:
+        return _READABLE[label]
+    return " ".join(label.replace("_", " ").split())
+
+
+def resolve_labels(labels: str | Sequence[str] | None, label_set: str | None) -> list[str]:
+    """Class labels from a comma-separated string / list, or a named set; exactly one of the two.
+
+    UsageError for both or neither, an empty or duplicated label, or an unknown set.
+    """
+    if (labels is None) == (label_set is None):
+        raise UsageError(
+            "give exactly one of --labels (comma-separated class names) and --label-set "
+            f"({', '.join(LABEL_SETS)})"
+        )
+    if label_set is not None:
+        key = label_set.strip().lower().replace("-", "")
+        if key not in LABEL_SETS:
+            raise UsageError(f"unknown --label-set {label_set!r}; choose one of {', '.join(LABEL_SETS)}")
+        return list(LABEL_SETS[key])
+    items = labels.split(",") if isinstance(labels, str) else list(labels)
+    out: list[str] = []
+    for i, item in enumerate(items):
+        if not isinstance(item, str):
+            raise UsageError(f"label {i + 1} is not text: {item!r}")
+        name = item.strip()
+        if not name:
+            raise UsageError(f"--labels: label {i + 1} is empty (check for a stray comma)")
+        if name in out:
+            raise UsageError(f"--labels: {name!r} is given twice")
+        out.append(name)
+    if not out:
+        raise UsageError("--labels: no labels given")
+    return out
+
+
+def resolve_templates(prompts: Sequence[str] | None) -> list[str]:
+    """Prompt templates; default ["image of a {}."] (the paper's). Each must contain "{}" exactly once."""
+    if not prompts:
+        return list(DEFAULT_TEMPLATES)
+    out: list[str] = []
+    for template in prompts:
+        if not isinstance(template, str) or template.count("{}") != 1:
+            raise UsageError(f"--prompt {template!r} must contain '{{}}' exactly once (where the label goes)")
+        try:
+            template.format("x")
+        except (IndexError, KeyError, ValueError) as e:
+            raise UsageError(f"--prompt {template!r}: braces other than '{{}}' must be doubled ({e})") from e
+        if template not in out:
+            out.append(template)
+    return out
+
+
+def _cache_key(bundle, labels: Sequence[str], templates: Sequence[str]) -> str:
+    import open_clip
+    import torch
+
+    from . import __version__
+
+    payload = json.dumps(
+        {
+            "model": bundle.model_name,
+            "weights": bundle.weights_id,
+            "templates": list(templates),
+            "labels": list(labels),
+            "version": __version__,
+            # random ("none") weights are only reproducible within one torch / open_clip version
+            "torch": torch.__version__,
+            "open_clip": open_clip.__version__,
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def encode_prompts(bundle, labels: Sequence[str], templates: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+    """[K, D] L2-normalised class embeddings: per label, the mean of its normalised template embeddings, re-normalised."""
+    import torch
+    model = bundle.model
+    device = bundle.device
+    texts = [template.format(readable_name(label)) for label in labels for template in templates]
+    chunks = []
+    # no_grad, not inference_mode: adapters train against these features, and inference tensors
+    # cannot be saved for backward.
+    with torch.no_grad():
+        for start in range(0, len(texts), batch_size):
+            tokens = bundle.tokenizer(texts[start:start + batch_size]).to(device)
+            chunks.append(model.encode_text(tokens).float())
+    features = torch.cat(chunks).view(len(labels), len(templates), -1)
+    features = torch.nn.functional.normalize(features, dim=-1).mean(dim=1)
+    return torch.nn.functional.normalize(features, dim=-1)
+
+
+def text_features(
+    bundle,
+    labels: Sequence[str],
+    templates: Sequence[str] = DEFAULT_TEMPLATES,
+    cache_dir: str | Path | None = None,
+) -> torch.Tensor:
+    """[K, D] L2-normalised text features of `labels` (CLIP prompt ensembling over `templates`).
+
+    Cached as safetensors under `cache_dir` (default: paths.cache_dir("text_features")), keyed by
+    model, weights id, templates, labels and project version. A corrupt cache entry is recomputed.
+    Returned as float32 on the model's device.
+    """
+    from training.checkpoints import load_tensors, save_tensors
+
+    from .errors import CheckpointError
+    from .paths import cache_dir as default_cache_dir
+
+    labels, templates = list(labels), list(templates)
+    if not labels:
+        raise UsageError("no labels to encode")
+    if not templates:
+        raise UsageError("no prompt templates")
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir("text_features")
+    path = folder / f"{_cache_key(bundle, labels, templates)}.safetensors"
+    if path.is_file():
+        try:
+            cached = load_tensors(path).get("text_features")
+        except CheckpointError:
+            cached = None  # corrupt or truncated: recompute and overwrite below
+        if cached is not None and cached.ndim == 2 and cached.shape[0] == len(labels):
+            return cached.float().to(bundle.device)
+    features = encode_prompts(bundle, labels, templates)
+    try:
+        save_tensors(
+            path,
+            {"text_features": features},
+            metadata={"model": bundle.model_name, "weights_id": bundle.weights_id, "labels": json.dumps(labels)},
+        )
+    except OSError:
+        pass  # a read-only or full cache directory only costs the next run the recomputation
+    return features
