@@ -1,0 +1,163 @@
+"""`c2p eval`: accuracy of a zero-shot or few-shot classifier on a dataset split, with a report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .. import defaults
+from .. import options as opt
+
+
+def eval_cmd(
+    data: Annotated[Path, typer.Argument(help="Dataset folder (layout detected; see --dataset).", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Report folder: report.json and confusion.png.")],
+    adapter: Annotated[
+        Path | None,
+        typer.Option("--adapter", help="A `c2p fewshot` run folder (or an official CLIP2Point few-shot checkpoint); default: zero-shot."),
+    ] = None,
+    which: Annotated[str, typer.Option("--which", help="Adapter weights of the run: best or last.")] = "best",
+    split: Annotated[str, typer.Option("--split", help="train or test.")] = "test",
+    dataset: Annotated[
+        str,
+        typer.Option("--dataset", help="auto, synth, modelnet, modelnet-h5, modelnet-resampled, scanobjectnn or folder."),
+    ] = "auto",
+    labels: opt.Labels = None,
+    label_set: opt.LabelSet = None,
+    prompt: opt.Prompt = None,
+    model: opt.Model = defaults.MODEL,
+    pretrained: opt.Pretrained = defaults.PRETRAINED,
+    depth_encoder: opt.DepthEncoderPath = None,
+    views: opt.Views = defaults.ZERO_SHOT_VIEWS,
+    points: opt.Points = defaults.NUM_POINTS,
+    sampling: Annotated[
+        str | None, typer.Option("--sampling", help="random or fps (default: fps for ScanObjectNN, else random).")
+    ] = None,
+    up: Annotated[
+        str | None, typer.Option("--up", help="Up axis z or y (default: z for ModelNet / synth / folders, y for ScanObjectNN).")
+    ] = None,
+    variant: Annotated[str | None, typer.Option("--variant", help="ScanObjectNN: obj_bg, obj_only or pb_t50_rs.")] = None,
+    seed: opt.Seed = 0,
+    batch_size: opt.BatchSize = 32,
+    device: opt.Device = "auto",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table.")] = False,
+) -> None:
+    """Evaluate zero-shot CLIP2Point (default) or a trained adapter (--adapter) on a dataset split.
+
+    Writes OUT/report.json (top-1, per-class accuracy, confusion matrix, predictions, skipped files)
+    and OUT/confusion.png. Zero-shot prompts use the dataset's class names unless --labels renames
+    them (same order) or --label-set gives a named set the classes are looked up in.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from training.checkpoints import write_json
+    from training.datasets import open_dataset
+    from training.fewshot import evaluate_classifier, label_mapping
+
+    from .. import __version__
+    from ..errors import UsageError
+
+    console = Console(stderr=True)
+    ds = open_dataset(data, dataset, split, n_points=points, sampling=sampling, seed=seed, up=up, variant=variant)
+    with console.status("loading the model", spinner="dots"):
+        if adapter is not None:
+            if depth_encoder is not None:
+                raise UsageError("--adapter brings its own encoders: drop --depth-encoder")
+            from ..adapters import load_adapter_classifier
+
+            names = None
+            if adapter.is_file():  # the official checkpoint carries no labels
+                from ..prompts import resolve_labels
+
+                names = resolve_labels(labels, label_set) if (labels or label_set) else list(ds.labels)
+            elif labels or label_set:
+                raise UsageError("--adapter RUN brings its own labels: drop --labels/--label-set")
+            clf = load_adapter_classifier(
+                adapter, device=device, which=which, labels=names, templates=prompt, model=model, pretrained=pretrained
+            )
+            mapping = label_mapping(ds.labels, clf.labels, positional=adapter.is_file() and bool(labels))
+            mode = "few-shot"
+        else:
+            from ..classifier import load_classifier
+
+            if labels is not None:
+                clf = load_classifier(labels=labels, model=model, pretrained=pretrained, depth_encoder=depth_encoder,
+                                      views=views, templates=prompt, device=device)
+                mapping = label_mapping(ds.labels, clf.labels, positional=True)
+            elif label_set is not None:
+                clf = load_classifier(label_set=label_set, model=model, pretrained=pretrained,
+                                      depth_encoder=depth_encoder, views=views, templates=prompt, device=device)
+                mapping = label_mapping(ds.labels, clf.labels)
+            else:
+                clf = load_classifier(labels=list(ds.labels), model=model, pretrained=pretrained,
+                                      depth_encoder=depth_encoder, views=views, templates=prompt, device=device)
+                mapping = list(range(len(ds.labels)))
+            mode = "zero-shot"
+
+    with Progress(TextColumn(f"evaluating {split}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, disable=quiet) as progress:
+        task = progress.add_task("eval", total=len(ds))
+        report = evaluate_classifier(clf, ds, mapping, batch_size,
+                                     progress=lambda done, total: progress.update(task, completed=done))
+    report.update({"mode": mode, "dataset": ds.describe(), "classifier": getattr(clf, "meta", {}), "version": __version__})
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "report.json", report)
+    confusion_png(out / "confusion.png", report["confusion"], report["labels"])
+    if not quiet:
+        _print_report(report)
+    console.print(f"wrote {out / 'report.json'} and {out / 'confusion.png'}")
+    if report["skipped"]:
+        console.print(f"[yellow]{len(report['skipped'])} file(s) could not be read and were skipped (listed in report.json)[/]")
+
+
+def confusion_png(path: Path, confusion: list[list[int]], labels: list[str], cell: int = 22) -> None:
+    """Draw a row-normalised confusion matrix as a PNG with PIL (rows: true class, columns: predicted).
+
+    Diagonal cells are blue, off-diagonal red, darker for a larger share of the row; counts are
+    written in the non-empty cells.
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    k = len(labels)
+    font = ImageFont.load_default()
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    text_w = int(max((probe.textlength(s, font=font) for s in labels), default=10)) + 8
+    title = "rows: true class, columns: predicted"
+    top = 18 + text_w  # title line + rotated column labels
+    width = max(text_w + k * cell + 8, int(probe.textlength(title, font=font)) + 8)
+    img = Image.new("RGB", (width, top + k * cell + 8), "white")
+    draw = ImageDraw.Draw(img)
+    draw.text((4, 2), title, fill="black", font=font)
+    for j, name in enumerate(labels):
+        tile = Image.new("RGB", (text_w, cell), "white")
+        ImageDraw.Draw(tile).text((2, 5), name, fill="black", font=font)
+        img.paste(tile.rotate(90, expand=True), (text_w + j * cell, 18))
+    for i in range(k):
+        total = sum(confusion[i]) or 1
+        y0 = top + i * cell
+        draw.text((4, y0 + 5), labels[i], fill="black", font=font)
+        for j in range(k):
+            shade = int(255 * (1.0 - confusion[i][j] / total))
+            colour = (shade, shade, 255) if i == j else (255, shade, shade)
+            x0 = text_w + j * cell
+            draw.rectangle([x0, y0, x0 + cell - 1, y0 + cell - 1], fill=colour, outline=(220, 220, 220))
+            if confusion[i][j]:
+                draw.text((x0 + 3, y0 + 5), str(confusion[i][j]), fill="black", font=font)
+    img.save(path)
+
+
+def _print_report(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{report['mode']} top-1 {report['top1']:.3f}  (mean class {report['mean_class_accuracy']:.3f}, n={report['n']})")
+    table.add_column("class")
+    table.add_column("samples", justify="right")
+    table.add_column("accuracy", justify="right")
+    for name, row in report["per_class"].items():
+        if row["count"]:
+            table.add_row(name, str(row["count"]), f"{row['accuracy']:.3f}")
+    Console().print(table)

@@ -1,0 +1,141 @@
+"""`c2p fewshot`: train the (Gated) Dual-Path Adapter on k labelled shapes per class."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .. import defaults
+from .. import options as opt
+
+
+def fewshot(
+    data: Annotated[Path, typer.Argument(help="Dataset folder (layout detected; see --dataset).", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder to create (or continue with --resume).")],
+    shots: Annotated[int, typer.Option("--shots", "-k", help="Labelled samples per class, drawn from the train split.")] = 16,
+    dataset: Annotated[
+        str,
+        typer.Option("--dataset", help="auto, synth, modelnet, modelnet-h5, modelnet-resampled, scanobjectnn or folder."),
+    ] = "auto",
+    model: opt.Model = defaults.MODEL,
+    pretrained: opt.Pretrained = defaults.PRETRAINED,
+    depth_encoder: opt.DepthEncoderPath = None,
+    fusion: Annotated[str, typer.Option("--fusion", help="gated (GDPA, learned per-channel gate) or mean (DPA).")] = "gated",
+    epochs: Annotated[int, typer.Option("--epochs", help="Training epochs.")] = 100,
+    batch_size: opt.BatchSize = 32,
+    lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate.")] = 1e-3,
+    weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay.")] = 1e-4,
+    select: Annotated[
+        str, typer.Option("--select", help="Model selection: val (best accuracy on held-out shots) or last (last epoch, all shots train).")
+    ] = "val",
+    val_fraction: Annotated[float, typer.Option("--val-fraction", help="Part of each class's shots held out for --select val.")] = 0.25,
+    seed: opt.Seed = 0,
+    views: opt.Views = defaults.FEW_SHOT_VIEWS,
+    points: opt.Points = defaults.NUM_POINTS,
+    sampling: Annotated[
+        str | None, typer.Option("--sampling", help="random or fps (default: fps for ScanObjectNN, else random).")
+    ] = None,
+    up: Annotated[
+        str | None, typer.Option("--up", help="Up axis z or y (default: z for ModelNet / synth / folders, y for ScanObjectNN).")
+    ] = None,
+    variant: Annotated[str | None, typer.Option("--variant", help="ScanObjectNN: obj_bg, obj_only or pb_t50_rs.")] = None,
+    prompt: opt.Prompt = None,
+    device: opt.Device = "auto",
+    cache_dir: Annotated[
+        Path | None, typer.Option("--cache-dir", help="Where per-view features are cached (default: the c2p cache folder).")
+    ] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Keep features in memory only (compute them once per run).")] = False,
+    save_every: Annotated[
+        int, typer.Option("--save-every", help="Epochs between resume checkpoints (last.safetensors + state).")
+    ] = 1,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last completed epoch.")] = False,
+    test: Annotated[bool, typer.Option("--test/--no-test", help="Report test-split accuracy at the end (never used for selection).")] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table.")] = False,
+) -> None:
+    """Train a few-shot adapter (CLIP2Point's dual-path adapter) and save it to a run folder.
+
+    The encoders are frozen: both paths' per-view features are computed once (and cached), then
+    each epoch only trains the adapter. Use the run with `c2p classify --adapter RUN` and
+    `c2p eval DATA --adapter RUN`.
+    """
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from training.fewshot import FewShotOptions, run_fewshot
+
+    console = Console(stderr=True)
+    opts = FewShotOptions(
+        shots=shots, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, fusion=fusion,
+        select=select, val_fraction=val_fraction, model=model, pretrained=pretrained,
+        depth_encoder=str(depth_encoder) if depth_encoder else None, views=views, n_points=points, sampling=sampling,
+        up=up, dataset_kind=dataset, templates=list(prompt) if prompt else None, device=device,
+        cache_dir=str(cache_dir) if cache_dir else None, use_cache=not no_cache, eval_test=test, variant=variant,
+        save_every=save_every,
+    )
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=quiet, transient=False,
+    ) as progress:
+        tasks: dict[str, int] = {}
+
+        def on_event(kind: str, **info) -> None:
+            if kind == "stage" and not quiet:
+                progress.console.print(f"[dim]{info['name']}[/]")
+            elif kind == "features":
+                key = f"features ({info['name']})"
+                if key not in tasks:
+                    tasks[key] = progress.add_task(key, total=info["total"], info="")
+                progress.update(tasks[key], completed=info["done"])
+            elif kind == "epoch":
+                m = info["metrics"]
+                if "train" not in tasks:
+                    tasks["train"] = progress.add_task("training", total=info["epochs"], info="")
+                text = f"loss {m['loss']:.3f}  acc {m['train_acc']:.3f}"
+                if "val_acc" in m:
+                    text += f"  val {m['val_acc']:.3f}"
+                progress.update(tasks["train"], completed=m["epoch"], info=text)
+
+        summary = run_fewshot(data, out, opts, resume=resume, on_event=on_event)
+    if not quiet:
+        _print_summary(summary)
+    for w in summary.get("warnings", []):
+        console.print(f"[yellow]note:[/] {w}")
+    if summary.get("skipped"):
+        console.print(f"[yellow]{len(summary['skipped'])} shot file(s) could not be read and were skipped (see {out}/summary.json)[/]")
+
+
+def _print_summary(summary: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"few-shot run {summary['run']}")
+    table.add_column("")
+    table.add_column("value", justify="right")
+    last = summary.get("last") or {}
+    rows = [
+        ("classes", str(len(summary["labels"]))),
+        ("training / validation shots", f"{summary['train_samples']} / {summary['val_samples']}"),
+        ("epochs", str(summary["epochs"])),
+        ("best epoch", str(summary["best_epoch"])),
+        ("last train accuracy", f"{last.get('train_acc', float('nan')):.3f}"),
+    ]
+    if summary.get("best_val_acc") is not None:
+        rows.append(("best validation accuracy", f"{summary['best_val_acc']:.3f}"))
+    test = summary.get("test")
+    if test and "best" in test:
+        rows.append(("test accuracy (best / last)", f"{test['best']['top1']:.3f} / {test['last']['top1']:.3f}"))
+    elif test and "error" in test:
+        rows.append(("test accuracy", test["error"]))
+    rows.append(("time", f"{summary['time_s']:.1f} s"))
+    for k, v in rows:
+        table.add_row(k, v)
+    Console().print(table)

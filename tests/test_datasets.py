@@ -1,0 +1,259 @@
+"""Dataset layouts (detection, parsing, errors) and seeded k-shot sampling, on tiny hand-made files."""
+
+from __future__ import annotations
+
+import os
+
+import h5py
+import numpy as np
+import pytest
+
+from c2p_cli.errors import DatasetError, InputFileError, UsageError
+from c2p_cli.io import normalize_unit_sphere
+from c2p_cli.views import apply_up_axis
+from training.datasets import (
+    SCANOBJECTNN_LABELS,
+    detect_layout,
+    open_dataset,
+    sample_shots,
+)
+from training.features import read_samples
+
+
+def _cloud(n: int = 64, seed: int = 0, scale=(1.0, 2.0, 3.0)) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((n, 3)) * np.asarray(scale)).astype(np.float32)
+
+
+def _write_npy_folder(base, classes, per_class, seed=0):
+    for c, name in enumerate(classes):
+        d = base / name
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            np.save(d / f"{name}_{i:02d}.npy", _cloud(40, seed + 100 * c + i))
+
+
+CUBE_OFF = """OFF
+8 6 0
+0 0 0
+1 0 0
+1 1 0
+0 1 0
+0 0 1
+1 0 1
+1 1 1
+0 1 1
+4 0 3 2 1
+4 4 5 6 7
+4 0 1 5 4
+4 1 2 6 5
+4 2 3 7 6
+4 3 0 4 7
+"""
+
+
+def test_folder_with_split_folders(tmp_path):
+    _write_npy_folder(tmp_path / "train", ["b_cls", "a_cls"], 3)
+    _write_npy_folder(tmp_path / "test", ["a_cls", "b_cls"], 2)
+    assert detect_layout(tmp_path) == "folder"
+    train = open_dataset(tmp_path, split="train", n_points=16)
+    test = open_dataset(tmp_path, split="test", n_points=16)
+    assert train.labels == test.labels == ["a_cls", "b_cls"]
+    assert len(train) == 6 and len(test) == 4
+    assert train.sample_ids[0] == "train/a_cls/a_cls_00.npy"
+    pts, label = train[4]
+    assert pts.shape == (16, 3) and pts.dtype == np.float32 and label == 1
+    assert np.linalg.norm(pts, axis=1).max() == pytest.approx(1.0, abs=1e-5)
+    # Deterministic for (seed, sample): reading twice gives the same points; another seed does not.
+    assert np.array_equal(pts, train[4][0])
+    other = open_dataset(tmp_path, split="train", n_points=16, seed=1)
+    assert not np.array_equal(pts, other[4][0])
+
+
+def test_folder_without_splits_uses_a_seeded_disjoint_ratio_split(tmp_path):
+    _write_npy_folder(tmp_path, ["cat", "dog"], 10)
+    kw = {"n_points": 8, "test_fraction": 0.3}
+    train = open_dataset(tmp_path, "folder", "train", **kw)
+    test = open_dataset(tmp_path, "folder", "test", **kw)
+    assert len(test) == 6 and len(train) == 14
+    assert not set(train.sample_ids) & set(test.sample_ids)
+    assert sorted(train.sample_ids + test.sample_ids) == sorted(
+        f"{c}/{c}_{i:02d}.npy" for c in ("cat", "dog") for i in range(10)
+    )
+    assert open_dataset(tmp_path, "folder", "test", **kw).sample_ids == test.sample_ids
+    other = open_dataset(tmp_path, "folder", "test", split_seed=5, **kw)
+    assert other.sample_ids != test.sample_ids
+
+
+def test_synth_layout(tmp_path):
+    from c2p_cli.synth import write_dataset
+
+    write_dataset(tmp_path, classes=["cone", "cube"], per_class=2, test_per_class=1, fmt="npy", n_points=128)
+    assert detect_layout(tmp_path) == "synth"
+    ds = open_dataset(tmp_path, split="test", n_points=32)
+    assert ds.kind == "synth" and ds.labels == ["cone", "cube"] and ds.up == "z"
+    assert ds.sample_ids == ["test/cone/cone_0001.npy", "test/cube/cube_0001.npy"]
+    assert ds.targets == [0, 1]
+
+
+def test_modelnet_mesh_layout(tmp_path):
+    for name in ("chair", "airplane"):
+        for split, n in (("train", 2), ("test", 1)):
+            d = tmp_path / name / split
+            d.mkdir(parents=True)
+            for i in range(n):
+                (d / f"{name}_{i + 1:04d}.off").write_text(CUBE_OFF)
+    assert detect_layout(tmp_path) == "modelnet"
+    ds = open_dataset(tmp_path, "modelnet40", "train", n_points=50)
+    assert ds.labels == ["airplane", "chair"] and len(ds) == 4 and ds.up == "z"
+    pts, label = ds[3]
+    assert pts.shape == (50, 3) and label == 1
+
+
+def _write_modelnet_h5(root, n_files=2, per_file=3, classes=("a", "b", "c")):
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "shape_names.txt").write_text("\n".join(classes) + "\n")
+    for split in ("train", "test"):
+        for f in range(n_files):
+            data = np.stack([_cloud(100, 10 * f + i) for i in range(per_file)])
+            label = (np.arange(per_file) % len(classes)).reshape(-1, 1).astype(np.uint8)
+            with h5py.File(root / f"ply_data_{split}{f}.h5", "w") as h:
+                h["data"], h["label"] = data, label
+
+
+def test_modelnet_h5_layout(tmp_path):
+    _write_modelnet_h5(tmp_path)
+    assert detect_layout(tmp_path) == "modelnet-h5"
+    ds = open_dataset(tmp_path, split="train", n_points=100)
+    assert len(ds) == 6 and ds.labels == ["a", "b", "c"]
+    assert ds.sample_ids[4] == "ply_data_train1.h5:1"
+    pts, label = ds[4]
+    assert label == 1
+    # All 100 points kept (n_points = stored count): the sample equals the stored cloud, rotated and normalised.
+    with h5py.File(tmp_path / "ply_data_train1.h5") as h:
+        raw = h["data"][1]
+    expected = normalize_unit_sphere(apply_up_axis(raw, "z"))
+    assert np.allclose(np.sort(pts, axis=0), np.sort(expected, axis=0), atol=1e-6)
+
+
+def test_h5_bad_sample_fails_alone_and_bad_file_fails_clearly(tmp_path):
+    _write_modelnet_h5(tmp_path, n_files=1)
+    with h5py.File(tmp_path / "ply_data_train0.h5", "a") as h:
+        data = h["data"][...]
+        data[1] = np.nan
+        del h["data"]
+        h["data"] = data
+    ds = open_dataset(tmp_path, split="train")
+    with pytest.raises(InputFileError, match=r"ply_data_train0.h5: sample 1: no finite points"):
+        ds[1]
+    ok, skipped = read_samples(ds, range(len(ds)))
+    assert [i for i, _, _ in ok] == [0, 2]
+    assert skipped == [{"id": "ply_data_train0.h5:1", "error": skipped[0]["error"]}]
+    with h5py.File(tmp_path / "ply_data_test0.h5", "w") as h:
+        h["points"] = np.zeros((2, 10, 3))
+    with pytest.raises(DatasetError, match="without 'data' and 'label'"):
+        open_dataset(tmp_path, split="test")
+
+
+def test_modelnet_resampled_layout(tmp_path):
+    (tmp_path / "modelnet40_shape_names.txt").write_text("night_stand\nvase\n")
+    (tmp_path / "modelnet40_train.txt").write_text("night_stand_0001\nvase_0001\nvase_0002\n")
+    (tmp_path / "modelnet40_test.txt").write_text("night_stand_0002\n")
+    for name in ("night_stand_0001", "night_stand_0002", "vase_0001", "vase_0002"):
+        cls = name.rsplit("_", 1)[0]
+        (tmp_path / cls).mkdir(exist_ok=True)
+        rows = np.concatenate([_cloud(30, len(name)), np.zeros((30, 3), np.float32)], axis=1)
+        np.savetxt(tmp_path / cls / f"{name}.txt", rows, delimiter=",", fmt="%.6f")
+    assert detect_layout(tmp_path) == "modelnet-resampled"
+    ds = open_dataset(tmp_path, split="train", n_points=20)
+    assert ds.labels == ["night_stand", "vase"] and ds.targets == [0, 1, 1]
+    assert ds[0][0].shape == (20, 3)
+    (tmp_path / "modelnet40_test.txt").write_text("sofa_0001\n")
+    with pytest.raises(DatasetError, match="names class 'sofa'"):
+        open_dataset(tmp_path, split="test")
+
+
+def test_scanobjectnn_variants(tmp_path):
+    files = {
+        "main_split/training_objectdataset.h5": 3,
+        "main_split/test_objectdataset.h5": 2,
+        "main_split/training_objectdataset_augmentedrot_scale75.h5": 5,
+        "main_split_nobg/training_objectdataset.h5": 4,
+    }
+    for rel, n in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        with h5py.File(tmp_path / rel, "w") as h:
+            h["data"] = np.stack([_cloud(2048, i) for i in range(n)])
+            h["label"] = np.arange(n) % 15
+            h["mask"] = np.zeros((n, 2048))
+    assert detect_layout(tmp_path) == "scanobjectnn"
+    bg = open_dataset(tmp_path, split="train", n_points=64)
+    assert len(bg) == 3 and bg.labels == list(SCANOBJECTNN_LABELS)
+    assert bg.up == "y" and bg.sampling == "fps"
+    assert len(open_dataset(tmp_path, split="train", variant="pb_t50_rs")) == 5
+    assert len(open_dataset(tmp_path, split="train", variant="obj_only")) == 4
+    assert len(open_dataset(tmp_path / "main_split_nobg", "scanobjectnn", "train")) == 4
+    assert len(open_dataset(tmp_path, split="test")) == 2
+    with pytest.raises(DatasetError, match="obj_only test file not found"):
+        open_dataset(tmp_path, split="test", variant="obj_only")
+    pts, _ = bg[0]
+    assert pts.shape == (64, 3)
+    with pytest.raises(UsageError, match="variant must be one of"):
+        open_dataset(tmp_path, split="train", variant="hardest")
+
+
+def test_unrecognised_layout_names_what_was_looked_for(tmp_path):
+    (tmp_path / "notes.md").write_text("nothing here")
+    with pytest.raises(DatasetError, match="unrecognised dataset layout; looked for: c2p synth"):
+        open_dataset(tmp_path)
+    with pytest.raises(DatasetError, match="no such folder"):
+        open_dataset(tmp_path / "missing")
+    with pytest.raises(UsageError, match="--dataset must be one of"):
+        open_dataset(tmp_path, kind="imagenet")
+    with pytest.raises(UsageError, match="variant does not apply to folder"):
+        _write_npy_folder(tmp_path, ["x"], 2)
+        open_dataset(tmp_path, kind="folder", variant="obj_bg")
+
+
+def test_bad_file_in_a_folder_is_skipped_and_reported(tmp_path):
+    _write_npy_folder(tmp_path / "train", ["a", "b"], 2)
+    (tmp_path / "test").mkdir()
+    (tmp_path / "train" / "a" / "broken.ply").write_text("ply\nformat ascii 1.0\nelement vertex 5\n")
+    ds = open_dataset(tmp_path, split="train", n_points=8)
+    assert len(ds) == 5
+    ok, skipped = read_samples(ds, range(len(ds)))
+    assert len(ok) == 4
+    assert len(skipped) == 1 and skipped[0]["id"] == "train/a/broken.ply"
+    assert "broken.ply" in skipped[0]["error"]
+
+
+def test_fingerprint_follows_the_file(tmp_path):
+    _write_npy_folder(tmp_path, ["a", "b"], 2)
+    ds = open_dataset(tmp_path, "folder", "train", test_fraction=0.0)
+    before = ds.fingerprint(0)
+    path = tmp_path / ds.sample_ids[0]
+    np.save(path, _cloud(41, 99))
+    os.utime(path, ns=(1, 1))
+    assert ds.fingerprint(0) != before
+    assert ds.fingerprint(0).startswith(ds.sample_ids[0] + ":")
+
+
+def test_sample_shots_is_seeded_and_per_class():
+    targets = [0] * 10 + [1] * 20 + [2] * 3
+    labels = ["a", "b", "c"]
+    s = sample_shots(targets, labels, shots=4, seed=7, val_fraction=0.25)
+    again = sample_shots(targets, labels, shots=4, seed=7, val_fraction=0.25)
+    assert (s.train, s.val) == (again.train, again.val)
+    other = sample_shots(targets, labels, shots=4, seed=8, val_fraction=0.25)
+    assert (s.train, s.val) != (other.train, other.val)
+    t = np.asarray(targets)
+    assert np.bincount(t[s.train], minlength=3).tolist() == [3, 3, 2]
+    assert np.bincount(t[s.val], minlength=3).tolist() == [1, 1, 1]
+    assert not set(s.train) & set(s.val)
+    assert s.short_classes == {"c": 3}
+    no_val = sample_shots(targets, labels, shots=4, seed=7)
+    assert no_val.val == [] and sorted(no_val.train) == s.all
+    with pytest.raises(DatasetError, match="no training samples for class"):
+        sample_shots([0, 0], ["a", "b"], shots=1)
+    with pytest.raises(UsageError):
+        sample_shots(targets, labels, shots=0)

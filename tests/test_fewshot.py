@@ -1,0 +1,197 @@
+"""Few-shot training: the acceptance run on synthetic shapes, bit-exact checkpoints, resume, the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from c2p_cli.adapters import DualPathAdapter, load_adapter_classifier, load_run_adapter
+from c2p_cli.errors import CheckpointError, UsageError
+from training.checkpoints import load_tensors
+from training.features import FeatureSet
+from training.fewshot import FewShotOptions, evaluate_features, run_fewshot, train_adapter
+
+V, D, K = 10, 16, 4
+CLASSES = ["cube", "sphere", "cone", "torus", "chair"]
+
+
+def _random_features(n: int, seed: int) -> FeatureSet:
+    """Class-dependent random per-view features (a learnable problem, no rendering needed)."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(K, 1, D, generator=torch.Generator().manual_seed(123))
+    targets = torch.arange(n) % K
+    depth = centres[targets] + 0.8 * torch.randn(n, V, D, generator=g)
+    clip = centres[targets].flip(-1) + 0.8 * torch.randn(n, V, D, generator=g)
+    return FeatureSet(depth, clip, targets, list(range(n)), [f"s{i}" for i in range(n)])
+
+
+def _adapter(seed: int, fusion: str = "gated") -> DualPathAdapter:
+    torch.manual_seed(seed)
+    text = torch.nn.functional.normalize(torch.randn(K, D), dim=-1)
+    return DualPathAdapter(V, D, text, 10.0, fusion)
+
+
+class _Killed(Exception):
+    pass
+
+
+def _metrics(run) -> list[dict]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "time_s"} for r in rows]
+
+
+@pytest.mark.parametrize("save_every", [1, 2])
+def test_resume_after_a_kill_ends_bit_identical(tmp_path, save_every):
+    train, val = _random_features(38, 0), _random_features(12, 1)
+    kw = {"epochs": 6, "batch_size": 8, "seed": 3, "select": "val"}
+
+    straight = tmp_path / "straight"
+    result = train_adapter(_adapter(0), train, val, straight, **kw)
+    kw["save_every"] = save_every  # with 2, the kill after epoch 3 loses epoch 3: it is redone
+    assert result.best["epoch"] >= 1 and len(result.history) == 6
+
+    def kill_after_3(kind, metrics, epochs):
+        if metrics["epoch"] == 3:
+            raise _Killed
+
+    killed = tmp_path / "killed"
+    with pytest.raises(_Killed):
+        train_adapter(_adapter(0), train, val, killed, on_event=kill_after_3, **kw)
+    # A line for an epoch whose state was never saved (killed mid-epoch) must be dropped on resume.
+    with open(killed / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"epoch": 4, "loss": 9.9}) + "\n")
+    # A different initialisation proves that resume restores the saved weights, not a re-seeded init.
+    assert json.loads((killed / "state.json").read_text())["epoch"] == 3 // save_every * save_every
+    train_adapter(_adapter(99), train, val, killed, resume=True, **kw)
+
+    for name in ("last", "best"):
+        a, b = load_tensors(straight / f"{name}.safetensors"), load_tensors(killed / f"{name}.safetensors")
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    assert _metrics(straight) == _metrics(killed)
+    assert json.loads((straight / "state.json").read_text())["best"] == json.loads((killed / "state.json").read_text())["best"]
+    assert not torch.equal(load_tensors(straight / "last.safetensors")["path1.fc1.weight"], _adapter(0).path1.fc1.weight)
+
+
+def test_checkpoint_reloads_bit_exactly(tmp_path):
+    adapter = _adapter(0, "mean")
+    train_adapter(adapter, _random_features(20, 0), None, tmp_path, epochs=2, batch_size=8, select="last")
+    saved = load_tensors(tmp_path / "last.safetensors")
+    state = adapter.state_dict()
+    assert saved.keys() == state.keys()
+    assert all(torch.equal(saved[k], state[k]) for k in state)
+    fresh = _adapter(5, "mean")
+    fresh.load_state_dict(saved)
+    feats = _random_features(9, 4)
+    assert torch.equal(evaluate_features(fresh, feats)[2], evaluate_features(adapter, feats)[2])
+    with torch.no_grad():
+        assert torch.equal(fresh.eval()(feats.depth, feats.clip), adapter.eval()(feats.depth, feats.clip))
+
+
+def test_training_learns_random_class_features(tmp_path):
+    adapter = _adapter(0)
+    train_adapter(adapter, _random_features(64, 0), None, tmp_path, epochs=15, batch_size=16, select="last")
+    _, acc, _ = evaluate_features(adapter, _random_features(40, 7))
+    assert acc >= 0.9  # chance is 0.25
+
+
+# --- the acceptance run on synthetic shapes ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory):
+    from c2p_cli.synth import write_dataset
+
+    root = tmp_path_factory.mktemp("synth5")
+    # Clean meshes (ModelNet-like .off), 16 training and 10 test shapes per class.
+    write_dataset(root, classes=CLASSES, per_class=16, test_per_class=10, fmt="off", seed=0)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained_run(synth_root, tmp_path_factory, tiny_model_name):
+    out = tmp_path_factory.mktemp("runs") / "run"
+    cache = tmp_path_factory.mktemp("feature-cache")
+    opts = FewShotOptions(
+        shots=16, epochs=30, model=tiny_model_name, pretrained="none", n_points=1024, device="cpu",
+        select="last", cache_dir=str(cache), seed=0,
+    )
+    summary = run_fewshot(synth_root, out, opts)
+    return out, summary, opts
+
+
+@pytest.mark.slow
+def test_fewshot_beats_chance_and_zero_shot_on_synthetic_shapes(trained_run, synth_root, tiny_model_name):
+    from c2p_cli.classifier import load_classifier
+    from training.datasets import open_dataset
+    from training.fewshot import evaluate_classifier
+
+    run, summary, _ = trained_run
+    fewshot_acc = summary["test"]["best"]["top1"]
+    test_ds = open_dataset(synth_root, split="test", n_points=1024)
+    zero = load_classifier(labels=test_ds.labels, model=tiny_model_name, pretrained="none", views=10, device="cpu")
+    zero_acc = evaluate_classifier(zero, test_ds, list(range(len(CLASSES))))["top1"]
+    # Chance is 0.2; an untrained adapter (or a loop that does not update it) stays near it.
+    assert fewshot_acc >= 0.6, summary["test"]
+    assert fewshot_acc >= zero_acc + 0.3, (fewshot_acc, zero_acc)
+
+    # The classify path (render -> both encoders -> adapter) agrees with the cached-feature path.
+    clf = load_adapter_classifier(run, device="cpu")
+    report = evaluate_classifier(clf, test_ds, list(range(len(CLASSES))))
+    assert abs(report["top1"] - fewshot_acc) <= 1.0 / len(test_ds)
+    assert clf.labels == CLASSES and clf.meta["fusion"] == "gated"
+
+
+def test_run_folder_contents(trained_run, tiny_model_name):
+    import c2p_cli
+
+    run, summary, _ = trained_run
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["labels"] == CLASSES and cfg["fusion"] == "gated" and cfg["num_views"] == 10
+    assert cfg["model"] == tiny_model_name and cfg["version"] == c2p_cli.__version__
+    assert cfg["templates"] == ["image of a {}."]
+    assert any("depth path starts from CLIP" in w for w in cfg["warnings"])
+    shots = json.loads((run / "shots.json").read_text())
+    assert {k: len(v) for k, v in shots["train"].items()} == dict.fromkeys(CLASSES, 16)
+    assert all(sid.startswith(f"train/{c}/") for c, ids in shots["train"].items() for sid in ids)
+    assert len(_metrics(run)) == 30 and summary["best_epoch"] == 30
+    # Rebuilt from config + safetensors, the adapter holds exactly the saved weights.
+    adapter = load_run_adapter(run, "last").adapter
+    saved = load_tensors(run / "last.safetensors")
+    assert all(torch.equal(adapter.state_dict()[k], saved[k]) for k in saved)
+
+
+def test_feature_cache_is_reused_and_runs_are_protected(trained_run, synth_root, tmp_path):
+    run, summary, opts = trained_run
+    assert summary["feature_cache_hit"] is False
+    opts2 = FewShotOptions(**{**opts.__dict__, "epochs": 1, "eval_test": False})
+    again = run_fewshot(synth_root, tmp_path / "again", opts2)
+    assert again["feature_cache_hit"] is True
+    with pytest.raises(UsageError, match="already holds a few-shot run"):
+        run_fewshot(synth_root, tmp_path / "again", opts2)
+    with pytest.raises(UsageError, match="cannot resume with different options: seed"):
+        run_fewshot(synth_root, tmp_path / "again", FewShotOptions(**{**opts2.__dict__, "seed": 1}), resume=True)
+    with pytest.raises(CheckpointError, match="nothing to resume"):
+        run_fewshot(synth_root, tmp_path / "fresh", opts2, resume=True)
+
+
+def test_fewshot_cli(synth_root, tmp_path, tiny_model_name):
+    from typer.testing import CliRunner
+
+    from c2p_cli.app import app
+
+    out = tmp_path / "cli-run"
+    args = ["fewshot", str(synth_root), "--out", str(out), "--shots", "4", "--model", tiny_model_name,
+            "--pretrained", "none", "--points", "256", "--device", "cpu", "--no-cache", "--no-test", "--fusion", "mean"]
+    result = CliRunner().invoke(app, [*args, "--epochs", "3"])
+    assert result.exit_code == 0, result.output
+    assert "best epoch" in result.output
+    assert {p.name for p in out.iterdir()} >= {"config.json", "shots.json", "metrics.jsonl", "best.safetensors",
+                                               "last.safetensors", "state.json", "state.safetensors", "summary.json"}
+    shots = json.loads((out / "shots.json").read_text())
+    assert all(len(shots["train"][c]) + len(shots["val"][c]) == 4 for c in CLASSES)
+    resumed = CliRunner().invoke(app, [*args, "--epochs", "4", "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert len(_metrics(out)) == 4

@@ -1,0 +1,590 @@
+"""Few-shot training of the (Gated) Dual-Path Adapter, with checkpoints, resume and evaluation.
+
+A run folder holds:
+    config.json          what the run was made with (labels, prompts, views, models, weights ids,
+                         depth encoder + sha256, fusion, shots, seed, optimiser, project version)
+    shots.json           the sampled k shots per class (sample ids), training and validation parts
+    metrics.jsonl        one line per epoch: loss, train / val accuracy, lr, time
+    best.safetensors     adapter weights of the selected epoch (best validation accuracy, ties to
+                         the lower validation loss, or the last epoch with `select="last"`)
+    last.safetensors     adapter weights after the last completed epoch
+    state.safetensors    optimiser moments, RNG states (tensors, no pickle) ...
+    state.json           ... and the epoch, best-so-far and optimiser hyper-parameters, for --resume
+    summary.json         final numbers (written at the end)
+
+Model selection never looks at the test split: the test accuracy in summary.json is computed
+after training, for information only. Training is deterministic for a seed on CPU, and a resumed
+run ends bit-identical to an uninterrupted one: the state saved after each epoch holds everything
+the next epoch consumes (weights, AdamW moments and step, torch's RNG for dropout, the shuffling
+generator).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from c2p_cli import defaults
+from c2p_cli.errors import CheckpointError, UsageError
+
+from .checkpoints import load_tensors, read_json, save_tensors, write_json
+from .features import FeatureSet
+
+SELECTIONS = ("val", "last")
+EventCallback = Callable[..., None]
+
+
+@dataclass
+class FewShotOptions:
+    """Everything `c2p fewshot` can be told; the defaults are the paper's."""
+
+    shots: int = 16
+    epochs: int = 100
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    fusion: str = "gated"
+    select: str = "val"
+    val_fraction: float = 0.25
+    model: str = defaults.MODEL
+    pretrained: str = defaults.PRETRAINED
+    depth_encoder: str | None = None
+    views: int = defaults.FEW_SHOT_VIEWS
+    n_points: int = defaults.NUM_POINTS
+    sampling: str | None = None
+    up: str | None = None
+    dataset_kind: str = "auto"
+    variant: str | None = None  # ScanObjectNN: obj_bg, obj_only, pb_t50_rs
+    templates: list[str] | None = None
+    device: str = "auto"
+    feature_batch_size: int = 32
+    cache_dir: str | None = None  # None: paths.cache_dir("features")
+    use_cache: bool = True
+    render_backend: str = "auto"
+    save_every: int = 1  # epochs between last.safetensors / resume-state writes
+    radius: float = defaults.POINT_RADIUS
+    fold: bool = True
+    eval_test: bool = True
+    # Benchmark baseline only: render and encode the shots again every epoch, as the reference code does.
+    recompute_features_every_epoch: bool = False
+
+    def check(self) -> None:
+        from c2p_cli.adapters import FUSIONS
+
+        if self.fusion not in FUSIONS:
+            raise UsageError(f"--fusion must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
+        if self.select not in SELECTIONS:
+            raise UsageError(f"--select must be one of {', '.join(SELECTIONS)}, got {self.select!r}")
+        for name in ("shots", "epochs", "batch_size", "feature_batch_size", "save_every"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if not self.lr > 0 or self.weight_decay < 0:
+            raise UsageError("--lr must be positive and --weight-decay not negative")
+
+
+# Options that must match for --resume to continue a run (the number of epochs may grow).
+RESUME_KEYS = (
+    "shots", "batch_size", "lr", "weight_decay", "seed", "fusion", "select", "val_fraction", "model",
+    "pretrained", "depth_encoder", "views", "n_points", "sampling", "up", "templates", "radius", "fold",
+    "dataset_kind", "variant",
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics
+# ---------------------------------------------------------------------------------------------
+
+
+def accuracy_report(targets: Sequence[int], preds: Sequence[int], labels: Sequence[str]) -> dict:
+    """Top-1, per-class accuracy (None for classes without samples), their mean, and the confusion matrix."""
+    t = np.asarray(targets, dtype=np.int64)
+    p = np.asarray(preds, dtype=np.int64)
+    k = len(labels)
+    confusion = np.zeros((k, k), dtype=np.int64)
+    np.add.at(confusion, (t, p), 1)
+    counts = confusion.sum(axis=1)
+    per_class = {
+        lab: {"accuracy": (float(confusion[i, i] / counts[i]) if counts[i] else None), "count": int(counts[i])}
+        for i, lab in enumerate(labels)
+    }
+    present = [v["accuracy"] for v in per_class.values() if v["accuracy"] is not None]
+    return {
+        "top1": float((t == p).mean()) if len(t) else 0.0,
+        "mean_class_accuracy": float(np.mean(present)) if present else 0.0,
+        "n": int(len(t)),
+        "per_class": per_class,
+        "confusion": confusion.tolist(),
+        "labels": list(labels),
+    }
+
+
+@torch.no_grad()
+def evaluate_features(adapter: torch.nn.Module, feats: FeatureSet, batch_size: int = 256) -> tuple[float, float, torch.Tensor]:
+    """(mean loss, accuracy, predictions) of an adapter in eval mode on cached features."""
+    was_training = adapter.training
+    adapter.eval()
+    device = next(adapter.parameters()).device
+    losses, preds = [], []
+    for s in range(0, len(feats), batch_size):
+        logits = adapter(feats.depth[s : s + batch_size].to(device), feats.clip[s : s + batch_size].to(device))
+        y = feats.targets[s : s + batch_size].to(device)
+        losses.append(F.cross_entropy(logits, y, reduction="sum").item())
+        preds.append(logits.argmax(-1).cpu())
+    adapter.train(was_training)
+    pred = torch.cat(preds)
+    return sum(losses) / len(feats), float((pred == feats.targets).float().mean()), pred
+
+
+def subset(feats: FeatureSet, keep: Sequence[int]) -> FeatureSet:
+    """The samples of `feats` whose dataset index is in `keep`, in feats' order."""
+    wanted = set(keep)
+    rows = [j for j, i in enumerate(feats.indices) if i in wanted]
+    idx = torch.tensor(rows, dtype=torch.long)
+    return FeatureSet(
+        depth=feats.depth[idx], clip=feats.clip[idx], targets=feats.targets[idx],
+        indices=[feats.indices[j] for j in rows], sample_ids=[feats.sample_ids[j] for j in rows],
+        skipped=list(feats.skipped),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoint state (no pickle: tensors in safetensors, the rest in JSON)
+# ---------------------------------------------------------------------------------------------
+
+
+def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for pid, st in sd["state"].items():
+        for name, value in st.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{pid}.{name}"] = value
+            else:
+                scalars[f"{pid}.{name}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, pid, name = key.split(".", 2)
+            state.setdefault(int(pid), {})[name] = value
+    for key, value in meta.get("scalars", {}).items():
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def adapter_tensors(adapter: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The adapter's state dict as a flat dict of tensors (what best / last.safetensors hold)."""
+    return {k: v for k, v in adapter.state_dict().items()}
+
+
+def _save_state(run: Path, adapter, opt, gen: torch.Generator, epoch: int, best: dict, device: torch.device) -> None:
+    opt_tensors, opt_meta = _flatten_optimizer(opt)
+    tensors = {f"adapter.{k}": v for k, v in adapter_tensors(adapter).items()}
+    tensors.update(opt_tensors)
+    tensors["rng.torch"] = torch.get_rng_state()
+    tensors["rng.shuffle"] = gen.get_state()
+    if device.type == "cuda":
+        tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
+    save_tensors(run / "state.safetensors", tensors)
+    write_json(run / "state.json", {"epoch": epoch, "best": best, "optimizer": opt_meta})
+
+
+def _load_state(run: Path, adapter, opt, gen: torch.Generator, device: torch.device) -> tuple[int, dict]:
+    meta = read_json(run / "state.json")
+    tensors = load_tensors(run / "state.safetensors")
+    try:
+        adapter.load_state_dict({k[len("adapter."):]: v for k, v in tensors.items() if k.startswith("adapter.")})
+        opt.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
+        torch.set_rng_state(tensors["rng.torch"])
+        gen.set_state(tensors["rng.shuffle"])
+        if device.type == "cuda" and "rng.cuda" in tensors:
+            torch.cuda.set_rng_state(tensors["rng.cuda"], device)
+    except (KeyError, RuntimeError, ValueError) as e:
+        raise CheckpointError(f"{run / 'state.safetensors'}: cannot resume from it ({str(e).splitlines()[0]})") from e
+    return int(meta["epoch"]), dict(meta["best"])
+
+
+def _batches(n: int, batch_size: int, gen: torch.Generator) -> list[torch.Tensor]:
+    """A seeded shuffle cut into batches; a last batch of one sample joins the previous one
+    (batch norm cannot train on a single sample)."""
+    perm = torch.randperm(n, generator=gen)
+    chunks = list(perm.split(batch_size))
+    if len(chunks) > 1 and len(chunks[-1]) == 1:
+        chunks[-2] = torch.cat([chunks[-2], chunks.pop()])
+    return chunks
+
+
+@dataclass
+class TrainResult:
+    epochs: int
+    best: dict
+    last: dict
+    history: list[dict] = field(default_factory=list)
+
+
+def train_adapter(
+    adapter: torch.nn.Module,
+    train: FeatureSet,
+    val: FeatureSet | None,
+    run: str | Path,
+    *,
+    epochs: int,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-4,
+    seed: int = 0,
+    select: str = "val",
+    resume: bool = False,
+    save_every: int = 1,
+    on_event: EventCallback | None = None,
+    refresh_features: Callable[[], tuple[FeatureSet, FeatureSet | None]] | None = None,
+) -> TrainResult:
+    """Train `adapter` (a DualPathAdapter) on cached features with AdamW; write checkpoints to `run`.
+
+    After every epoch: a metrics.jsonl line and best.safetensors when the selection metric improved;
+    every `save_every` epochs and after the last one: last.safetensors and the resume state.
+    `resume=True` continues from state.json (the last saved epoch; later metrics lines are redone).
+    `refresh_features` (benchmark baseline) is called before every epoch to recompute the features.
+    `on_event("epoch", metrics=...)` is called after each epoch is saved.
+    """
+    if len(train) < 2:
+        raise UsageError(f"need at least 2 training samples, got {len(train)}")
+    if select == "val" and (val is None or len(val) == 0):
+        raise UsageError("validation selection needs validation shots; use --select last or more shots")
+    run = Path(run)
+    device = next(adapter.parameters()).device
+    opt = torch.optim.AdamW(adapter.parameters(), lr=lr, weight_decay=weight_decay)
+    gen = torch.Generator().manual_seed(seed)
+    metrics_path = run / "metrics.jsonl"
+    start, best = 0, {"epoch": 0, "val_acc": -1.0, "val_loss": math.inf}
+    devices = [device] if device.type == "cuda" else []
+    history: list[dict] = []
+    last: dict = {}
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        if resume:
+            start, best = _load_state(run, adapter, opt, gen, device)
+        history = _read_metrics(metrics_path, upto=start)
+        _write_metrics(metrics_path, history)
+        for epoch in range(start + 1, epochs + 1):
+            t0 = time.perf_counter()
+            if refresh_features is not None:
+                train, val = refresh_features()
+            adapter.train()
+            total, correct, loss_sum = 0, 0, 0.0
+            for idx in _batches(len(train), batch_size, gen):
+                f1, f2 = train.depth[idx].to(device), train.clip[idx].to(device)
+                y = train.targets[idx].to(device)
+                logits = adapter(f1, f2)
+                loss = F.cross_entropy(logits, y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                loss_sum += loss.item() * len(idx)
+                correct += int((logits.argmax(-1) == y).sum())
+                total += len(idx)
+            row = {"epoch": epoch, "loss": loss_sum / total, "train_acc": correct / total,
+                   "lr": opt.param_groups[0]["lr"]}
+            if val is not None and len(val):
+                row["val_loss"], row["val_acc"], _ = evaluate_features(adapter, val)
+            improved = select == "last" or (
+                row["val_acc"] > best["val_acc"]
+                or (row["val_acc"] == best["val_acc"] and row["val_loss"] < best["val_loss"])
+            )
+            weights = adapter_tensors(adapter)
+            checkpoint = epoch % save_every == 0 or epoch == epochs
+            if checkpoint:
+                save_tensors(run / "last.safetensors", weights, metadata={"epoch": str(epoch)})
+            if improved:
+                best = {"epoch": epoch, "val_acc": row.get("val_acc", -1.0), "val_loss": row.get("val_loss", math.inf)}
+                save_tensors(run / "best.safetensors", weights, metadata={"epoch": str(epoch)})
+            row["best"] = improved
+            row["time_s"] = round(time.perf_counter() - t0, 4)
+            history.append(row)
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            if checkpoint:
+                _save_state(run, adapter, opt, gen, epoch, best, device)
+            last = row
+            if on_event is not None:
+                on_event("epoch", metrics=row, epochs=epochs)
+    if not last and history:
+        last = history[-1]
+    return TrainResult(epochs=epochs, best=best, last=last, history=history)
+
+
+def _read_metrics(path: Path, upto: int) -> list[dict]:
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            if row.get("epoch", 0) <= upto:
+                rows.append(row)
+    return rows
+
+
+def _write_metrics(path: Path, rows: list[dict]) -> None:
+    # Epochs after the last saved state (a run killed mid-save) are dropped: they will be redone.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole command: datasets -> shots -> encoders -> features -> training -> test evaluation
+# ---------------------------------------------------------------------------------------------
+
+
+def _shots_json(dataset, split, seed: int, shots: int) -> dict:
+    def by_class(indices):
+        out: dict[str, list[str]] = {lab: [] for lab in dataset.labels}
+        for i in indices:
+            out[dataset.labels[dataset.targets[i]]].append(dataset.sample_ids[i])
+        return out
+
+    return {"seed": seed, "shots": shots, "train": by_class(split.train), "val": by_class(split.val),
+            "short_classes": split.short_classes}
+
+
+def _encoder_ids(bundle, depth_encoder: str | None) -> tuple[dict, str | None]:
+    from c2p_cli.encoders import sha256_file
+
+    sha = sha256_file(depth_encoder) if depth_encoder else None
+    return {"clip": bundle.weights_id, "depth": f"sha256:{sha}" if sha else bundle.weights_id}, sha
+
+
+def run_fewshot(
+    data: str | Path,
+    out: str | Path,
+    opts: FewShotOptions,
+    resume: bool = False,
+    on_event: EventCallback | None = None,
+) -> dict:
+    """Train an adapter on `opts.shots` samples per class of `data`'s train split; returns the summary.
+
+    Events for progress displays: on_event("stage", name=...), ("features", done=, total=, name=),
+    ("epoch", metrics=, epochs=).
+    """
+    from c2p_cli import __version__, prompts
+    from c2p_cli.adapters import RUN_FORMAT, build_adapter_classifier
+    from c2p_cli.devices import resolve_device
+    from c2p_cli.encoders import load_clip
+    from c2p_cli.paths import cache_dir as default_cache_dir
+    from c2p_cli.views import view_preset
+
+    from .datasets import open_dataset, sample_shots
+    from .features import RenderSettings, cached_features, compute_features
+
+    def emit(kind: str, **info) -> None:
+        if on_event is not None:
+            on_event(kind, **info)
+
+    opts.check()
+    t_start = time.perf_counter()
+    run = Path(out)
+    if resume and not (run / "config.json").is_file():
+        raise CheckpointError(f"{run}: nothing to resume (no config.json; start the run without --resume)")
+    if not resume and (run / "state.json").exists():
+        raise UsageError(f"{run} already holds a few-shot run; pass --resume to continue it or choose another --out")
+    # A run stopped before its first epoch ended has a config but no state: it starts from epoch 0.
+    has_state = (run / "state.json").is_file()
+    device = resolve_device(opts.device)
+    templates = prompts.resolve_templates(opts.templates)
+    view_list = view_preset(opts.views)
+    ds_kw = {"n_points": opts.n_points, "sampling": opts.sampling, "seed": opts.seed, "up": opts.up,
+             "variant": opts.variant}
+
+    emit("stage", name="reading dataset")
+    train_ds = open_dataset(data, opts.dataset_kind, "train", **ds_kw)
+    labels = list(train_ds.labels)
+    split = sample_shots(train_ds.targets, labels, opts.shots, opts.seed,
+                         opts.val_fraction if opts.select == "val" else 0.0)
+
+    emit("stage", name="loading models")
+    bundle = load_clip(opts.model, opts.pretrained, device="cpu")
+    text = prompts.text_features(bundle, labels, templates).cpu()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(opts.seed)
+        clf = build_adapter_classifier(bundle, labels, text, len(view_list), opts.fusion, opts.depth_encoder, opts.fold)
+    clf.to(device)
+    encoder_ids, depth_sha = _encoder_ids(bundle, opts.depth_encoder)
+    warnings = []
+    if not opts.depth_encoder:
+        warnings.append("no --depth-encoder: the depth path starts from CLIP's own visual weights (both paths see the same encoder)")
+
+    settings = RenderSettings(view_list, clf.depth_encoder.image_size, opts.radius, clf.in_channels, opts.render_backend)
+    config = {
+        "format": RUN_FORMAT, "version": __version__, "labels": labels, "templates": templates,
+        "model": bundle.model_name, "pretrained": bundle.pretrained, "weights_id": bundle.weights_id,
+        "depth_encoder": str(Path(opts.depth_encoder).resolve()) if opts.depth_encoder else None,
+        "depth_encoder_sha256": depth_sha, "encoder_ids": encoder_ids, "fold": opts.fold,
+        "fusion": opts.fusion, "dropout": clf.adapter.path1.dropout.p, "normalize_views": clf.adapter.normalize_views, "num_views": len(view_list),
+        "views": [list(v) for v in view_list], "dim": clf.adapter.dim, "logit_scale": float(clf.adapter.logit_scale),
+        "image_size": settings.image_size, "radius": opts.radius, "dataset": train_ds.describe(),
+        "options": {k: v for k, v in asdict(opts).items() if k in RESUME_KEYS + ("epochs",)},
+        "warnings": warnings,
+    }
+    config["options"]["templates"] = templates
+    if resume and (run / "config.json").is_file():
+        old = read_json(run / "config.json")
+        diffs = [k for k in RESUME_KEYS if old.get("options", {}).get(k) != config["options"].get(k)]
+        if old.get("labels") != labels:
+            diffs.append("labels (the dataset's classes changed)")
+        if diffs:
+            raise UsageError(f"{run}: cannot resume with different options: {', '.join(diffs)}")
+    write_json(run / "config.json", config)
+    write_json(run / "shots.json", _shots_json(train_ds, split, opts.seed, opts.shots))
+
+    emit("stage", name="features")
+    cache = None
+    if opts.use_cache:
+        cache = Path(opts.cache_dir) if opts.cache_dir else default_cache_dir("features")
+    t_feat = time.perf_counter()
+    shot_feats, hit = cached_features(
+        train_ds, split.all, clf.depth_encoder, clf.clip_encoder, settings, encoder_ids, cache, device,
+        opts.feature_batch_size, lambda d, t: emit("features", done=d, total=t, name="shots"),
+    )
+    feature_time = time.perf_counter() - t_feat
+    train_feats = subset(shot_feats, split.train)
+    val_feats = subset(shot_feats, split.val) if split.val else None
+    unseen = [labels[c] for c in range(len(labels)) if not (train_feats.targets == c).any()]
+    if unseen:
+        warnings.append(f"no readable training shot for class(es) {', '.join(unseen)}: the adapter never sees them")
+
+    refresh = None
+    if opts.recompute_features_every_epoch:
+        calls = [0]
+
+        def refresh():
+            # The first epoch uses the features computed above: one computation per epoch in all.
+            calls[0] += 1
+            if calls[0] == 1:
+                return train_feats, val_feats
+            fresh = compute_features(train_ds, split.all, clf.depth_encoder, clf.clip_encoder, settings, device,
+                                     opts.feature_batch_size)
+            return subset(fresh, split.train), (subset(fresh, split.val) if split.val else None)
+
+    emit("stage", name="training")
+    result = train_adapter(
+        clf.adapter, train_feats, val_feats, run, epochs=opts.epochs, batch_size=opts.batch_size, lr=opts.lr,
+        weight_decay=opts.weight_decay, seed=opts.seed, select=opts.select, resume=resume and has_state,
+        save_every=opts.save_every, on_event=on_event,
+        refresh_features=refresh,
+    )
+
+    summary = {
+        "run": str(run), "labels": labels, "shots": opts.shots, "train_samples": len(train_feats),
+        "val_samples": len(val_feats) if val_feats is not None else 0, "epochs": opts.epochs,
+        "best_epoch": result.best["epoch"], "best_val_acc": result.best["val_acc"] if opts.select == "val" else None,
+        "last": result.last, "skipped": shot_feats.skipped, "short_classes": split.short_classes,
+        "feature_cache_hit": hit, "feature_time_s": round(feature_time, 3), "warnings": warnings,
+    }
+    if opts.eval_test:
+        summary["test"] = _evaluate_test(data, opts, ds_kw, labels, clf, settings, encoder_ids, cache, device, run, emit)
+    summary["time_s"] = round(time.perf_counter() - t_start, 3)
+    write_json(run / "summary.json", summary)
+    return summary
+
+
+def _evaluate_test(data, opts, ds_kw, labels, clf, settings, encoder_ids, cache, device, run, emit) -> dict | None:
+    """Test accuracy of the best and last adapters (after training; never used for selection)."""
+    from c2p_cli.errors import DatasetError
+
+    from .datasets import open_dataset
+    from .features import cached_features
+
+    try:
+        test_ds = open_dataset(data, opts.dataset_kind, "test", **ds_kw)
+    except DatasetError as e:
+        return {"error": str(e)}
+    if list(test_ds.labels) != labels:
+        return {"error": f"the test split's classes differ from the training split's ({len(test_ds.labels)} vs {len(labels)})"}
+    emit("stage", name="test features")
+    feats, _ = cached_features(
+        test_ds, list(range(len(test_ds))), clf.depth_encoder, clf.clip_encoder, settings, encoder_ids, cache,
+        device, opts.feature_batch_size, lambda d, t: emit("features", done=d, total=t, name="test"),
+    )
+    out: dict = {"n": len(feats), "skipped": feats.skipped}
+    for which in ("best", "last"):
+        state = load_tensors(run / f"{which}.safetensors", device=device)
+        clf.adapter.load_state_dict(state)
+        _, acc, pred = evaluate_features(clf.adapter, feats)
+        report = accuracy_report(feats.targets.tolist(), pred.tolist(), labels)
+        out[which] = {"top1": acc, "mean_class_accuracy": report["mean_class_accuracy"],
+                      "per_class": {k: v["accuracy"] for k, v in report["per_class"].items()}}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation of any point-cloud classifier on a dataset split (`c2p eval`)
+# ---------------------------------------------------------------------------------------------
+
+
+def label_mapping(dataset_labels: Sequence[str], classifier_labels: Sequence[str], positional: bool = False) -> list[int]:
+    """For each dataset class, the index of the classifier's label for it.
+
+    By name (an adapter may know more classes than the dataset holds), or by position when the
+    classifier's labels are the dataset's classes renamed (`--labels` for zero-shot prompts).
+    """
+    if positional:
+        if len(classifier_labels) != len(dataset_labels):
+            raise UsageError(
+                f"--labels gives {len(classifier_labels)} names for a dataset with {len(dataset_labels)} classes "
+                f"({', '.join(dataset_labels)})"
+            )
+        return list(range(len(dataset_labels)))
+    index = {name: i for i, name in enumerate(classifier_labels)}
+    missing = [name for name in dataset_labels if name not in index]
+    if missing:
+        raise UsageError(
+            f"the classifier has no label for dataset class(es) {', '.join(missing)} "
+            f"(it knows: {', '.join(classifier_labels)})"
+        )
+    return [index[name] for name in dataset_labels]
+
+
+def evaluate_classifier(
+    clf,
+    dataset,
+    mapping: Sequence[int],
+    batch_size: int = 32,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Top-1, per-class accuracy and confusion of `clf` (a PointCloudClassifier) on every sample of
+    `dataset`. Unreadable samples are skipped and listed under "skipped"; rows of the confusion
+    matrix are true classes, columns predictions, both in the classifier's label order."""
+    from .features import read_samples
+
+    targets, preds, skipped = [], [], []
+    ids: list[str] = []
+    total = len(dataset)
+    for start in range(0, total, batch_size):
+        ok, bad = read_samples(dataset, range(start, min(start + batch_size, total)))
+        skipped += bad
+        if ok:
+            logits = clf.logits([p for _, p, _ in ok])
+            preds += logits.argmax(-1).tolist()
+            targets += [mapping[t] for _, _, t in ok]
+            ids += [dataset.sample_ids[i] for i, _, _ in ok]
+        if progress is not None:
+            progress(min(start + batch_size, total), total)
+    report = accuracy_report(targets, preds, clf.labels)
+    report["skipped"] = skipped
+    report["predictions"] = [
+        {"id": sid, "label": clf.labels[t], "predicted": clf.labels[p]} for sid, t, p in zip(ids, targets, preds, strict=True)
+    ]
+    return report
