@@ -31,6 +31,10 @@ def synth(
     points: opt.Points = 2048,
     seed: opt.Seed = 0,
     list_classes: Annotated[bool, typer.Option("--list", help="Print the shape classes and exit.")] = False,
+    pairs: Annotated[
+        bool,
+        typer.Option("--pairs", help="Write image-depth pairs of the training meshes for `c2p pretrain` instead (see `c2p make-pairs`)."),
+    ] = False,
 ) -> None:
     """Write procedural shapes as OUT/train/<class>/*.<fmt> and OUT/test/<class>/*.<fmt>, plus classes.txt and synth.json."""
     from rich.console import Console
@@ -46,6 +50,13 @@ def synth(
     if out is None:
         raise UsageError("c2p synth needs an output folder: c2p synth OUT [options]")
     names = lib.check_classes([c.strip() for c in classes.split(",") if c.strip()] if classes else None)
+    if pairs:
+        from training.pairs import synth_sources
+
+        from ._pairs_output import write_pairs_with_progress
+
+        write_pairs_with_progress(synth_sources(names, per_class, seed), out, n_points=points, up="z", colour="grey", seed=seed)
+        return
     if test_per_class is None:
         test_per_class = max(1, per_class // 4) if per_class else 0
     total = (per_class + test_per_class) * len(names)

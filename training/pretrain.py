@@ -1,0 +1,941 @@
+"""Image-depth pre-training (CLIP2Point sec. 3): a depth encoder learns to land where CLIP puts images.
+
+Per sample (see `training.pairs.PretrainSamples`): one of the 10 views at random, its RGB render,
+and two depth maps of that view rendered at distances d1, d2 = 1 + u/5, u ~ U(-0.5, 0.5). The
+depth encoder (a copy of CLIP's visual tower, folded stem, trainable) encodes both maps; CLIP's
+own visual tower (frozen) encodes the image. Loss: `training.losses.BalancedPretrainLoss`.
+
+Image-feature cache. The image encoder is frozen and the renders never change, so the features of
+all (model, view) renders are computed once, before training, and stored as safetensors under
+`paths.cache_dir("pretrain_image_features")` keyed by (model, weights id, pairs fingerprint,
+image size). With the cache (the default) training never runs the image encoder and never reads
+an image file.
+
+Batches, under torchrun with R processes: `batch_size` is per process and per micro-batch; the
+contrastive negatives of each loss term are the R x batch_size samples of one micro-batch across
+all ranks (features are gathered, `training.losses.gather_with_grad`); an optimiser step sees
+R x batch_size x accumulate samples (the effective batch). The paper's reference is an effective
+batch of 256 with all 256 as negatives: accumulation adds samples per step, not negatives.
+
+Schedule: CosineAnnealingWarmRestarts with T_0 = `restart_epochs` (2) epochs' worth of optimiser
+steps, stepped per optimiser step; the floor is lr / 600 (the reference run: 6e-3 -> 1e-5).
+
+Run folder (only rank 0 writes):
+    RUN/config.json                 the run's configuration, models, data, world size, version
+    RUN/metrics.jsonl               one JSON line per optimiser step (kind "step") and per epoch
+                                    (kind "epoch": means, zero-shot accuracy when --val is given)
+    RUN/checkpoints/latest.json     {"path": "step-000123"}: the last complete checkpoint
+    RUN/checkpoints/step-N/         state.safetensors (weights, w, optimiser tensors, RNG) and
+                                    state.json (epoch, position, step, optimiser / scheduler scalars)
+    RUN/depth_encoder.safetensors   the depth encoder (`encoders.save_depth_encoder`), refreshed
+                                    each epoch: `c2p classify --depth-encoder` loads it
+    RUN/run.json                    summary at the end (steps, interrupted, per-rank weight digests)
+
+A checkpoint folder is written under a temporary name and renamed, then latest.json is replaced
+atomically, so a run killed at any moment resumes from its last complete checkpoint. Ctrl-C
+(SIGINT) or SIGTERM finishes the current optimiser step (all ranks agree on which), saves a
+checkpoint and returns; a second Ctrl-C aborts at once. `resume=True` continues from RUN's last
+checkpoint (mid-epoch positions included) and ends with the same number of optimiser steps as an
+uninterrupted run. Every rank reads the checkpoint on resume, so multi-node runs need RUN on a
+shared file system. Per-sample randomness (view, distances, point subset) is seeded by
+(seed, epoch, sample index), and the batch order by (seed, epoch), so a resumed run sees exactly
+the batches the uninterrupted one would have.
+
+Under torchrun: `torchrun --nproc_per_node N -m c2p_cli.app pretrain DATA RUN ...` (add
+--nnodes / --node-rank / --rdzv-endpoint for several machines). NCCL on CUDA (one GPU per
+LOCAL_RANK), gloo on CPU; DistributedDataParallel over the depth encoder and w; rank 0 alone
+builds the feature cache, validates, writes files and shows progress.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from c2p_cli import defaults
+from c2p_cli.errors import CheckpointError, UsageError
+
+from . import distributed as dist_utils
+from .losses import BalancedPretrainLoss
+
+OPTIMIZERS = ("adamw", "lamb")
+DEFAULT_LR = {"adamw": 5e-5, "lamb": 6e-3}
+DEFAULT_WEIGHT_DECAY = {"adamw": 0.05, "lamb": 1e-4}
+MIN_LR_RATIO = 1.0 / 600.0
+CHECKPOINT_FORMAT = "c2p-pretrain-checkpoint"
+FEATURE_CACHE_VERSION = 1
+
+EventHook = Callable[[str, dict], None]
+
+
+@dataclass
+class PretrainConfig:
+    """Everything a pre-training run depends on (recorded in RUN/config.json and in checkpoints)."""
+
+    data: str
+    out: str
+    layout: str = "auto"
+    split: str = "train"
+    model: str = defaults.MODEL
+    pretrained: str = defaults.PRETRAINED
+    init_weights: str | None = None
+    epochs: int = 100
+    batch_size: int = 256
+    accumulate: int = 1
+    optimizer: str = "adamw"
+    lr: float | None = None
+    weight_decay: float | None = None
+    min_lr: float | None = None
+    restart_epochs: int = 2
+    n_points: int = defaults.NUM_POINTS
+    seed: int = 0
+    device: str = "auto"
+    workers: int = 0
+    cache_image_features: bool = True
+    feature_cache_dir: str | None = None
+    bf16: bool = True
+    fold: bool = True
+    render_backend: str = "auto"
+    val: str | None = None
+    val_views: int = defaults.ZERO_SHOT_VIEWS
+    val_limit: int | None = None
+    val_up: str | None = None
+    resume: bool = False
+    keep_checkpoints: int = 1
+
+    def resolved(self) -> PretrainConfig:
+        """A copy with the optimiser-dependent defaults filled in, after checking every option."""
+        if self.optimizer not in OPTIMIZERS:
+            raise UsageError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        for name in ("epochs", "batch_size", "accumulate", "restart_epochs", "n_points", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.batch_size < 2:
+            raise UsageError("--batch-size must be at least 2 (the other samples of a batch are the negatives)")
+        if self.workers < 0:
+            raise UsageError(f"--workers must not be negative, got {self.workers}")
+        lr = DEFAULT_LR[self.optimizer] if self.lr is None else float(self.lr)
+        wd = DEFAULT_WEIGHT_DECAY[self.optimizer] if self.weight_decay is None else float(self.weight_decay)
+        if lr <= 0 or wd < 0:
+            raise UsageError(f"--lr must be positive and --weight-decay not negative (got {lr}, {wd})")
+        min_lr = lr * MIN_LR_RATIO if self.min_lr is None else float(self.min_lr)
+        d = asdict(self)
+        d.update(lr=lr, weight_decay=wd, min_lr=min_lr)
+        return PretrainConfig(**d)
+
+
+@dataclass
+class PretrainResult:
+    """What a run did: steps, epochs, whether it was interrupted, where its files are."""
+
+    out: Path
+    steps: int
+    epochs_done: int
+    interrupted: bool
+    last: dict = field(default_factory=dict)
+    rank_digests: list[str] = field(default_factory=list)
+    depth_encoder: Path | None = None
+    world_size: int = 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Model pieces
+# ---------------------------------------------------------------------------------------------
+
+
+class PretrainModel(nn.Module):
+    """The trainable part: the depth encoder and the loss's balance weight (one DDP module).
+
+    `forward(depth[2B, C, S, S], image_features[B, D])`: the first B maps are the d1 renders,
+    the last B the d2 renders of the same samples. Returns the loss dict.
+    """
+
+    def __init__(self, encoder: nn.Module, criterion: BalancedPretrainLoss):
+        super().__init__()
+        self.encoder = encoder
+        self.criterion = criterion
+
+    def forward(self, depth: torch.Tensor, image_features: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = self.encoder(depth)
+        f1, f2 = features.chunk(2)
+        return self.criterion(f1, f2, image_features)
+
+
+def render_view_pairs(
+    points: torch.Tensor,
+    views: torch.Tensor,
+    distances: torch.Tensor,
+    bases: torch.Tensor,
+    *,
+    image_size: int = defaults.IMAGE_SIZE,
+    channels: int = 1,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Depth maps [2B, C, S, S]: sample b from its own view `views[b]` at `distances[b, 0]` (first B) and `[b, 1]`.
+
+    Each cloud is turned into its camera's frame first (p @ basis.T), so one identity basis renders
+    a batch whose samples all look from different views.
+    """
+    from kernels import render_depth
+
+    rot = bases[views]
+    in_camera = torch.einsum("bnk,bjk->bnj", points, rot)
+    eye = torch.eye(3, dtype=points.dtype, device=points.device)[None]
+    both = torch.cat([in_camera, in_camera])
+    dist = torch.cat([distances[:, 0], distances[:, 1]]).to(points.dtype)
+    maps = render_depth(both, eye, distance=dist, image_size=image_size, channels=channels, backend=backend)
+    return maps[:, 0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Image features (frozen encoder) and their cache
+# ---------------------------------------------------------------------------------------------
+
+
+def _autocast(device: torch.device, enabled: bool):
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
+
+
+def encode_images(visual: nn.Module, images: torch.Tensor, bf16: bool = True) -> torch.Tensor:
+    """Frozen image features [B, D] (float32) of CLIP-normalised images [B, 3, S, S]."""
+    with torch.no_grad(), _autocast(images.device, bf16):
+        return visual(images).float()
+
+
+def feature_cache_path(bundle, index, image_size: int, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where the image features of a pairs set under a given CLIP model are cached."""
+    import hashlib
+
+    from c2p_cli import __version__
+    from c2p_cli.paths import cache_dir as default_cache_dir
+
+    key = json.dumps(
+        {
+            "model": bundle.model_name,
+            "weights": bundle.weights_id,
+            "pairs": index.fingerprint(),
+            "root": str(Path(index.root).resolve()),
+            "image_size": image_size,
+            "cache_version": FEATURE_CACHE_VERSION,
+            "c2p": __version__,
+        },
+        sort_keys=True,
+    )
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir("pretrain_image_features")
+    return folder / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.safetensors"
+
+
+def compute_image_features(
+    visual: nn.Module,
+    index,
+    device: torch.device,
+    *,
+    image_size: int = defaults.IMAGE_SIZE,
+    batch_size: int = 64,
+    bf16: bool = True,
+    workers: int = 0,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """float16 [M, V, D] (CPU) features of every render of every model of a pairs set (`workers` decode PNGs)."""
+    jobs = [(m, v) for m in range(len(index.models)) for v in range(len(index.models[m].image_paths))]
+    n_views = max(len(m.image_paths) for m in index.models)
+    renders = _Renders(index, jobs, image_size)
+    loader = torch.utils.data.DataLoader(renders, batch_size=batch_size, num_workers=workers,
+                                         worker_init_fn=_ignore_sigint, pin_memory=device.type == "cuda")
+    out: torch.Tensor | None = None
+    done = 0
+    for images, (ms, vs) in loader:
+        feats = encode_images(visual, images.to(device, non_blocking=True), bf16).to("cpu", torch.float16)
+        if out is None:
+            out = torch.zeros(len(index.models), n_views, feats.shape[1], dtype=torch.float16)
+        out[ms, vs] = feats
+        done += len(feats)
+        if on_progress is not None:
+            on_progress(done, len(jobs))
+    assert out is not None
+    return out
+
+
+class _Renders(torch.utils.data.Dataset):
+    """(CLIP-normalised image, (model, view)) for every render of a pairs set."""
+
+    def __init__(self, index, jobs: list[tuple[int, int]], image_size: int):
+        self.index, self.jobs, self.image_size = index, jobs, image_size
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def __getitem__(self, i: int):
+        from .pairs import image_to_tensor, load_image
+
+        m, v = self.jobs[i]
+        return image_to_tensor(load_image(self.index.models[m].image_paths[v], self.image_size)), (m, v)
+
+
+def _ignore_sigint(_worker_id: int) -> None:
+    """DataLoader workers leave Ctrl-C to the main process, which saves a checkpoint and stops them."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def cached_image_features(
+    bundle,
+    index,
+    ctx: dist_utils.DistContext,
+    *,
+    image_size: int,
+    bf16: bool,
+    cache_dir: str | None = None,
+    workers: int = 0,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> tuple[torch.Tensor, Path, bool]:
+    """The image features of a pairs set: read from the cache, or computed and stored.
+
+    Rank 0 computes and writes first; the other ranks then read the file (or compute it
+    themselves where the cache folder is not shared between nodes). Returns (features, path,
+    whether they came from the cache).
+    """
+    from training.checkpoints import load_tensors, save_tensors
+
+    path = feature_cache_path(bundle, index, image_size, cache_dir)
+
+    def read() -> torch.Tensor | None:
+        if not path.is_file():
+            return None
+        try:
+            t = load_tensors(path).get("features")
+        except CheckpointError:
+            return None  # a corrupt entry is recomputed and overwritten
+        return t if t is not None and t.ndim == 3 and t.shape[0] == len(index.models) else None
+
+    feats = None
+    hit = False
+    if ctx.is_main:
+        feats = read()
+        hit = feats is not None
+        if feats is None:
+            feats = compute_image_features(
+                bundle.model.visual, index, ctx.device, image_size=image_size, bf16=bf16, workers=workers,
+                on_progress=on_progress,
+            )
+            try:
+                save_tensors(path, {"features": feats}, metadata={"model": bundle.model_name, "weights_id": bundle.weights_id})
+            except OSError:
+                pass  # a read-only cache folder only costs the next run the recomputation
+    dist_utils.barrier(ctx)
+    if not ctx.is_main:
+        feats = read()
+        hit = feats is not None
+        if feats is None:
+            feats = compute_image_features(bundle.model.visual, index, ctx.device, image_size=image_size, bf16=bf16,
+                                           workers=workers)
+    return feats, path, hit
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling batches (deterministic per epoch, sharded per rank, resumable mid-epoch)
+# ---------------------------------------------------------------------------------------------
+
+
+class EpochBatches(torch.utils.data.Sampler):
+    """Batches of indices for one rank: a seeded permutation per epoch, padded to a multiple of the
+    world size (like DistributedSampler), sharded rank::world, cut into full batches.
+
+    A shard smaller than one batch gives a single smaller batch (at least 2 samples needed).
+    `start` skips the first batches (resuming mid-epoch).
+    """
+
+    def __init__(self, n: int, batch_size: int, *, world_size: int = 1, rank: int = 0, seed: int = 0):
+        super().__init__()
+        self.n, self.batch_size, self.world, self.rank, self.seed = n, batch_size, world_size, rank, seed
+        self.per_rank = math.ceil(n / world_size)
+        self.batch = min(batch_size, self.per_rank)
+        if self.batch < 2:
+            raise UsageError(
+                f"{n} pairs over {world_size} process(es) leave fewer than 2 per batch (contrastive losses need negatives)"
+            )
+        self.batches_per_epoch = self.per_rank // self.batch
+        self.epoch = 0
+        self.start = 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = int(epoch), int(start)
+
+    def epoch_indices(self) -> list[int]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        perm = torch.randperm(self.n, generator=g).tolist()
+        total = self.per_rank * self.world
+        perm = (perm * math.ceil(total / self.n))[:total]
+        return perm[self.rank::self.world]
+
+    def __iter__(self):
+        mine = self.epoch_indices()
+        for b in range(self.start, self.batches_per_epoch):
+            yield mine[b * self.batch:(b + 1) * self.batch]
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch - self.start
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimiser and checkpoints
+# ---------------------------------------------------------------------------------------------
+
+
+def build_optimizer(model: nn.Module, cfg: PretrainConfig) -> torch.optim.Optimizer:
+    """AdamW or LAMB; no weight decay on 1-D parameters (norms, biases, the balance weight w)."""
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "lamb":
+        from .lamb import Lamb
+
+        return Lamb(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def optimizer_state(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """Optimiser state split into tensors (for safetensors) and JSON scalars (never pickled)."""
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict] = {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"optim.{pid}.{k}"] = v
+            else:
+                scalars.setdefault(str(pid), {})[k] = _jsonable(v)
+    groups = [{k: _jsonable(v) for k, v in g.items()} for g in sd["param_groups"]]
+    return tensors, {"param_groups": groups, "scalars": scalars}
+
+
+def load_optimizer_state(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    state: dict[int, dict] = {}
+    for key, v in tensors.items():
+        if key.startswith("optim."):
+            _, pid, name = key.split(".", 2)
+            state.setdefault(int(pid), {})[name] = v
+    for pid, d in meta.get("scalars", {}).items():
+        state.setdefault(int(pid), {}).update(d)
+    groups = []
+    for g in meta["param_groups"]:
+        g = dict(g)
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+        groups.append(g)
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def latest_checkpoint(out: str | os.PathLike) -> Path | None:
+    """The folder of RUN's last complete checkpoint, or None."""
+    from training.checkpoints import read_json
+
+    pointer = Path(out) / "checkpoints" / "latest.json"
+    if not pointer.is_file():
+        return None
+    folder = pointer.parent / str(read_json(pointer).get("path", ""))
+    if not (folder / "state.safetensors").is_file() or not (folder / "state.json").is_file():
+        raise CheckpointError(f"{pointer}: points to {folder.name}, which is incomplete or missing")
+    return folder
+
+
+def save_checkpoint(
+    out: Path,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    info: dict,
+    keep: int = 1,
+) -> Path:
+    """Write RUN/checkpoints/step-N atomically and point latest.json at it; prune older ones."""
+    from training.checkpoints import save_tensors, write_json
+
+    root = out / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"step-{info['step']:08d}"
+    tmp = root / f".{name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    opt_tensors, opt_meta = optimizer_state(optimizer)
+    tensors.update(opt_tensors)
+    tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    save_tensors(tmp / "state.safetensors", tensors)
+    write_json(tmp / "state.json", {
+        "format": CHECKPOINT_FORMAT, **info, "optimizer": opt_meta, "scheduler": scheduler.state_dict(),
+    })
+    final = root / name
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    write_json(root / "latest.json", {"path": name, "step": info["step"], "epoch": info["epoch"]})
+    kept = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-"))
+    for old in kept[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric lines written after the checkpoint a run resumes from (they will be redone)."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                keep.append(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a kill
+    from training.checkpoints import _atomic_write_bytes
+
+    _atomic_write_bytes(path, ("\n".join(keep) + "\n" if keep else "").encode())
+
+
+# ---------------------------------------------------------------------------------------------
+# Zero-shot validation
+# ---------------------------------------------------------------------------------------------
+
+
+def zero_shot_accuracy(
+    encoder: nn.Module,
+    bundle,
+    dataset,
+    *,
+    views: int = defaults.ZERO_SHOT_VIEWS,
+    device: torch.device,
+    batch_size: int = 32,
+    limit: int | None = None,
+    render_backend: str = "auto",
+    bf16: bool = True,
+) -> dict:
+    """Top-1 zero-shot accuracy of a depth encoder on a labelled dataset (`training.datasets`).
+
+    Uses `classifier.DepthMapClassifier` with the prompt "image of a {}." Samples that cannot be
+    read are skipped and counted.
+    """
+    from c2p_cli.classifier import DepthMapClassifier, logit_scale_of
+    from c2p_cli.errors import InputFileError
+    from c2p_cli.prompts import text_features
+    from c2p_cli.views import camera_bases
+    from kernels import render_depth
+
+    text = text_features(bundle, list(dataset.labels)).to(device)
+    head = DepthMapClassifier(encoder, text, logit_scale_of(bundle.model), dataset.labels, views).to(device)
+    bases = camera_bases(views, device=device)
+    was_training = encoder.training
+    encoder.eval()
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    correct = total = skipped = 0
+    try:
+        for start in range(0, n, batch_size):
+            pts, targets = [], []
+            for i in range(start, min(start + batch_size, n)):
+                try:
+                    p, y = dataset[i]
+                except InputFileError:
+                    skipped += 1
+                    continue
+                pts.append(torch.as_tensor(p, dtype=torch.float32))
+                targets.append(int(y))
+            if not pts:
+                continue
+            lengths = torch.tensor([len(p) for p in pts], device=device)
+            padded = torch.nn.utils.rnn.pad_sequence(pts, batch_first=True).to(device)
+            with torch.no_grad(), _autocast(device, bf16):
+                depth = render_depth(padded, bases, lengths=lengths, image_size=getattr(encoder, "image_size", 224),
+                                     channels=head.in_channels, backend=render_backend)
+                logits = head(depth)
+            correct += int((logits.argmax(dim=1).cpu() == torch.tensor(targets)).sum())
+            total += len(targets)
+    finally:
+        encoder.train(was_training)
+    return {"val_acc": correct / total if total else float("nan"), "val_samples": total, "val_skipped": skipped}
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------------------------
+
+
+class _StopFlag:
+    """Set by SIGINT (Ctrl-C) or SIGTERM (schedulers' pre-emption, torchrun stopping its workers).
+
+    The loop checks it after each optimiser step (agreed across ranks), saves and returns. A second
+    Ctrl-C raises KeyboardInterrupt as usual.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.set = False
+        self._previous: dict = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.getsignal(sig)
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.set and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.set = True
+
+    def uninstall(self) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous = {}
+
+
+def _collate(items: list[dict]) -> dict:
+    out = {
+        "index": torch.tensor([it["index"] for it in items]),
+        "view": torch.tensor([it["view"] for it in items]),
+        "points": torch.stack([it["points"] for it in items]),
+        "distances": torch.stack([it["distances"] for it in items]),
+    }
+    if "image" in items[0]:
+        out["image"] = torch.stack([it["image"] for it in items])
+    return out
+
+
+def pretrain(config: PretrainConfig, on_event: EventHook | None = None) -> PretrainResult:
+    """Run (or resume) image-depth pre-training; see the module docstring for files and semantics.
+
+    `on_event(kind, info)` is called on rank 0 only, with kinds "start", "features" (cache
+    progress: done, total), "step" (the metrics line), "epoch", "checkpoint" and "interrupted".
+    """
+    from c2p_cli import __version__
+    from c2p_cli.devices import resolve_device
+    from c2p_cli.encoders import build_depth_encoder, load_clip, save_depth_encoder
+    from c2p_cli.views import camera_bases
+
+    from .pairs import PretrainSamples, open_pairs
+
+    cfg = config.resolved()
+    out = Path(cfg.out)
+    ctx = dist_utils.setup(resolve_device(cfg.device))
+    emit: EventHook = on_event if (on_event is not None and ctx.is_main) else (lambda kind, info: None)
+    stop = _StopFlag()
+    try:
+        checkpoint = latest_checkpoint(out) if out.exists() else None
+        if checkpoint is not None and not cfg.resume:
+            raise UsageError(f"{out} holds a checkpoint ({checkpoint.name}); pass --resume to continue it, or choose a new folder")
+        torch.manual_seed(cfg.seed)
+        device = ctx.device
+        amp = cfg.bf16 and device.type == "cuda"
+
+        index = open_pairs(cfg.data, cfg.layout, cfg.split)
+        bundle = load_clip(cfg.model, cfg.pretrained, device=device)
+        encoder = build_depth_encoder(bundle, weights=cfg.init_weights, fold=cfg.fold, trainable=True)
+        model = PretrainModel(encoder, BalancedPretrainLoss()).to(device)
+        image_size = encoder.image_size
+
+        features = None
+        cache_info: dict = {"enabled": cfg.cache_image_features}
+        if cfg.cache_image_features:
+            t0 = time.perf_counter()
+            features, cache_path, hit = cached_image_features(
+                bundle, index, ctx, image_size=image_size, bf16=cfg.bf16, cache_dir=cfg.feature_cache_dir,
+                workers=cfg.workers, on_progress=lambda done, total: emit("features", {"done": done, "total": total}),
+            )
+            cache_info.update(path=str(cache_path), hit=hit, seconds=round(time.perf_counter() - t0, 3))
+
+        samples = PretrainSamples(index, cfg.n_points, cfg.seed, with_images=not cfg.cache_image_features, image_size=image_size)
+        sampler = EpochBatches(len(samples), cfg.batch_size, world_size=ctx.world_size, rank=ctx.rank, seed=cfg.seed)
+        loader = torch.utils.data.DataLoader(
+            samples, batch_sampler=sampler, num_workers=cfg.workers, collate_fn=_collate,
+            pin_memory=device.type == "cuda", worker_init_fn=_ignore_sigint,
+            # Workers are re-created each epoch so that they see the epoch set by `samples.set_epoch`.
+            persistent_workers=False,
+        )
+        batches = sampler.batches_per_epoch
+        steps_per_epoch = math.ceil(batches / cfg.accumulate)
+        total_steps = steps_per_epoch * cfg.epochs
+        optimizer = build_optimizer(model, cfg)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+            optimizer, T_0=cfg.restart_epochs * steps_per_epoch, T_mult=1, eta_min=cfg.min_lr
+        )
+
+        step, epoch, position = 0, 0, 0
+        if checkpoint is not None:
+            step, epoch, position = _restore(checkpoint, model, optimizer, scheduler, cfg, ctx, batches)
+        elif ctx.is_main:
+            shutil.rmtree(out / "checkpoints", ignore_errors=True)
+        if ctx.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            if checkpoint is not None:
+                _truncate_metrics(out / "metrics.jsonl", step)
+            else:
+                (out / "metrics.jsonl").unlink(missing_ok=True)
+            from training.checkpoints import write_json
+
+            write_json(out / "config.json", {
+                "config": asdict(cfg), "world_size": ctx.world_size,
+                "effective_batch": cfg.batch_size * ctx.world_size * cfg.accumulate,
+                "negatives_per_loss": min(cfg.batch_size, sampler.per_rank) * ctx.world_size,
+                "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
+                "model": bundle.model_name, "pretrained": bundle.pretrained, "weights_id": bundle.weights_id,
+                "pairs": {"root": str(index.root), "layout": index.layout, "models": len(index),
+                          "skipped": len(index.skipped), "fingerprint": index.fingerprint()},
+                "image_feature_cache": cache_info, "folded": encoder.in_channels == 1,
+                "device": str(device), "version": __version__,
+            })
+
+        val_set = None
+        if cfg.val:
+            from training.datasets import open_dataset
+
+            val_set = open_dataset(cfg.val, "auto", "test", n_points=cfg.n_points, seed=cfg.seed, up=cfg.val_up)
+
+        ddp_model: nn.Module = model
+        if ctx.distributed:
+            ddp_model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None
+            )
+        bases = camera_bases(index.views, device=device)
+        image_visual = bundle.model.visual if not cfg.cache_image_features else None
+        if cfg.cache_image_features:
+            # With the cache the frozen image tower is never run again (validation uses the text tower only).
+            bundle.model.visual = None
+
+        emit("start", {"total_steps": total_steps, "step": step, "epoch": epoch, "steps_per_epoch": steps_per_epoch,
+                       "models": len(index), "world_size": ctx.world_size, "cache": cache_info,
+                       "effective_batch": cfg.batch_size * ctx.world_size * cfg.accumulate})
+        stop.install()
+        metrics_file = out / "metrics.jsonl"
+        interrupted = False
+        last: dict = {}
+        epoch_sums: dict[str, float] = {}
+        while epoch < cfg.epochs and not interrupted:
+            samples.set_epoch(epoch)
+            sampler.set_epoch(epoch, position)
+            model.train()
+            micro: list[dict] = []
+            t_step = time.perf_counter()
+            for b, batch in enumerate(loader, start=position):
+                last_micro = (b + 1) % cfg.accumulate == 0 or b + 1 == batches
+                points = batch["points"].to(device, non_blocking=True)
+                views = batch["view"].to(device)
+                if features is not None:
+                    img = features[batch["index"], batch["view"]].to(device).float()
+                else:
+                    img = encode_images(image_visual, batch["image"].to(device, non_blocking=True), cfg.bf16)
+                with torch.no_grad():
+                    depth = render_view_pairs(points, views, batch["distances"].to(device), bases,
+                                              image_size=image_size, channels=encoder.in_channels,
+                                              backend=cfg.render_backend)
+                # Gradients are all-reduced on the last micro-batch of an optimiser step only.
+                no_sync = ddp_model.no_sync() if ctx.distributed and not last_micro else contextlib.nullcontext()
+                # The last step of an epoch may hold fewer micro-batches; the mean stays a mean.
+                n_micro = ((b % cfg.accumulate) + 1) if b + 1 == batches else cfg.accumulate
+                with no_sync:
+                    with _autocast(device, amp):
+                        losses = ddp_model(depth, img)
+                    (losses["loss"] / n_micro).backward()
+                micro.append({k: float(v.detach()) for k, v in losses.items()} | {"samples": len(points)})
+                if not last_micro:
+                    continue
+                optimizer.step()
+                lr = optimizer.param_groups[0]["lr"]
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                position = b + 1
+                elapsed = time.perf_counter() - t_step
+                t_step = time.perf_counter()
+                n_samples = sum(m["samples"] for m in micro) * ctx.world_size
+                record = {k: sum(m[k] for m in micro) / len(micro) for k in ("loss", "loss_intra", "loss_cross", "w")}
+                record = dist_utils.mean_across(ctx, record)
+                record = {"kind": "step", "step": step, "epoch": epoch, **record, "lr": lr,
+                          "samples_per_s": n_samples / max(elapsed, 1e-9), "time": time.time()}
+                micro = []
+                for k in ("loss", "loss_intra", "loss_cross"):
+                    epoch_sums[k] = epoch_sums.get(k, 0.0) + record[k]
+                epoch_sums["n"] = epoch_sums.get("n", 0.0) + 1
+                if ctx.is_main:
+                    with open(metrics_file, "a") as f:
+                        f.write(json.dumps(record) + "\n")
+                last = record
+                emit("step", record)
+                if dist_utils.any_rank(ctx, stop.set) and position < batches:
+                    interrupted = True
+                    break
+            if interrupted:
+                break
+            epoch += 1
+            position = 0
+            summary = {"kind": "epoch", "step": step, "epoch": epoch - 1}
+            n = epoch_sums.pop("n", 0.0)
+            summary.update({f"{k}_mean": v / n for k, v in epoch_sums.items()} if n else {})
+            epoch_sums = {}
+            if val_set is not None and ctx.is_main:
+                summary.update(zero_shot_accuracy(encoder, bundle, val_set, views=cfg.val_views, device=device,
+                                                  limit=cfg.val_limit, render_backend=cfg.render_backend, bf16=cfg.bf16))
+            dist_utils.barrier(ctx)
+            if ctx.is_main:
+                with open(metrics_file, "a") as f:
+                    f.write(json.dumps(summary) + "\n")
+            emit("epoch", summary)
+            last = {**last, **summary}
+            if ctx.is_main:
+                _write_outputs(out, model, optimizer, scheduler, cfg, bundle, step, epoch, 0, keep=cfg.keep_checkpoints,
+                               save_encoder=save_depth_encoder, emit=emit)
+            dist_utils.barrier(ctx)
+            if dist_utils.any_rank(ctx, stop.set) and epoch < cfg.epochs:
+                interrupted = True
+        if interrupted and ctx.is_main and position > 0:
+            _write_outputs(out, model, optimizer, scheduler, cfg, bundle, step, epoch, position, keep=cfg.keep_checkpoints,
+                           save_encoder=save_depth_encoder, emit=emit)
+        if interrupted:
+            emit("interrupted", {"step": step, "epoch": epoch, "position": position})
+        digests = dist_utils.gather_digests(ctx, dist_utils.weights_digest(model.state_dict()))
+        result = PretrainResult(out, step, epoch, interrupted, last, digests, out / "depth_encoder.safetensors",
+                                ctx.world_size)
+        if ctx.is_main:
+            from training.checkpoints import write_json
+
+            write_json(out / "run.json", {
+                "steps": step, "epochs_done": epoch, "interrupted": interrupted, "world_size": ctx.world_size,
+                "rank_weight_digests": digests, "ranks_in_sync": len(set(digests)) == 1, "last": last,
+                "depth_encoder": str(result.depth_encoder), "version": __version__,
+            })
+        dist_utils.barrier(ctx)
+        return result
+    finally:
+        stop.uninstall()
+        dist_utils.teardown(ctx)
+
+
+def _write_outputs(out, model, optimizer, scheduler, cfg, bundle, step, epoch, position, *, keep, save_encoder, emit) -> None:
+    from c2p_cli import __version__
+
+    info = {"step": step, "epoch": epoch, "position": position, "config": asdict(cfg), "version": __version__}
+    folder = save_checkpoint(out, model=model, optimizer=optimizer, scheduler=scheduler, info=info, keep=keep)
+    save_encoder(model.encoder, out / "depth_encoder.safetensors", meta={
+        "model": bundle.model_name, "pretrained": bundle.pretrained, "weights_id": bundle.weights_id,
+        "trained_by": "c2p pretrain", "step": step, "epoch": epoch, "w": float(model.criterion.w.detach()),
+    })
+    emit("checkpoint", {"path": str(folder), "step": step, "epoch": epoch})
+
+
+def _restore(folder: Path, model, optimizer, scheduler, cfg: PretrainConfig, ctx, batches: int) -> tuple[int, int, int]:
+    """Load a checkpoint into the model, optimiser and scheduler; returns (step, epoch, position)."""
+    from training.checkpoints import load_tensors, read_json
+
+    meta = read_json(folder / "state.json")
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{folder / 'state.json'}: not a c2p pre-training checkpoint")
+    saved = meta.get("config", {})
+    for key in ("model", "batch_size", "accumulate", "optimizer", "fold"):
+        if key in saved and saved[key] != getattr(cfg, key):
+            raise CheckpointError(
+                f"{folder}: saved with {key}={saved[key]!r}, this run has {getattr(cfg, key)!r}; "
+                "resume with the same settings"
+            )
+    tensors = load_tensors(folder / "state.safetensors", device="cpu")
+    state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(state, strict=True)
+        load_optimizer_state(optimizer, tensors, meta["optimizer"])
+        scheduler.load_state_dict(meta["scheduler"])
+    except (RuntimeError, KeyError, ValueError) as e:
+        raise CheckpointError(f"{folder}: does not fit this model ({str(e).splitlines()[0]})") from e
+    if "rng.torch" in tensors:
+        torch.set_rng_state(tensors["rng.torch"])
+    position = int(meta.get("position", 0))
+    if position >= batches:
+        raise CheckpointError(f"{folder}: stopped at batch {position} of an epoch of {batches}; the data changed")
+    return int(meta["step"]), int(meta["epoch"]), position
+
+
+def alignment_margin(
+    encoder: nn.Module,
+    index,
+    image_features: torch.Tensor,
+    *,
+    n_points: int = defaults.NUM_POINTS,
+    max_models: int | None = None,
+    device: torch.device | str = "cpu",
+    render_backend: str = "auto",
+    batch_size: int = 32,
+) -> dict:
+    """How well depth features point at their own image's feature (a retrieval diagnostic).
+
+    For each model i (up to `max_models`) and view v, the depth map of its cloud (first
+    `n_points` points, distance 1) is encoded; with cosines s(i, j) = cos(f_depth(i, v),
+    f_img(j, v)) against the images of the same view of every model j:
+    `margin` = mean over (i, v) of s(i, i) - mean_{j != i} s(i, j), `own` and `other` the two
+    terms, `top1` the fraction of (i, v) whose own image is the most similar. Chance: margin 0,
+    top1 1 / models.
+    """
+    import torch.nn.functional as F
+
+    from c2p_cli.views import camera_bases
+
+    from .pairs import load_points, normalize_sample
+
+    device = torch.device(device)
+    m = len(index.models) if max_models is None else min(max_models, len(index.models))
+    n_views = image_features.shape[1]
+    bases = camera_bases(index.views[:n_views], device=device)
+    was_training = encoder.training
+    encoder.eval()
+    depth_feats = []
+    try:
+        with torch.no_grad():
+            clouds = torch.stack([torch.from_numpy(normalize_sample(load_points(index.models[i].points_path)[:n_points]))
+                                  for i in range(m)]).to(device)
+            for v in range(n_views):
+                views = torch.full((m,), v, device=device)
+                dist = torch.ones(m, 2, device=device)
+                for s in range(0, m, batch_size):
+                    maps = render_view_pairs(clouds[s:s + batch_size], views[s:s + batch_size], dist[s:s + batch_size], bases,
+                                             image_size=getattr(encoder, "image_size", 224),
+                                             channels=getattr(encoder, "in_channels", 1), backend=render_backend)
+                    depth_feats.append((v, s, encoder(maps[: len(maps) // 2]).float()))
+    finally:
+        encoder.train(was_training)
+    own, other, top1 = [], [], []
+    img = F.normalize(image_features[:m].float().to(device), dim=-1)
+    for v, s, f in depth_feats:
+        sims = F.normalize(f, dim=-1) @ img[:, v].t()
+        rows = torch.arange(len(f), device=device)
+        cols = rows + s
+        own_s = sims[rows, cols]
+        mask = torch.ones_like(sims, dtype=torch.bool)
+        mask[rows, cols] = False
+        other.append((sims * mask).sum(1) / mask.sum(1))
+        own.append(own_s)
+        top1.append((sims.argmax(1) == cols).float())
+    own_t, other_t, top1_t = torch.cat(own), torch.cat(other), torch.cat(top1)
+    return {
+        "margin": float((own_t - other_t).mean()),
+        "own": float(own_t.mean()),
+        "other": float(other_t.mean()),
+        "top1": float(top1_t.mean()),
+        "models": m,
+    }
