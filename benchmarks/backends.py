@@ -1,0 +1,159 @@
+"""Throughput of `c2p classify` with the torch, ONNX Runtime and (where present) TensorRT backends.
+
+The same synthetic files are classified by every backend, with and without the folded first
+convolution, in one run: the torch classifier, then its export (classifier.onnx, checked against
+torch as `c2p export` does) run by ONNX Runtime, then a TensorRT FP16 engine when TensorRT and a
+CUDA GPU are present. Reading is identical for all (same files, same workers), so the ratios
+compare the model paths. Also reports how often the backends agree on the label and the largest
+difference in the top probability. Prints one JSON object. Example:
+    python benchmarks/backends.py --files 64 --model ViT-B-32 --pretrained none
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+
+def _classify(clf, files, args, warm_up: bool = False):
+    """(results, seconds) of one timed classification of `files` (after a warm-up batch if asked)."""
+    from c2p_cli.pipeline import ReadOptions, classify_files
+
+    read = ReadOptions(n_points=args.points)
+    if warm_up:
+        list(classify_files(clf, files[: args.batch_size], read=read, batch_size=args.batch_size, workers=0))
+    start = time.perf_counter()
+    results = list(classify_files(clf, files, read=read, batch_size=args.batch_size, workers=args.workers))
+    return results, time.perf_counter() - start
+
+
+def _agreement(ref, got) -> dict:
+    same = sum(a.label == b.label for a, b in zip(ref, got, strict=True))
+    diff = max((abs(a.probability - b.probability) for a, b in zip(ref, got, strict=True) if a.ok and b.ok), default=0.0)
+    return {"label_agreement": round(same / max(1, len(ref)), 4), "max_top_probability_diff": float(f"{diff:.3g}")}
+
+
+def _trt_status() -> str | None:
+    """None when TensorRT and a CUDA GPU are usable, else why not."""
+    from c2p_cli.errors import BackendUnavailableError
+    from export.tensorrt import import_tensorrt, require_cuda
+
+    try:
+        import_tensorrt()
+        require_cuda()
+    except BackendUnavailableError as e:
+        return str(e)
+    return None
+
+
+def run(args) -> dict:
+    import torch
+
+    from c2p_cli.classifier import load_classifier
+    from c2p_cli.devices import resolve_device
+    from c2p_cli.synth import SHAPES, write_dataset
+    from export.onnx import ExportOptions, export_classifier
+    from export.runtime import load_exported_classifier
+
+    device = resolve_device(args.device)
+    trt_missing = _trt_status() if device.type == "cuda" else "TensorRT needs a CUDA device (running on cpu)"
+    report: dict = {
+        "benchmark": "backends",
+        "model": args.model,
+        "pretrained": args.pretrained,
+        "views": args.views,
+        "points": args.points,
+        "batch_size": args.batch_size,
+        "workers": args.workers,
+        "repeats": args.repeats,
+        "device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "tensorrt": "not run: " + trt_missing if trt_missing else "run",
+        "runs": {},
+    }
+    import onnxruntime
+
+    report["onnxruntime"] = onnxruntime.__version__
+    with tempfile.TemporaryDirectory() as tmp:
+        classes = list(SHAPES[:8])
+        per_class = -(-args.files // len(classes))
+        write_dataset(Path(tmp) / "data", classes=classes, per_class=per_class, test_per_class=0, fmt="ply", n_points=2048, seed=0)
+        files = sorted((Path(tmp) / "data").rglob("*.ply"))[: args.files]
+        # Build every classifier first, then time them in interleaved rounds (the fastest round
+        # counts), so that a slow spell of a shared machine does not fall on one configuration only.
+        classifiers: dict[tuple[str, str], object] = {}
+        for fold in (True, False):
+            key = "folded" if fold else "unfolded"
+            entry = report["runs"].setdefault(key, {})
+            clf = load_classifier(labels=args.labels, model=args.model, pretrained=args.pretrained, views=args.views,
+                                  device=str(device), fold=fold)  # fmt: skip
+            out = Path(tmp) / f"export-{key}"
+            started = time.perf_counter()
+            meta = export_classifier(clf, out, ExportOptions())
+            entry["export_seconds"] = round(time.perf_counter() - started, 1)
+            entry["export_check_max_abs_diff"] = meta["check"]["classifier"]["max_abs_diff"]
+            classifiers[key, "torch"] = clf
+            classifiers[key, "onnx"] = load_exported_classifier(out, backend="onnx", device=str(device))
+            if not trt_missing:
+                from export.tensorrt import build_and_check
+
+                started = time.perf_counter()
+                trt_meta = build_and_check(out, max_batch=max(args.batch_size, 1))
+                entry["trt_build_seconds"] = round(time.perf_counter() - started, 1)
+                entry["trt_check_max_abs_diff"] = trt_meta["tensorrt"]["check"]["max_abs_diff"]
+                classifiers[key, "trt"] = load_exported_classifier(out, backend="trt", device=str(device))
+        results, best = {}, {}
+        for round_ in range(args.repeats):
+            for name, clf in classifiers.items():
+                results[name], seconds = _classify(clf, files, args, warm_up=round_ == 0)
+                best[name] = min(best.get(name, float("inf")), seconds)
+        for (key, backend), seconds in best.items():
+            report["runs"][key][backend] = {
+                "files": len(files),
+                "classified": sum(r.ok for r in results[key, backend]),
+                "seconds": round(seconds, 3),
+                "clouds_per_s": round(len(files) / seconds, 3),
+            }
+        for (key, backend), got in results.items():
+            if backend != "torch":
+                run_info = report["runs"][key][backend]
+                run_info.update(_agreement(results[key, "torch"], got))
+                run_info["speedup_vs_torch"] = round(run_info["clouds_per_s"] / report["runs"][key]["torch"]["clouds_per_s"], 2)
+                if backend == "onnx":
+                    run_info["providers"] = classifiers[key, backend].meta["providers"]
+    folded, unfolded = report["runs"]["folded"], report["runs"]["unfolded"]
+    report["folded_vs_unfolded"] = {
+        backend: round(folded[backend]["clouds_per_s"] / unfolded[backend]["clouds_per_s"], 2)
+        for backend in ("torch", "onnx", "trt") if backend in folded and backend in unfolded
+    }  # fmt: skip
+    return report
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--files", type=int, default=64)
+    p.add_argument("--model", default="ViT-B-32")
+    p.add_argument("--pretrained", default="none")
+    p.add_argument("--views", type=int, default=6)
+    p.add_argument("--points", type=int, default=1024)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, default=0, help="Reader processes (0: read in-process, the same for every backend).")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--repeats", type=int, default=2, help="Timed runs per configuration; the fastest counts.")
+    p.add_argument("--labels", default="cube,sphere,cylinder,cone,torus,pyramid,capsule,ring")
+    args = p.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    print(json.dumps(run(args), indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""`c2p export`: ONNX graphs (checked against torch) and optionally a TensorRT engine, in one folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .. import defaults
+from .. import options as opt
+
+
+def export(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (created).", show_default=False)],
+    labels: opt.Labels = None,
+    label_set: opt.LabelSet = None,
+    prompt: opt.Prompt = None,
+    adapter: Annotated[
+        Path | None, typer.Option("--adapter", help="A `c2p fewshot` run folder: export its adapter (few-shot) instead of zero-shot.")
+    ] = None,
+    model: opt.Model = defaults.MODEL,
+    pretrained: opt.Pretrained = defaults.PRETRAINED,
+    depth_encoder: opt.DepthEncoderPath = None,
+    views: opt.Views = defaults.ZERO_SHOT_VIEWS,
+    fold: Annotated[
+        bool | None,
+        typer.Option("--fold/--no-fold", help="Fold CLIP's normalisation into a 1-channel first convolution (default: fold)."),
+    ] = None,
+    opset: Annotated[int, typer.Option("--opset", help="ONNX opset (18 or later: ScatterElements with min reduction).")] = 18,
+    with_projection: Annotated[
+        bool,
+        typer.Option("--with-projection", help="Also write points_classifier.onnx: points -> logits with the renderer traced in."),
+    ] = False,
+    trt: Annotated[bool, typer.Option("--trt", help="Also build a TensorRT FP16 engine (needs TensorRT 10 and an NVIDIA GPU).")] = False,
+    max_batch: Annotated[int, typer.Option("--max-batch", help="Largest batch of the TensorRT optimisation profile.")] = 64,
+    opt_batch: Annotated[
+        int | None, typer.Option("--opt-batch", help="Batch TensorRT tunes for (default: a power of two near --max-batch / 2).")
+    ] = None,
+    workspace_gib: Annotated[float, typer.Option("--workspace-gib", help="TensorRT builder workspace limit, GiB.")] = 4.0,
+    points: opt.Points = defaults.NUM_POINTS,
+) -> None:
+    """Export the classifier: classifier.onnx (depth maps -> logits), optional points_classifier.onnx and TensorRT engine.
+
+    Zero-shot with --labels / --label-set, or few-shot with --adapter RUN.
+
+    Every graph is run with ONNX Runtime (and the engine with TensorRT) on random and synthetic inputs and compared with torch; the export fails if the logits differ by more than the tolerance recorded in c2p_export.json.
+    """
+    from rich.console import Console
+
+    from ..errors import UsageError
+
+    console = Console(stderr=True)
+    if opset < 18:
+        raise UsageError(f"--opset must be at least 18 (ScatterElements with reduction='min'), got {opset}")
+    if points < 1:
+        raise UsageError(f"--points must be at least 1, got {points}")
+    if trt:
+        # Before minutes of export work: say at once when TensorRT or the GPU is missing.
+        from export.metadata import profile_batches
+        from export.tensorrt import import_tensorrt, require_cuda
+
+        profile_batches(max_batch, opt_batch)
+        import_tensorrt()
+        require_cuda()
+
+    from export.onnx import ExportOptions, export_classifier
+
+    with console.status("loading the model", spinner="dots") as status:
+        clf = _load(labels=labels, label_set=label_set, prompt=prompt, adapter=adapter, model=model, pretrained=pretrained,
+                    depth_encoder=depth_encoder, views=views, fold=fold)  # fmt: skip
+        extra = {"adapter": str(adapter)} if adapter is not None else {}
+        options = ExportOptions(opset=opset, with_projection=with_projection, n_points=points)
+        meta = export_classifier(clf, out, options, extra_meta=extra, on_step=status.update)
+        if trt:
+            from export.tensorrt import build_and_check
+
+            status.update(f"building the TensorRT engine (FP16, batch 1..{max_batch})")
+            meta = build_and_check(out, max_batch=max_batch, opt_batch=opt_batch, workspace_gib=workspace_gib)
+    _summary(Console(), out, meta)
+
+
+def _load(*, labels, label_set, prompt, adapter, model, pretrained, depth_encoder, views, fold):
+    from ..errors import UsageError
+
+    if adapter is not None:
+        if depth_encoder is not None or fold is not None:
+            raise UsageError("--adapter brings its own encoders: drop --depth-encoder/--fold/--no-fold")
+        from ..adapters import load_adapter_classifier
+
+        if adapter.is_file():
+            # The official CLIP2Point few-shot checkpoint: labels (default ModelNet40), prompts and
+            # the CLIP it was trained on come from the options.
+            from ..prompts import resolve_labels
+
+            names = resolve_labels(labels, label_set) if (labels or label_set) else None
+            return load_adapter_classifier(
+                adapter, device="cpu", labels=names, templates=prompt, model=model, pretrained=pretrained
+            )
+        if labels or label_set or prompt:
+            raise UsageError("--adapter brings its own labels and prompts: drop --labels/--label-set/--prompt")
+        return load_adapter_classifier(adapter, device="cpu")
+    from ..classifier import load_classifier
+
+    return load_classifier(
+        labels=labels, label_set=label_set, model=model, pretrained=pretrained, depth_encoder=depth_encoder,
+        views=views, templates=prompt, device="cpu", fold=True if fold is None else fold,
+    )  # fmt: skip
+
+
+def _summary(console, out: Path, meta: dict) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    from export import metadata as md
+
+    table = Table(title=f"c2p export -> {out}")
+    table.add_column("artefact", no_wrap=True)
+    table.add_column("size", justify="right")
+    table.add_column("inputs")
+    table.add_column("max |diff|", justify="right")
+    table.add_column("tolerance", justify="right")
+    table.add_column("check")
+    checks = dict(meta.get("check", {}))
+    if "tensorrt" in meta and "check" in meta["tensorrt"]:
+        checks["engine"] = meta["tensorrt"]["check"]
+    for name, entry in meta["graphs"].items():
+        size = f"{entry['bytes'] / 2**20:.1f} MiB"
+        inputs = ", ".join(
+            f"{k}[{','.join(str(d) for d in shape)}]" for k, shape in entry.get("inputs", {}).items()
+        ) or "depth (engine profile)"
+        check = checks.get(name)
+        if check:
+            tol = max(r["tolerance"] for r in check["runs"])
+            verdict = Text("passed" if check["passed"] else "FAILED", style="green" if check["passed"] else "bold red")
+            table.add_row(entry["file"], size, inputs, f"{check['max_abs_diff']:.2e}", f"{tol:.2e}", verdict)
+        else:
+            table.add_row(entry["file"], size, inputs, "", "", "not checked")
+    table.add_row(md.METADATA_FILE, "", "labels, views, normalisation, models, checks", "", "", "")
+    console.print(table)
+    console.print(f"{len(meta['labels'])} labels, {meta['num_views']} views, {meta['in_channels']}-channel input; "
+                  f"classify with: c2p classify --backend onnx --engine {out} FILES")  # fmt: skip

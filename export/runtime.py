@@ -1,0 +1,184 @@
+"""Heads that run exported graphs, and the classifier `c2p classify --backend onnx|trt` uses.
+
+Both heads are callables depth [B, V, C, S, S] -> logits [B, K] (torch tensors in, torch tensors
+out, on the input's device), so they drop into `classifier.PointCloudClassifier` in place of the
+torch module: rendering stays in torch (Triton on CUDA), only the encoder graph changes. Results
+are therefore the same objects, in the same format, as the torch backend's.
+
+The export folder decides labels, views, channels, image size and splat radius: they are baked
+into the graphs, so `load_exported_classifier` takes them from `c2p_export.json` and nothing else
+(the CLI refuses --labels / --label-set / --adapter with --engine, and its --views is not used).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from c2p_cli.errors import BackendUnavailableError, CheckpointError, UsageError
+
+from . import metadata as md
+
+BACKENDS = ("onnx", "trt")
+
+
+def _ort():
+    try:
+        import onnxruntime
+    except ImportError as e:
+        raise BackendUnavailableError(
+            "onnxruntime is not installed: pip install onnxruntime (or onnxruntime-gpu for CUDA), "
+            "or pip install 'clip2point[onnx]'"
+        ) from e
+    return onnxruntime
+
+
+def ort_providers(device: torch.device | str | None = None) -> list[str]:
+    """CUDA provider first when this onnxruntime has it (and `device` is not the CPU), else CPU only."""
+    ort = _ort()
+    wants_cpu = device is not None and torch.device(device).type == "cpu"
+    if not wants_cpu and "CUDAExecutionProvider" in ort.get_available_providers():
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def _check_depth(depth: torch.Tensor, expected: list[Any], what: str) -> None:
+    """UsageError when `depth` does not have the graph's fixed dims (V, C, S, S)."""
+    fixed = [d if isinstance(d, int) else None for d in expected]
+    got = list(depth.shape)
+    if len(got) != len(fixed) or any(f is not None and f != g for f, g in zip(fixed, got, strict=True)):
+        raise UsageError(f"{what}: depth maps of shape {got} do not fit the exported input {expected}")
+
+
+class OnnxRuntimeHead:
+    """depth -> logits through `classifier.onnx` with ONNX Runtime (CUDA provider when present, else CPU)."""
+
+    def __init__(self, path: str | Path, device: torch.device | str | None = None, providers: list[str] | None = None):
+        ort = _ort()
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise CheckpointError(f"{self.path}: not found")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        self.providers = providers or ort_providers(device)
+        try:
+            self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=self.providers)
+        except Exception as e:  # onnxruntime raises its own exception types for unreadable graphs
+            raise CheckpointError(f"{self.path}: ONNX Runtime cannot load it ({str(e).splitlines()[0]})") from e
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1 or inputs[0].name != md.DEPTH_INPUT:
+            raise CheckpointError(f"{self.path}: expected one input named {md.DEPTH_INPUT!r}, got {[i.name for i in inputs]}")
+        self.input_shape = list(inputs[0].shape)
+        # The providers the session really got (a CUDA provider that fails to load falls back to CPU).
+        self.active_providers = self.session.get_providers()
+
+    def __call__(self, depth: torch.Tensor) -> torch.Tensor:
+        _check_depth(depth, self.input_shape, str(self.path))
+        array = depth.detach().to("cpu", torch.float32).contiguous().numpy()
+        logits = self.session.run(None, {md.DEPTH_INPUT: array})[0]
+        return torch.from_numpy(np.ascontiguousarray(logits)).to(depth.device)
+
+
+class TensorRTHead:
+    """depth -> logits through a TensorRT 10 engine, on CUDA tensors (no host copies).
+
+    Inputs and outputs stay in torch's CUDA memory: the engine reads the depth tensor's device
+    pointer and writes into a torch tensor, on torch's current stream, so no synchronisation is
+    needed before torch uses the logits. Batches larger than the engine profile's maximum run in
+    chunks.
+    """
+
+    def __init__(self, engine_path: str | Path, device: torch.device | str = "cuda"):
+        from .tensorrt import load_engine, require_cuda
+
+        self.device = require_cuda(device)
+        self.path = Path(engine_path)
+        self.trt, self._runtime, self.engine = load_engine(self.path, self.device)
+        trt = self.trt
+        self.context = self.engine.create_execution_context()
+        if self.context is None:
+            raise BackendUnavailableError(f"{self.path}: TensorRT could not create an execution context (out of GPU memory?)")
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        if md.DEPTH_INPUT not in names or md.LOGITS_OUTPUT not in names:
+            raise CheckpointError(f"{self.path}: engine tensors {names} lack {md.DEPTH_INPUT!r} / {md.LOGITS_OUTPUT!r}")
+        if self.engine.get_tensor_mode(md.DEPTH_INPUT) != trt.TensorIOMode.INPUT:
+            raise CheckpointError(f"{self.path}: {md.DEPTH_INPUT!r} is not an input of the engine")
+        min_shape, _opt, max_shape = self.engine.get_tensor_profile_shape(md.DEPTH_INPUT, 0)
+        self.min_batch, self.max_batch = int(min_shape[0]), int(max_shape[0])
+        self.input_shape = ["batch", *[int(d) for d in tuple(max_shape)[1:]]]
+        self.num_classes = int(tuple(self.engine.get_tensor_shape(md.LOGITS_OUTPUT))[-1])
+
+    def _run(self, chunk: torch.Tensor) -> torch.Tensor:
+        out = torch.empty((chunk.shape[0], self.num_classes), dtype=torch.float32, device=self.device)
+        ctx = self.context
+        if not ctx.set_input_shape(md.DEPTH_INPUT, tuple(chunk.shape)):
+            raise UsageError(f"{self.path}: the engine does not accept input shape {list(chunk.shape)}")
+        ctx.set_tensor_address(md.DEPTH_INPUT, chunk.data_ptr())
+        ctx.set_tensor_address(md.LOGITS_OUTPUT, out.data_ptr())
+        stream = torch.cuda.current_stream(self.device)
+        if not ctx.execute_async_v3(stream.cuda_stream):
+            raise BackendUnavailableError(f"{self.path}: TensorRT execution failed (see TensorRT's log above)")
+        return out
+
+    def __call__(self, depth: torch.Tensor) -> torch.Tensor:
+        _check_depth(depth, self.input_shape, str(self.path))
+        x = depth.detach().to(self.device, torch.float32).contiguous()
+        outs = [self._run(x[i : i + self.max_batch]) for i in range(0, x.shape[0], self.max_batch)]
+        logits = outs[0] if len(outs) == 1 else torch.cat(outs)
+        return logits.to(depth.device)
+
+
+def load_exported_classifier(
+    folder: str | Path,
+    backend: str = "onnx",
+    device: str = "auto",
+    render_backend: str = "auto",
+):
+    """A `classifier.PointCloudClassifier` whose head runs `folder`'s exported graph.
+
+    `backend`: "onnx" (classifier.onnx with ONNX Runtime) or "trt" (classifier.engine, needs
+    TensorRT and a CUDA GPU). Labels, views, channels, image size and radius come from the
+    folder's c2p_export.json; `meta` says which export and runtime made the results.
+    """
+    from c2p_cli.classifier import PointCloudClassifier
+    from c2p_cli.devices import resolve_device
+
+    if backend not in BACKENDS:
+        raise UsageError(f"--backend for an export folder must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    folder = Path(folder)
+    meta = md.read_metadata(folder)
+    if backend == "trt":
+        from .tensorrt import import_tensorrt, require_cuda
+
+        import_tensorrt()  # "not installed" is the more useful message when neither TensorRT nor a GPU is here
+        torch_device = require_cuda(device if device != "auto" else "cuda")
+        head = TensorRTHead(md.graph_path(folder, meta, "engine"), torch_device)
+        runtime = {"backend": "trt", "engine_file": str(head.path), "tensorrt": meta.get("tensorrt", {}).get("version")}
+    else:
+        torch_device = resolve_device(device)
+        head = OnnxRuntimeHead(md.graph_path(folder, meta, "classifier"), torch_device)
+        runtime = {"backend": "onnx", "onnx_file": str(head.path), "providers": head.active_providers}
+    info = {
+        "export": str(folder),
+        **{k: meta[k] for k in ("model", "pretrained", "weights_id", "depth_encoder", "templates", "adapter") if k in meta},
+        "views": meta["views"],
+        "image_size": meta["image_size"],
+        "radius": meta["radius"],
+        "folded": meta["in_channels"] == 1,
+        "c2p_export_version": meta.get("c2p_version"),
+        **runtime,
+    }
+    return PointCloudClassifier(
+        head,
+        meta["labels"],
+        md.views_from_meta(meta),
+        in_channels=int(meta["in_channels"]),
+        device=torch_device,
+        image_size=int(meta["image_size"]),
+        radius=float(meta["radius"]),
+        render_backend=render_backend,
+        meta=info,
+    )

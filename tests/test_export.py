@@ -1,0 +1,260 @@
+"""`c2p export` to ONNX: graphs, parity checks against torch, metadata, and the torch-free runner.
+
+The tiny open_clip model (c2p-tiny, random weights) stands in for ViT-B-32: same code paths,
+seconds instead of minutes. ONNX Runtime runs on its CPU provider here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from export import metadata as md
+
+LABELS = ["chair", "mug", "torus", "table", "bottle"]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def zero_shot():
+    from c2p_cli.classifier import load_classifier
+
+    return load_classifier(labels=LABELS, model="c2p-tiny", pretrained="none", device="cpu", render_backend="torch")
+
+
+@pytest.fixture(scope="module")
+def exported(zero_shot, tmp_path_factory) -> Path:
+    from export.onnx import ExportOptions, export_classifier
+
+    out = tmp_path_factory.mktemp("export") / "tiny"
+    steps: list[str] = []
+    export_classifier(zero_shot, out, ExportOptions(with_projection=True), on_step=steps.append)
+    assert any("points_classifier" in s for s in steps)
+    return out
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> list[Path]:
+    """Synthetic scans as real files (binary PLY and .npy), two clouds shorter than the default 1024 points."""
+    from c2p_cli.io import write_ply
+    from c2p_cli.synth import random_cloud
+
+    folder = tmp_path_factory.mktemp("scans")
+    rng = np.random.default_rng(7)
+    paths = []
+    for i, (name, n) in enumerate([("chair", 2048), ("mug", 700), ("torus", 1500), ("table", 1024), ("bottle", 300)]):
+        cloud = random_cloud(name, rng, n)
+        path = folder / (f"{name}.ply" if i % 2 == 0 else f"{name}.npy")
+        write_ply(path, cloud) if path.suffix == ".ply" else np.save(path, cloud)
+        paths.append(path)
+    return paths
+
+
+def _classify(clf, paths, batch_size=3):
+    from c2p_cli.pipeline import ReadOptions, classify_files
+
+    return list(classify_files(clf, paths, read=ReadOptions(), batch_size=batch_size, top_k=5, workers=0))
+
+
+def test_metadata_describes_the_export(exported):
+    meta = md.read_metadata(exported)
+    assert meta["labels"] == LABELS
+    assert meta["views"] == [[0.0, 0.0], [0.0, 90.0], [0.0, 180.0], [0.0, 270.0], [90.0, 0.0], [-90.0, 180.0]]
+    assert meta["in_channels"] == 1 and meta["normalisation"]["folded_first_conv"] is True
+    assert meta["normalisation"]["clip_mean"] == pytest.approx([0.48145466, 0.4578275, 0.40821073])
+    assert meta["image_size"] == 224 and meta["radius"] == pytest.approx(0.02) and meta["opset"] == 18
+    assert meta["model"] == "c2p-tiny" and meta["pretrained"] == "none" and meta["weights_id"]
+    assert meta["prompts"]["chair"] == ["image of a chair."]
+    assert set(meta["versions"]) == {"c2p", "torch", "onnx", "onnxruntime"}
+    depth = meta["graphs"]["classifier"]
+    assert depth["inputs"] == {"depth": ["batch", 6, 1, 224, 224]} and depth["outputs"] == {"logits": ["batch", 5]}
+    assert meta["graphs"]["points_classifier"]["inputs"] == {"points": ["batch", "points", 3], "lengths": ["batch"]}
+    for graph in ("classifier", "points_classifier"):
+        check = meta["check"][graph]
+        assert check["passed"] and 0 <= check["max_abs_diff"] <= min(r["tolerance"] for r in check["runs"])
+        assert check["argmax_agreement"] == 1.0
+    assert [r["inputs"] for r in meta["check"]["classifier"]["runs"]] == ["random depth", "synthetic depth"]
+    assert (exported / md.CLASSIFIER_ONNX).stat().st_size == depth["bytes"]
+
+
+def test_onnx_backend_matches_torch_on_files(zero_shot, exported, files):
+    from export.runtime import load_exported_classifier
+
+    onnx_clf = load_exported_classifier(exported, backend="onnx", device="cpu", render_backend="torch")
+    assert onnx_clf.labels == LABELS and onnx_clf.in_channels == 1 and onnx_clf.meta["backend"] == "onnx"
+    assert onnx_clf.meta["providers"] == ["CPUExecutionProvider"]
+    ref, got = _classify(zero_shot, files), _classify(onnx_clf, files)
+    assert [r.path for r in got] == [r.path for r in ref]
+    for a, b in zip(ref, got, strict=True):
+        assert b.ok and b.label == a.label and b.n_points == a.n_points
+        assert [lab for lab, _ in b.top_k] == [lab for lab, _ in a.top_k]
+        np.testing.assert_allclose([p for _, p in b.top_k], [p for _, p in a.top_k], atol=1e-4)
+
+
+def test_points_graph_matches_the_torch_pipeline(zero_shot, exported, files):
+    """points_classifier.onnx (renderer traced in) against render + head in torch, ragged batch."""
+    from c2p_cli.io import read_cloud
+    from export.run_onnx import OnnxPointsClassifier
+
+    clouds = [read_cloud(p, n_points=1024) for p in files]
+    assert len({len(c) for c in clouds}) > 1  # ragged: the padding path runs
+    onnx_probs = OnnxPointsClassifier(exported).predict(clouds)
+    torch_probs = zero_shot.predict(clouds).numpy()
+    np.testing.assert_allclose(onnx_probs, torch_probs, atol=1e-4)
+    assert (onnx_probs.argmax(1) == torch_probs.argmax(1)).all()
+
+
+def test_torch_free_runner_never_imports_torch(zero_shot, exported, files, tmp_path):
+    """python -m export.run_onnx with torch made unimportable gives the torch backend's results."""
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text("import sys\nsys.modules['torch'] = None  # any 'import torch' now fails\n")
+    bad = tmp_path / "broken.ply"
+    bad.write_text("not a ply file\n")
+    out = tmp_path / "results.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(shim), str(ROOT)])}
+    args = [sys.executable, "-m", "export.run_onnx", str(exported), *map(str, files), str(bad), "-o", str(out), "--top-k", "2"]
+    proc = subprocess.run(args, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 1, proc.stderr  # one file failed, the others were classified
+    proc_check = subprocess.run(
+        [sys.executable, "-c", "import torch"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60
+    )
+    assert proc_check.returncode != 0  # the shim really blocks torch
+    doc = json.loads(out.read_text())
+    rows = {Path(r["path"]).name: r for r in doc["results"]}
+    assert set(next(iter(rows.values()))) == {"path", "label", "probability", "top_k", "n_points", "error"}
+    assert rows["broken.ply"]["label"] is None and "broken.ply" in rows["broken.ply"]["error"]
+    for ref in _classify(zero_shot, files):
+        row = rows[Path(ref.path).name]
+        assert row["label"] == ref.label and row["n_points"] == ref.n_points
+        assert row["probability"] == pytest.approx(ref.probability, abs=1e-4) and len(row["top_k"]) == 2
+    assert doc["meta"]["backend"].startswith("onnxruntime") and "chair" in proc.stdout
+
+
+def test_check_fails_on_a_tampered_graph(zero_shot, exported, tmp_path, monkeypatch):
+    """Perturb the text-feature initializer: the export must fail and record the measured difference."""
+    import onnx
+    from onnx import numpy_helper
+
+    from c2p_cli.errors import ExportCheckError
+    from export import onnx as exp
+
+    model = onnx.load(str(exported / md.CLASSIFIER_ONNX))
+    k, d = zero_shot.head.text_features.shape
+    target = next(i for i in model.graph.initializer if tuple(i.dims) in ((k, d), (d, k)))  # the text features
+    values = numpy_helper.to_array(target) + np.random.default_rng(0).normal(0, 0.1, tuple(target.dims)).astype(np.float32)
+    target.CopyFrom(numpy_helper.from_array(values, target.name))
+    tampered = tmp_path / "tampered.onnx"
+    onnx.save(model, str(tampered))
+
+    def fake_export(module, path, **kwargs):  # the exporter "produced" the tampered graph
+        Path(path).write_bytes(tampered.read_bytes())
+        return {"depth": ["batch", 6, 1, 224, 224]}
+
+    monkeypatch.setattr(exp, "export_depth_graph", fake_export)
+    out = tmp_path / "bad"
+    with pytest.raises(ExportCheckError) as info:
+        exp.export_classifier(zero_shot, out, exp.ExportOptions())
+    assert "classifier.onnx" in str(info.value) and "max |diff|" in str(info.value) and "\n" not in str(info.value)
+    meta = md.read_metadata(out)
+    assert meta["check"]["classifier"]["passed"] is False
+    assert meta["check"]["classifier"]["max_abs_diff"] > max(r["tolerance"] for r in meta["check"]["classifier"]["runs"])
+
+
+def test_compare_logits_rule():
+    from export.onnx import compare_logits
+
+    ref = np.array([[10.0, 2.0, 1.0], [5.0, 5.0005, 0.0]])
+    ok = compare_logits(ref, ref + 1e-4, inputs="x")
+    assert ok.passed and ok.tolerance == pytest.approx(1e-2) and ok.near_ties == 1
+    swapped = ref.copy()
+    swapped[1, [0, 1]] = swapped[1, [1, 0]]  # a near tie may flip
+    assert compare_logits(ref, swapped, inputs="x").passed
+    flipped = ref.copy()
+    flipped[0, 1] = 10.001  # a clear argmax change (torch had no near tie there)
+    report = compare_logits(ref, flipped, inputs="x")
+    assert not report.passed and report.argmax_agreement == 0.5
+    assert not compare_logits(ref, ref + 0.1, inputs="x").passed
+    assert not compare_logits(ref, np.full_like(ref, np.nan), inputs="x").passed
+    assert not compare_logits(ref, ref[:, :2], inputs="x").passed
+
+
+def test_generic_export_of_an_open_clip_tower_with_dynamic_batch(tmp_path):
+    """export_depth_graph on a stand-in head: open_clip's unfolded tiny visual tower + a linear layer."""
+    import open_clip
+
+    from c2p_cli.encoders import register_model_configs
+    from export.onnx import cpu_session, export_depth_graph, random_depth_maps
+
+    register_model_configs()
+    torch.manual_seed(0)
+    visual = open_clip.create_model("c2p-tiny", pretrained=None).visual.eval()
+
+    class Head(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.visual, self.fc = visual, torch.nn.Linear(64, 3)
+
+        def forward(self, depth):
+            f = self.visual(depth.flatten(0, 1)).reshape(depth.shape[0], 2, -1).mean(1)
+            return self.fc(f)
+
+    head = Head().eval()
+    shapes = export_depth_graph(head, tmp_path / "g.onnx", num_views=2, in_channels=3)
+    assert shapes == {"depth": ["batch", 2, 3, 224, 224]}
+    session = cpu_session(tmp_path / "g.onnx")
+    for batch in (1, 3):
+        x = random_depth_maps(batch, 2, 3, 224, seed=batch)
+        with torch.no_grad():
+            ref = head(x).numpy()
+        np.testing.assert_allclose(session.run(None, {"depth": x.numpy()})[0], ref, atol=1e-4)
+
+
+def test_opset_below_18_is_refused(tmp_path):
+    from c2p_cli.errors import UsageError
+    from export.onnx import export_depth_graph
+
+    with pytest.raises(UsageError, match="opset"):
+        export_depth_graph(torch.nn.Identity(), tmp_path / "x.onnx", num_views=1, in_channels=1, opset=17)
+
+
+def test_adapter_run_exports_through_the_cli_and_matches_torch(files, tmp_path, capsys, monkeypatch):
+    """A real 1-epoch `c2p fewshot` run (GDPA, both encoder paths) exported with `c2p export --adapter`."""
+    from c2p_cli.adapters import load_adapter_classifier
+    from c2p_cli.synth import write_dataset
+    from export.runtime import load_exported_classifier
+    from tests.cli_helpers import run_c2p
+    from training.fewshot import FewShotOptions, run_fewshot
+
+    data = tmp_path / "data"
+    write_dataset(data, classes=["chair", "mug", "torus"], per_class=2, test_per_class=1, fmt="npy", n_points=512, seed=1)
+    run = tmp_path / "run"
+    opts = FewShotOptions(
+        shots=2, epochs=1, batch_size=4, model="c2p-tiny", pretrained="none", views=6, device="cpu", use_cache=False,
+        select="last", eval_test=False, render_backend="torch", fusion="gated",
+    )
+    run_fewshot(data, run, opts)
+
+    out = tmp_path / "export"
+    r = run_c2p(["export", "--out", out, "--adapter", run], capsys, monkeypatch)
+    assert r.code == 0, r.err
+    assert "classifier.onnx" in r.out and "passed" in r.out
+    meta = md.read_metadata(out)
+    assert meta["adapter"] == str(run) and meta["labels"] == ["chair", "mug", "torus"] and meta["fusion"] == "gated"
+    assert meta["check"]["classifier"]["passed"] and "points_classifier" not in meta["graphs"]
+
+    torch_clf = load_adapter_classifier(run, device="cpu", render_backend="torch")
+    onnx_clf = load_exported_classifier(out, backend="onnx", device="cpu", render_backend="torch")
+    for a, b in zip(_classify(torch_clf, files), _classify(onnx_clf, files), strict=True):
+        assert b.label == a.label
+        np.testing.assert_allclose([p for _, p in b.top_k], [p for _, p in a.top_k], atol=1e-4)
+
+    r = run_c2p(["export", "--out", tmp_path / "x", "--adapter", run, "--labels", "a,b"], capsys, monkeypatch)
+    assert r.code == 2 and "--adapter brings its own labels" in r.err

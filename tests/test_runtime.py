@@ -1,0 +1,142 @@
+"""Runtimes of exported graphs: ONNX Runtime head, provider choice, export-folder errors, and
+`c2p classify --backend onnx --engine DIR` giving the torch backend's results in the same format."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from c2p_cli.errors import BackendUnavailableError, CheckpointError, UsageError
+from export import metadata as md
+from tests.cli_helpers import run_c2p
+
+TINY = ["--model", "c2p-tiny", "--pretrained", "none"]
+LABELS = "cube,sphere,torus,cone"
+
+
+@pytest.fixture(scope="module")
+def scans(tmp_path_factory) -> Path:
+    from c2p_cli.synth import write_dataset
+
+    root = tmp_path_factory.mktemp("rt-scans")
+    write_dataset(root, classes=LABELS.split(","), per_class=2, test_per_class=0, fmt="ply", n_points=600, seed=5)
+    return root / "train"
+
+
+@pytest.fixture(scope="module")
+def unfolded_export(tmp_path_factory) -> Path:
+    """`c2p export --no-fold`: the 3-channel (CLIP-normalised) input path, through the CLI."""
+    from typer.testing import CliRunner
+
+    from c2p_cli.app import app
+
+    out = tmp_path_factory.mktemp("rt-export") / "unfolded"
+    result = CliRunner().invoke(app, ["export", "--out", str(out), "--labels", LABELS, *TINY, "--no-fold"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_classify_backend_onnx_matches_torch_in_content_and_format(unfolded_export, scans, tmp_path, capsys, monkeypatch):
+    meta = md.read_metadata(unfolded_export)
+    assert meta["in_channels"] == 3 and meta["normalisation"]["folded_first_conv"] is False
+    assert meta["graphs"]["classifier"]["inputs"] == {"depth": ["batch", 6, 3, 224, 224]}
+
+    common = [scans, "-r", "--workers", "0", "-b", "3", "--top-k", "3", "--device", "cpu"]
+    torch_out, onnx_out = tmp_path / "torch.json", tmp_path / "onnx.json"
+    # The torch backend folds the first convolution; the export does not: folding is exact, so the
+    # results agree to float rounding, which also cross-checks the folded and unfolded encoders.
+    r = run_c2p(["classify", *common, "--labels", LABELS, *TINY, "-o", torch_out], capsys, monkeypatch)
+    assert r.code == 0, r.err
+    r = run_c2p(["classify", *common, "--backend", "onnx", "--engine", unfolded_export, "-o", onnx_out], capsys, monkeypatch)
+    assert r.code == 0, r.err
+    ref, got = json.loads(torch_out.read_text()), json.loads(onnx_out.read_text())
+    assert len(got["results"]) == len(ref["results"]) == 8
+    for a, b in zip(ref["results"], got["results"], strict=True):
+        assert set(a) == set(b) and a["path"] == b["path"] and a["label"] == b["label"]
+        assert [t["label"] for t in a["top_k"]] == [t["label"] for t in b["top_k"]]
+        np.testing.assert_allclose([t["probability"] for t in b["top_k"]], [t["probability"] for t in a["top_k"]], atol=1e-4)
+    assert got["meta"]["backend"] == "onnx" and got["meta"]["export"] == str(unfolded_export)
+
+
+def test_classify_with_engine_refuses_labels(unfolded_export, scans, capsys, monkeypatch):
+    r = run_c2p(["classify", scans, "-r", "--backend", "onnx", "--engine", unfolded_export, "--labels", "a,b"], capsys, monkeypatch)
+    assert r.code == 2 and "--engine carries its own labels" in r.err
+
+
+def test_onnx_head_checks_shapes_and_keeps_the_device(unfolded_export):
+    from export.runtime import OnnxRuntimeHead
+
+    head = OnnxRuntimeHead(unfolded_export / md.CLASSIFIER_ONNX, device="cpu")
+    assert head.input_shape == ["batch", 6, 3, 224, 224] and head.active_providers == ["CPUExecutionProvider"]
+    logits = head(torch.zeros(2, 6, 3, 224, 224))
+    assert logits.shape == (2, 4) and logits.dtype == torch.float32 and logits.device.type == "cpu"
+    with pytest.raises(UsageError, match=r"\[2, 6, 1, 224, 224\]"):
+        head(torch.zeros(2, 6, 1, 224, 224))
+
+
+def test_provider_choice(monkeypatch):
+    import onnxruntime
+
+    from export.runtime import ort_providers
+
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert ort_providers("cuda") == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert ort_providers(None) == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert ort_providers("cpu") == ["CPUExecutionProvider"]
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    assert ort_providers("cuda") == ["CPUExecutionProvider"]
+
+
+def test_export_folder_errors(unfolded_export, tmp_path):
+    import shutil
+
+    from export.runtime import load_exported_classifier
+
+    with pytest.raises(CheckpointError, match="no such folder"):
+        load_exported_classifier(tmp_path / "missing")
+    with pytest.raises(CheckpointError, match="c2p_export.json: not found"):
+        load_exported_classifier(tmp_path)
+    (tmp_path / md.METADATA_FILE).write_text('{"format": "something-else"}')
+    with pytest.raises(CheckpointError, match="not a c2p export"):
+        load_exported_classifier(tmp_path)
+    (tmp_path / md.METADATA_FILE).write_text("{not json")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        load_exported_classifier(tmp_path)
+    with pytest.raises(UsageError, match="onnx, trt"):
+        load_exported_classifier(unfolded_export, backend="torch")
+
+    copy = tmp_path / "copy"
+    shutil.copytree(unfolded_export, copy)
+    meta = md.read_metadata(copy)
+    with pytest.raises(CheckpointError, match="--with-projection"):
+        md.graph_path(copy, meta, "points_classifier")
+    (copy / md.CLASSIFIER_ONNX).unlink()
+    with pytest.raises(CheckpointError, match="listed in c2p_export.json but missing"):
+        load_exported_classifier(copy, device="cpu")
+
+
+def test_trt_backend_without_tensorrt_is_one_line(unfolded_export, monkeypatch):
+    import sys
+
+    from export.runtime import load_exported_classifier
+
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # not importable, whatever is installed
+    with pytest.raises(BackendUnavailableError) as info:
+        load_exported_classifier(unfolded_export, backend="trt")
+    message = str(info.value)
+    assert "\n" not in message and "pip install tensorrt" in message and "--backend onnx" in message
+
+
+def test_export_cli_refuses_bad_options_before_loading_a_model(tmp_path, capsys, monkeypatch):
+    import sys
+
+    r = run_c2p(["export", "--out", tmp_path / "o", "--labels", "a,b", *TINY, "--opset", "17"], capsys, monkeypatch)
+    assert r.code == 2 and "--opset must be at least 18" in r.err
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    r = run_c2p(["export", "--out", tmp_path / "o", "--labels", "a,b", *TINY, "--trt"], capsys, monkeypatch)
+    assert r.code == 1 and "TensorRT is not installed" in r.err and len(r.err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()  # failed before any work
