@@ -20,6 +20,11 @@ COMMANDS = [
     ("classify", "classify", "classify"),
     ("render", "render", "render"),
     ("synth", "synth", "synth"),
+    ("export", "export", "export"),
+    ("fewshot", "fewshot", "fewshot"),
+    ("eval", "eval", "eval_cmd"),
+    ("make-pairs", "make_pairs", "make_pairs"),
+    ("pretrain", "pretrain", "pretrain"),
 ]
 
 app = typer.Typer(
