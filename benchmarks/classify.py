@@ -23,10 +23,14 @@ def _worker(args) -> None:
     import torch
 
     from c2p_cli.classifier import load_classifier
+
+    def sync():
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
     from c2p_cli.pipeline import ReadOptions, classify_files, classify_files_sequential
 
     files = sorted(Path(args.data).rglob("*.ply"))[: args.files]
-    clf = load_classifier(labels=args.labels, model=args.model, pretrained=args.pretrained, views=args.views, device="cpu")
+    clf = load_classifier(labels=args.labels, model=args.model, pretrained=args.pretrained, views=args.views, device=args.device)
     read = ReadOptions(n_points=args.points)
     # warm-up outside the timed region (first-call allocations, thread pools)
     list(classify_files_sequential(clf, files[:2], read=read))
@@ -35,6 +39,7 @@ def _worker(args) -> None:
         results = list(classify_files(clf, files, read=read, batch_size=args.batch_size, workers=args.workers))
     else:
         results = list(classify_files_sequential(clf, files, read=read))
+    sync()
     elapsed = time.perf_counter() - start
     ok = sum(r.ok for r in results)
     print(json.dumps({
@@ -58,6 +63,7 @@ def main() -> None:
     p.add_argument("--points", type=int, default=1024)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--labels", default="cube,sphere,cylinder,cone,torus,pyramid,capsule,ring")
     p.add_argument("--mode", choices=["pipeline", "sequential"], help=argparse.SUPPRESS)
     p.add_argument("--data", help=argparse.SUPPRESS)
@@ -91,7 +97,8 @@ def main() -> None:
         "points": args.points,
         "batch_size": args.batch_size,
         "workers": args.workers,
-        "device": "cpu",
+        "device": args.device,
+        "device_name": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else platform.processor() or "cpu",
         "cpus": os.cpu_count(),
         "torch": torch.__version__,
         "python": platform.python_version(),

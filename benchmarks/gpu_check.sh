@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # GPU checks for a machine with an NVIDIA GPU, torch, triton, numpy, pytest, onnx, onnxruntime
-# (no project install: PYTHONPATH=.; no open_clip / open3d / typer / rich needed).
+# (no project install: PYTHONPATH=.). The render steps need nothing else; the model steps
+# (classify_*, fewshot_gpu, pretrain_bench) need open_clip, which the device machines lack:
+# put its wheels in .whl/ (open_clip_torch, ftfy, wcwidth) and the `wheels` step installs them
+# into /tmp/site. pretrain_bench reads pairs made beforehand on a machine with open3d:
+#   c2p synth .gpu_data/synth --pairs --per-class 8 --classes ...   (see the README)
 #
 #   bash benchmarks/gpu_check.sh            # every step
 #   bash benchmarks/gpu_check.sh tests      # only the named steps (see STEPS below)
@@ -16,7 +20,7 @@ export TRITON_INTERPRET=0   # real kernels; tests/conftest.py only sets it when 
 export HF_HUB_OFFLINE=1
 PYTHON="${PYTHON:-python3}"
 
-STEPS=(gpu versions render_tests render_bench)
+STEPS=(gpu versions render_tests render_bench wheels classify_gpu fewshot_gpu pretrain_bench classify_bench)
 
 step_gpu() {
     nvidia-smi
@@ -52,6 +56,50 @@ step_render_bench() {
     "$PYTHON" benchmarks/projection.py --device cuda --out-dtype float16 --channels 3 || rc=1
     "$PYTHON" benchmarks/projection.py --device cuda --views 6 --batch 1024 || rc=1
     return $rc
+}
+
+step_wheels() {
+    ls .whl/*.whl >/dev/null 2>&1 || { echo "no .whl/ folder: model steps will fail"; return 1; }
+    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || return 1
+    export PYTHONPATH="$PYTHONPATH:/tmp/site"
+    "$PYTHON" -c "import open_clip; print('open_clip', open_clip.__version__)"
+}
+
+# `c2p` through its module, since the project is not installed here.
+c2p() { "$PYTHON" -m c2p_cli.app "$@"; }
+
+step_classify_gpu() {
+    # The same files on CUDA (Triton renderer) and on CPU (torch renderer): same labels expected.
+    local labels=cube,sphere,cylinder,cone,torus,pyramid,capsule,ring rc=0
+    c2p classify examples/scans --labels $labels --model c2p-tiny --pretrained none --device cuda -o /tmp/gpu.jsonl -q || rc=1
+    C2P_RENDER_BACKEND=torch c2p classify examples/scans --labels $labels --model c2p-tiny --pretrained none --device cpu -o /tmp/cpu.jsonl -q || rc=1
+    "$PYTHON" - <<'PY' || rc=1
+import json
+g = [json.loads(l) for l in open("/tmp/gpu.jsonl")]
+c = [json.loads(l) for l in open("/tmp/cpu.jsonl")]
+diff = max(abs(a["probability"] - b["probability"]) for a, b in zip(g, c))
+same = all(a["label"] == b["label"] for a, b in zip(g, c))
+print(json.dumps({"files": len(g), "same_labels": same, "max_prob_diff": diff}))
+raise SystemExit(0 if same and diff < 1e-3 else 1)
+PY
+    return $rc
+}
+
+step_classify_bench() {
+    "$PYTHON" benchmarks/classify.py --device cuda --files 200 --model ViT-B-32 --pretrained none --batch-size 64 --workers 4
+}
+
+step_fewshot_gpu() {
+    local d=/tmp/c2p-fewshot
+    rm -rf $d
+    c2p synth $d/data --classes cube,sphere,cylinder,cone,torus --per-class 16 --test-per-class 10 --format off --seed 1 || return 1
+    c2p fewshot $d/data --shots 16 --out $d/run --model c2p-tiny --pretrained none --epochs 30 --select last --device cuda --seed 0 || return 1
+    cat $d/run/summary.json
+}
+
+step_pretrain_bench() {
+    [ -d .gpu_data/synth ] || { echo "no .gpu_data/synth pairs (make them with c2p synth --pairs where open3d exists)"; return 1; }
+    "$PYTHON" benchmarks/pretrain.py --device cuda --pairs .gpu_data/synth --batch-size 32
 }
 
 declare -A STATUS=()
