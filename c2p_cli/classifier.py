@@ -189,11 +189,13 @@ def load_classifier(
     """
     from . import __version__
     from .devices import resolve_device
-    from .encoders import build_depth_encoder, load_clip, sha256_file
+    from .encoders import build_depth_encoder, load_clip, resolve_depth_encoder, sha256_file
     from .prompts import resolve_labels, resolve_templates, text_features
     from .views import view_preset
 
     class_names = resolve_labels(labels, label_set)
+    if depth_encoder is not None:
+        depth_encoder = resolve_depth_encoder(depth_encoder)
     prompt_templates = resolve_templates(templates)
     view_list = view_preset(views) if isinstance(views, int) else tuple(tuple(v) for v in views)
     if not view_list:

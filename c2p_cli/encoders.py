@@ -457,9 +457,22 @@ def _visual_subdict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return state
 
 
+DEPTH_ENCODER_FILE = "depth_encoder.safetensors"
+
+
+def resolve_depth_encoder(path: str | Path) -> Path:
+    """A depth-encoder weights file; a `c2p pretrain` run folder stands for its depth_encoder.safetensors."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        if not (path / DEPTH_ENCODER_FILE).is_file():
+            raise WeightsUnavailableError(f"{path}: a folder without {DEPTH_ENCODER_FILE} (pass a `c2p pretrain` run or a weights file)")
+        return path / DEPTH_ENCODER_FILE
+    return path
+
+
 def load_visual_weights(visual: nn.Module, path: str | Path) -> None:
     """Load depth-encoder weights (this project's safetensors or CLIP2Point's checkpoint) into a tower."""
-    path = Path(path).expanduser()
+    path = resolve_depth_encoder(path)
     if not path.is_file():
         raise WeightsUnavailableError(f"{path}: depth-encoder weights not found")
     state = _visual_subdict(_read_state(path))

@@ -24,7 +24,7 @@ def depth_montage(cloud: np.ndarray, views, *, image_size: int = 224, columns: i
     tile_w, tile_h = image_size + 2 * pad, image_size + caption + 2 * pad
     sheet = Image.new("L", (columns * tile_w, rows * tile_h), color=160)
     draw = ImageDraw.Draw(sheet)
-    for k, ((elev, azim), depth) in enumerate(zip(views, maps)):
+    for k, ((elev, azim), depth) in enumerate(zip(views, maps, strict=True)):
         x, y = (k % columns) * tile_w + pad, (k // columns) * tile_h + pad
         sheet.paste(Image.fromarray(depth, mode="L"), (x, y + caption))
         draw.text((x + 2, y), f"view {k}: elev {elev:g}, azim {azim:g}", fill=0)

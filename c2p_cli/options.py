@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -18,7 +18,7 @@ Pretrained = Annotated[
     ),
 ]
 DepthEncoderPath = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option(
         "--depth-encoder",
         help="Weights of the depth encoder (c2p pretrain output, or the official CLIP2Point checkpoint).",
@@ -27,12 +27,12 @@ DepthEncoderPath = Annotated[
 ]
 Views = Annotated[int, typer.Option("--views", help="Number of fixed views: 6 (zero-shot default) or 10.")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
-Labels = Annotated[Optional[str], typer.Option("--labels", "-l", help="Comma-separated class names, e.g. chair,table.")]
+Labels = Annotated[str | None, typer.Option("--labels", "-l", help="Comma-separated class names, e.g. chair,table.")]
 LabelSet = Annotated[
-    Optional[str], typer.Option("--label-set", help="Built-in labels: modelnet40, modelnet10, scanobjectnn, shapenet55.")
+    str | None, typer.Option("--label-set", help="Built-in labels: modelnet40, modelnet10, scanobjectnn, shapenet55.")
 ]
 Prompt = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Option("--prompt", help=f"Prompt template with {{}} for the label; repeatable (features averaged). Default: '{defaults.PROMPT_TEMPLATE}'."),
 ]
 Points = Annotated[int, typer.Option("--points", help="Points sampled per shape.")]

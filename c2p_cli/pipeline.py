@@ -113,7 +113,7 @@ def _results_for(paths: list[str], clouds: list[np.ndarray], probs: torch.Tensor
     k = min(top_k, len(labels))
     values, indices = probs.topk(k, dim=1)
     for b, path in enumerate(paths):
-        tops = [(labels[int(j)], float(v)) for v, j in zip(values[b], indices[b])]
+        tops = [(labels[int(j)], float(v)) for v, j in zip(values[b], indices[b], strict=True)]
         yield FileResult(path=path, label=tops[0][0], probability=tops[0][1], top_k=tops, n_points=len(clouds[b]))
 
 

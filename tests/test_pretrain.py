@@ -206,3 +206,14 @@ def test_pretrain_cli_writes_a_depth_encoder_that_classify_loads(pairs16, tmp_pa
                      capsys, monkeypatch)
     assert result.code == 0, result.err
     assert (tmp_path / "out.json").is_file()
+    # the run folder stands for its depth_encoder.safetensors, with the same weights id
+    by_folder = run_c2p(["classify", shape, "-m", TINY, "--pretrained", "none", "--labels", "cube,chair",
+                         "--depth-encoder", run, "-o", tmp_path / "out2.json"], capsys, monkeypatch)
+    assert by_folder.code == 0, by_folder.err
+    meta = [json.loads(p.read_text())["meta"] for p in (tmp_path / "out.json", tmp_path / "out2.json")]
+    assert meta[0]["depth_encoder_id"] == meta[1]["depth_encoder_id"] is not None
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    bad = run_c2p(["classify", shape, "-m", TINY, "--pretrained", "none", "--labels", "cube,chair",
+                   "--depth-encoder", empty], capsys, monkeypatch)
+    assert bad.code == 1 and "depth_encoder.safetensors" in bad.err

@@ -29,6 +29,10 @@ Layouts (`open_dataset(root, kind="auto")` recognises them, in this order):
 - `modelnet`: ModelNet40 / ModelNet10 meshes `ROOT/<class>/{train,test}/*.off` (z-up).
 - `folder`: folder per class, either `ROOT/{train,test}/<class>/*` or `ROOT/<class>/*` split with a
   seeded ratio; any format `c2p_cli.io` reads; the up axis is the user's choice.
+
+Image-depth pairs for pre-training (CLIP2Point's rendered layout and this project's own) are read
+by `training.pairs`; `open_pairs` and `PretrainSamples` are re-exported here so every data reader
+can be found from this module.
 """
 
 from __future__ import annotations
@@ -581,3 +585,6 @@ def sample_shots(
         train += chosen[n_val:].tolist()
     return ShotSplit(sorted(train), sorted(val), short)
 
+
+
+from .pairs import PairsIndex, PretrainSamples, open_pairs  # noqa: E402, F401  (re-export, see the docstring)

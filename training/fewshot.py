@@ -394,6 +394,11 @@ def run_fewshot(
             on_event(kind, **info)
 
     opts.check()
+    if opts.depth_encoder:
+        from c2p_cli.encoders import resolve_depth_encoder
+
+        # a `c2p pretrain` run folder stands for its depth_encoder.safetensors
+        opts.depth_encoder = str(resolve_depth_encoder(opts.depth_encoder))
     t_start = time.perf_counter()
     run = Path(out)
     if resume and not (run / "config.json").is_file():

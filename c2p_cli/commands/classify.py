@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -20,21 +20,21 @@ def classify(
     pretrained: opt.Pretrained = defaults.PRETRAINED,
     depth_encoder: opt.DepthEncoderPath = None,
     adapter: Annotated[
-        Optional[Path], typer.Option("--adapter", help="A `c2p fewshot` run folder: classify with its trained adapter and labels.")
+        Path | None, typer.Option("--adapter", help="A `c2p fewshot` run folder: classify with its trained adapter and labels.")
     ] = None,
     backend: Annotated[str, typer.Option("--backend", help="torch, onnx (ONNX Runtime) or trt (TensorRT engine).")] = "torch",
-    engine: Annotated[Optional[Path], typer.Option("--engine", help="A `c2p export` folder, for --backend onnx|trt.")] = None,
+    engine: Annotated[Path | None, typer.Option("--engine", help="A `c2p export` folder, for --backend onnx|trt.")] = None,
     views: opt.Views = defaults.ZERO_SHOT_VIEWS,
     batch_size: opt.BatchSize = 32,
     device: opt.Device = "auto",
     top_k: Annotated[int, typer.Option("--top-k", help="How many labels to report per file.")] = 3,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write results to .jsonl, .json or .csv.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write results to .jsonl, .json or .csv.")] = None,
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")] = False,
     points: opt.Points = defaults.NUM_POINTS,
     sampling: opt.Sampling = "random",
     up: opt.UpAxis = defaults.UP_AXIS,
     seed: opt.Seed = 0,
-    workers: Annotated[Optional[int], typer.Option("--workers", help="Reader processes (default: up to 4; 0 reads in-process).")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="Reader processes (default: up to 4; 0 reads in-process).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table.")] = False,
 ) -> None:
     """Classify point clouds and meshes zero-shot with CLIP (or with a trained adapter / exported engine).
@@ -44,7 +44,7 @@ def classify(
     from rich.console import Console
 
     from ..errors import UsageError
-    from ..pipeline import ReadOptions, classify_files, gather_inputs
+    from ..pipeline import ReadOptions, gather_inputs
     from ..results_io import check_output_path, write_results
 
     console = Console(stderr=True)
@@ -106,7 +106,14 @@ def _build_classifier(console, *, labels, label_set, prompt, model, pretrained, 
 
 
 def _run(console, clf, files, read, batch_size, top_k, workers, quiet):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from ..pipeline import classify_files
 
