@@ -71,12 +71,13 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as e:
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
+        # Usage errors from click, or from the copy of click that newer typer releases vendor
+        # (typer._click): match by class name, not by import, to cover both.
+        names = {cls.__name__ for cls in type(e).__mro__}
+        if "ClickException" in names:
             e.show()
-            sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
+            sys.exit(getattr(e, "exit_code", 2))
+        if "Abort" in names:
             sys.exit(130)
         raise
     sys.exit(rv if isinstance(rv, int) else 0)

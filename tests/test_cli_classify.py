@@ -142,3 +142,9 @@ def test_help_imports_neither_triton_nor_open3d_nor_tensorrt():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "HEAVY []" in out and "classify" in out
+
+
+def test_unknown_option_is_a_usage_error_not_a_traceback(capsys, monkeypatch):
+    r = run_c2p(["classify", "x.ply", "--no-such-option"], capsys, monkeypatch)
+    assert r.code == 2
+    assert "No such option" in r.err and "Traceback" not in r.err
