@@ -75,6 +75,9 @@ def run(args) -> dict:
         from training.pairs import open_pairs
 
         args.models = len(open_pairs(pairs))
+        # A discarded one-epoch run first, so that one-time costs (imports, allocator, kernel
+        # compilation) do not land in whichever mode is timed first.
+        _run(pairs, tmp / "warmup", argparse.Namespace(**{**vars(args), "epochs": 1}), False, tmp / "warmup_features")
         cached = _run(pairs, tmp / "cached", args, True, tmp / "features")
         uncached = _run(pairs, tmp / "uncached", args, False, tmp / "features")
     ratio = (cached["samples_per_s"] / uncached["samples_per_s"]
