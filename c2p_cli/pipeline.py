@@ -129,8 +129,8 @@ def classify_files(
 ) -> Iterator[FileResult]:
     """Yield a FileResult per path, in order. `classifier` is a classifier.PointCloudClassifier.
 
-    `workers` processes read and sample files ahead of the model (default: up to 4, at most one
-    per CPU); 0 reads in the calling process. `on_progress(n)` is called with the number of files
+    `workers` processes read and sample files ahead of the model (default: up to 4, one core
+    fewer than the machine has); 0 reads in the calling process. `on_progress(n)` is called with the number of files
     finished after each batch.
     """
     read.validate()
@@ -144,7 +144,8 @@ def classify_files(
     if workers is None:
         import os
 
-        workers = min(4, os.cpu_count() or 1, math.ceil(len(paths) / batch_size))
+        # leave a core to the model: on small machines reader processes otherwise slow the encoder down
+        workers = min(4, max(0, (os.cpu_count() or 1) - 1), math.ceil(len(paths) / batch_size))
     loader = torch.utils.data.DataLoader(
         _FileDataset(paths, read),
         batch_size=batch_size,

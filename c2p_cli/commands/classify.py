@@ -34,7 +34,7 @@ def classify(
     sampling: opt.Sampling = "random",
     up: opt.UpAxis = defaults.UP_AXIS,
     seed: opt.Seed = 0,
-    workers: Annotated[int | None, typer.Option("--workers", help="Reader processes (default: up to 4; 0 reads in-process).")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="Reader processes (default: up to 4, one fewer than the CPU cores; 0 reads in-process).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table.")] = False,
 ) -> None:
     """Classify point clouds and meshes zero-shot with CLIP (or with a trained adapter / exported engine).
