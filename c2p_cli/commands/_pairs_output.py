@@ -8,24 +8,15 @@ from pathlib import Path
 def write_pairs_with_progress(sources, out: Path, *, n_points: int, up: str, colour: str, seed: int) -> dict:
     """Render `sources` into the pairs set `out` (training.pairs.write_pairs), showing progress on stderr."""
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
     from rich.table import Table
 
     from training.pairs import write_pairs
 
+    from ..progress import progress_bar
+
     console = Console(stderr=True)
     sources = list(sources)
-    with Progress(
-        TextColumn("[bold]rendering pairs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TimeRemainingColumn(), console=console, transient=True,
-    ) as bar:
+    with progress_bar(console, "[bold]rendering pairs", transient=True) as bar:
         task = bar.add_task("pairs", total=len(sources))
         meta = write_pairs(
             sources, out, n_points=n_points, up=up, colour=colour, seed=seed,

@@ -106,22 +106,11 @@ def _build_classifier(console, *, labels, label_set, prompt, model, pretrained, 
 
 
 def _run(console, clf, files, read, batch_size, top_k, workers, quiet):
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
     from ..pipeline import classify_files
+    from ..progress import progress_bar
 
     results = []
-    with Progress(
-        TextColumn("classifying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=console, disable=quiet, transient=False,
-    ) as progress:
+    with progress_bar(console, "classifying", disable=quiet) as progress:
         task = progress.add_task("classify", total=len(files))
         for r in classify_files(
             clf, files, read=read, batch_size=batch_size, top_k=top_k, workers=workers,

@@ -51,7 +51,6 @@ def eval_cmd(
     them (same order) or --label-set gives a named set the classes are looked up in.
     """
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from training.checkpoints import write_json
     from training.datasets import open_dataset
@@ -59,6 +58,7 @@ def eval_cmd(
 
     from .. import __version__
     from ..errors import UsageError
+    from ..progress import progress_bar
 
     console = Console(stderr=True)
     ds = open_dataset(data, dataset, split, n_points=points, sampling=sampling, seed=seed, up=up, variant=variant)
@@ -97,8 +97,7 @@ def eval_cmd(
                 mapping = list(range(len(ds.labels)))
             mode = "zero-shot"
 
-    with Progress(TextColumn(f"evaluating {split}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, disable=quiet) as progress:
+    with progress_bar(console, f"evaluating {split}", eta=False, disable=quiet) as progress:
         task = progress.add_task("eval", total=len(ds))
         report = evaluate_classifier(clf, ds, mapping, batch_size,
                                      progress=lambda done, total: progress.update(task, completed=done))

@@ -61,16 +61,10 @@ def fewshot(
     `c2p eval DATA --adapter RUN`.
     """
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
 
     from training.fewshot import FewShotOptions, run_fewshot
+
+    from ..progress import progress_bar
 
     console = Console(stderr=True)
     opts = FewShotOptions(
@@ -81,10 +75,7 @@ def fewshot(
         cache_dir=str(cache_dir) if cache_dir else None, use_cache=not no_cache, eval_test=test, variant=variant,
         save_every=save_every,
     )
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=quiet, transient=False,
-    ) as progress:
+    with progress_bar(console, info=True, disable=quiet) as progress:
         tasks: dict[str, int] = {}
 
         def on_event(kind: str, **info) -> None:

@@ -90,20 +90,10 @@ class _Display:
         self.active = False
 
     def _start(self):
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from ..progress import progress_bar
 
         if self.progress is None:
-            self.progress = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=self.console, transient=False,
-            )
+            self.progress = progress_bar(self.console, "[bold]{task.description}", info=True)
             self.progress.start()
             self.active = True
 

@@ -38,10 +38,10 @@ def synth(
 ) -> None:
     """Write procedural shapes as OUT/train/<class>/*.<fmt> and OUT/test/<class>/*.<fmt>, plus classes.txt and synth.json."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .. import synth as lib
     from ..errors import UsageError
+    from ..progress import progress_bar
 
     console = Console(stderr=True)
     if list_classes:
@@ -60,14 +60,7 @@ def synth(
     if test_per_class is None:
         test_per_class = max(1, per_class // 4) if per_class else 0
     total = (per_class + test_per_class) * len(names)
-    with Progress(
-        TextColumn("[bold]synth"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as bar:
+    with progress_bar(console, "[bold]synth", eta=False, transient=True) as bar:
         task = bar.add_task("synth", total=total)
         manifest = lib.write_dataset(
             out, names, per_class, test_per_class, fmt, points, seed, progress=lambda _path: bar.advance(task)
