@@ -56,7 +56,7 @@ def classify_points(points, classifier=None, *, up: str | None = None, **load_kw
 
 
 def classify_files(
-    paths: Sequence[str | Path],
+    paths: Sequence[str | Path] | str | Path,
     classifier=None,
     *,
     n_points: int = 1024,
@@ -68,11 +68,12 @@ def classify_files(
     workers: int | None = 0,
     **load_kwargs,
 ) -> list[FileResult]:
-    """A FileResult per path (in order); failed files carry their error instead of a label."""
-    from .pipeline import gather_inputs
+    """A FileResult per file, in the order given (folders expanded in sorted order); a file or path
+    that could not be used carries its error instead of a label. `paths` may be a single path."""
+    from .pipeline import gather_inputs, in_input_order
 
     clf = _classifier(classifier, load_kwargs)
-    files, missing = gather_inputs(paths)
+    entries = gather_inputs(paths)
+    files = [e for e in entries if isinstance(e, Path)]
     read = ReadOptions(n_points=n_points, sampling=sampling, seed=seed, up=up)
-    results = list(_classify_files(clf, files, read=read, batch_size=batch_size, top_k=top_k, workers=workers))
-    return missing + results
+    return in_input_order(entries, _classify_files(clf, files, read=read, batch_size=batch_size, top_k=top_k, workers=workers))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import io as _stdio
 import os
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,8 +81,12 @@ def read_cloud(
     if not np.any(np.ptp(points, axis=0) > 0):
         raise InputFileError(path, "all points coincide (zero extent)")
     points = subsample(points, n_points, sampling, rng)
-    points = apply_up_axis(points.astype(np.float32), up)
-    return normalize_unit_sphere(points)
+    # Normalise in float64 first: georeferenced scans (UTM northings of 5e6 m) lose their shape
+    # in float32 before centring. Rotation commutes with centring and scaling.
+    points = apply_up_axis(normalize_unit_sphere(points), up)
+    if not np.isfinite(points).all():
+        raise InputFileError(path, "coordinates too large to normalise")
+    return points
 
 
 def read_points(path: str | Path) -> np.ndarray:
@@ -118,25 +123,28 @@ def load_raw(path: str | Path, mesh_samples: int, rng: np.random.Generator | int
     if geo.faces is not None and len(geo.faces):
         faces = geo.faces[finite[geo.faces].all(axis=1)]
         if len(faces) and _triangle_areas(verts, faces).sum() > 0:
-            return sample_surface(verts, faces, mesh_samples, rng).astype(np.float64)
+            return sample_surface(verts, faces, mesh_samples, rng, dtype=np.float64)
     return verts[finite]
 
 
-def sample_surface(vertices: np.ndarray, faces: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """`n` points float32 [n, 3] drawn uniformly on the surface of a triangle mesh (area-weighted)."""
+def sample_surface(
+    vertices: np.ndarray, faces: np.ndarray, n: int, rng: np.random.Generator, dtype=np.float32
+) -> np.ndarray:
+    """`n` points [n, 3] (`dtype`, float32 by default) drawn uniformly on a triangle mesh's surface
+    (area-weighted). File reading asks for float64 so that huge coordinates survive until normalised."""
     v = np.asarray(vertices, dtype=np.float64)
     f = np.asarray(faces, dtype=np.int64)
     areas = _triangle_areas(v, f)
     total = areas.sum()
-    if not total > 0:
-        raise ValueError("mesh has zero surface area")
+    if not (np.isfinite(total) and total > 0):
+        raise ValueError("mesh has zero (or non-finite) surface area")
     idx = rng.choice(len(f), size=n, p=areas / total)
     a, b, c = v[f[idx, 0]], v[f[idx, 1]], v[f[idx, 2]]
     u, w = rng.random((2, n, 1))
     # Reflecting samples of the unit square's upper triangle keeps the density uniform.
     flip = (u + w) > 1.0
     u, w = np.where(flip, 1.0 - u, u), np.where(flip, 1.0 - w, w)
-    return (a + u * (b - a) + w * (c - a)).astype(np.float32)
+    return (a + u * (b - a) + w * (c - a)).astype(dtype, copy=False)
 
 
 def farthest_point_sample(
@@ -191,8 +199,15 @@ def normalize_unit_sphere(points: np.ndarray) -> np.ndarray:
     A cloud of coincident points is only centred (it cannot be scaled). Returns float32.
     """
     p = np.asarray(points, dtype=np.float64)
+    if not len(p):
+        return p.astype(np.float32)
+    # Divide by the largest magnitude first so that neither the mean nor the squared norms
+    # overflow for huge (but finite) coordinates; the result does not depend on this factor.
+    magnitude = np.abs(p).max()
+    if np.isfinite(magnitude) and magnitude > 0:
+        p = p / magnitude
     p = p - p.mean(axis=0, keepdims=True)
-    scale = np.sqrt((p * p).sum(axis=1).max()) if len(p) else 0.0
+    scale = np.sqrt((p * p).sum(axis=1).max())
     if scale > 0:
         p = p / scale
     return p.astype(np.float32)
@@ -344,7 +359,7 @@ def _read_text(path: Path) -> str:
     data = path.read_bytes()
     if b"\x00" in data[:4096]:
         raise _ParseError(f"looks binary, not a text {path.suffix.lower()[1:].upper()} file")
-    return data.decode("utf-8", errors="replace")
+    return data.decode("utf-8-sig", errors="replace")
 
 
 def _take_xyz(arr: np.ndarray, what: str) -> np.ndarray:
@@ -366,6 +381,12 @@ def _fan(polys: list[list[int]]) -> np.ndarray:
 
 
 def _triangle_areas(v: np.ndarray, f: np.ndarray) -> np.ndarray:
+    """Triangle areas up to one common factor (vertices are scaled by their largest magnitude so
+    that huge coordinates cannot overflow): fine for area weights and for "is the area zero"."""
+    v = np.asarray(v, dtype=np.float64)
+    magnitude = np.abs(v).max() if len(v) else 0.0
+    if np.isfinite(magnitude) and magnitude > 0:
+        v = v / magnitude
     a, b, c = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
     return 0.5 * np.linalg.norm(np.cross(b - a, c - a), axis=1)
 
@@ -435,8 +456,11 @@ def _ply_header(data: bytes) -> tuple[str, list[_PlyElement], int]:
     return fmt, elements, m.end()
 
 
+_BOM = b"\xef\xbb\xbf"
+
+
 def _read_ply(path: Path) -> Geometry:
-    data = path.read_bytes()
+    data = path.read_bytes().removeprefix(_BOM)  # editors on Windows prepend one
     fmt, elements, body_start = _ply_header(data)
     vertex = next((e for e in elements if e.name == "vertex"), None)
     if vertex is None:
@@ -598,7 +622,7 @@ _PCD_TYPES = {("F", 4): "f4", ("F", 8): "f8", ("I", 1): "i1", ("I", 2): "i2", ("
 
 
 def _read_pcd(path: Path) -> Geometry:
-    data = path.read_bytes()
+    data = path.read_bytes().removeprefix(_BOM)
     header: dict[str, list[str]] = {}
     pos = 0
     while True:
@@ -675,10 +699,16 @@ def _import_open3d(what: str):
     return o3d
 
 
+def _quiet_open3d(o3d):
+    """open3d prints its own coloured warnings to stdout on bad files; we report errors ourselves."""
+    return o3d.utility.VerbosityContextManager(o3d.utility.VerbosityLevel.Error)
+
+
 def _open3d_points(path: Path) -> np.ndarray:
     """binary_compressed PCD (LZF) is left to open3d; an empty result is treated as an error."""
     o3d = _import_open3d("binary_compressed PCD files")
-    pcd = o3d.io.read_point_cloud(str(path), format="pcd")
+    with _quiet_open3d(o3d):
+        pcd = o3d.io.read_point_cloud(str(path), format="pcd")
     pts = np.asarray(pcd.points, dtype=np.float64)
     if len(pts) == 0:
         raise _ParseError("open3d could not read this binary_compressed PCD file (or it holds no points)")
@@ -725,14 +755,20 @@ def _read_text_points(path: Path) -> Geometry:
 def _read_npy(path: Path) -> Geometry:
     try:
         arr = np.load(path, allow_pickle=False)
-    except ValueError as e:
+    except (ValueError, EOFError, zipfile.BadZipFile) as e:
         raise _ParseError(f"not a readable .npy array ({_short(e)})") from None
+    if not isinstance(arr, np.ndarray):  # np.load opens .npz archives whatever the extension
+        arr.close()
+        raise _ParseError("is an .npz archive, not an .npy array (rename it to .npz)")
     return Geometry(_take_xyz(arr, ".npy array"))
 
 
 def _read_npz(path: Path) -> Geometry:
     try:
-        with np.load(path, allow_pickle=False) as z:
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise _ParseError("is an .npy array, not an .npz archive (rename it to .npy)")
+        with z:
             keys = list(z.files)
             if not keys:
                 raise _ParseError(".npz holds no arrays")
@@ -746,7 +782,7 @@ def _read_npz(path: Path) -> Geometry:
             arr = z[key]
     except _ParseError:
         raise
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
         raise _ParseError(f"not a readable .npz archive ({_short(e)})") from None
     return Geometry(_take_xyz(arr, f".npz array '{key}'"))
 
@@ -836,12 +872,14 @@ _STL_VERTEX = re.compile(rb"vertex\s+(\S+)\s+(\S+)\s+(\S+)")
 
 def _read_stl(path: Path) -> Geometry:
     data = path.read_bytes()
-    if len(data) >= 84:
-        n = int(np.frombuffer(data, dtype="<u4", count=1, offset=80)[0])
-        if len(data) == 84 + 50 * n:
-            return _stl_binary(data, n)
+    n = int(np.frombuffer(data, dtype="<u4", count=1, offset=80)[0]) if len(data) >= 84 else 0
+    if len(data) >= 84 and len(data) == 84 + 50 * n:
+        return _stl_binary(data, n)
     if data.lstrip().startswith(b"solid"):
         found = _STL_VERTEX.findall(data)
+        if not found and len(data) >= 84 and len(data) >= 84 + 50 * n:
+            # binary STLs often start their 80-byte header with "solid" too; trailing bytes are allowed
+            return _stl_binary(data, n)
         if not found:
             raise _ParseError("ASCII STL holds no 'vertex' lines")
         if len(found) % 3:
@@ -866,8 +904,9 @@ def _stl_binary(data: bytes, n: int) -> Geometry:
 
 def _read_gltf(path: Path) -> Geometry:
     o3d = _import_open3d("glTF / GLB meshes")
-    # open3d prints its own warnings on failure and returns an empty mesh; we check for that.
-    mesh = o3d.io.read_triangle_mesh(os.fspath(path))
+    # open3d returns an empty mesh on failure (we check for that) and warns on stdout (silenced).
+    with _quiet_open3d(o3d):
+        mesh = o3d.io.read_triangle_mesh(os.fspath(path))
     verts = np.asarray(mesh.vertices, dtype=np.float64)
     faces = np.asarray(mesh.triangles, dtype=np.int64)
     if len(verts) == 0:

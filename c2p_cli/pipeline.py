@@ -81,18 +81,26 @@ class _FileDataset(torch.utils.data.Dataset):
             return str(path), None, f"{path}: unexpected {type(e).__name__}: {e}"
 
 
-def gather_inputs(paths: Sequence[str | Path], recursive: bool = False) -> tuple[list[Path], list[FileResult]]:
-    """Expand files and folders into input files; a path that cannot be used becomes an error result."""
+def gather_inputs(paths: Sequence[str | Path] | str | Path, recursive: bool = False) -> list[Path | FileResult]:
+    """Expand files and folders into input files, in the order given; a path that cannot be used
+    (missing, unreadable folder) stands in that order as an error result instead."""
     from .io import list_inputs
 
-    files: list[Path] = []
-    errors: list[FileResult] = []
+    if isinstance(paths, (str, Path)):  # one path, not a sequence of one-character paths
+        paths = [paths]
+    entries: list[Path | FileResult] = []
     for p in paths:
         try:
-            files.extend(list_inputs([Path(p)], recursive=recursive))
+            entries.extend(list_inputs([Path(p)], recursive=recursive))
         except C2PError as e:
-            errors.append(FileResult(path=str(p), error=str(e)))
-    return files, errors
+            entries.append(FileResult(path=str(p), error=str(e)))
+    return entries
+
+
+def in_input_order(entries: Sequence[Path | FileResult], classified) -> list[FileResult]:
+    """Merge the results of the entries' files (an iterable in file order) back among the entries' errors."""
+    classified = iter(classified)
+    return [next(classified) if isinstance(e, Path) else e for e in entries]
 
 
 def _collate(items):
@@ -171,13 +179,10 @@ def classify_files(
 
 def classify_files_sequential(classifier, paths: Sequence[str | Path], *, read: ReadOptions = ReadOptions(), top_k: int = 5):
     """One file at a time, no workers: the baseline the benchmark compares the pipeline with."""
-    from .io import read_cloud
-
     for path in paths:
-        try:
-            cloud = read_cloud(path, n_points=read.n_points, sampling=read.sampling, seed=read.seed, up=read.up)
-        except C2PError as e:
-            yield FileResult(path=str(path), error=str(e))
+        _, cloud, error = _FileDataset([Path(path)], read)[0]  # same error capture as the workers
+        if error is not None:
+            yield FileResult(path=str(path), error=error)
             continue
         points, lengths = pad_clouds([cloud])
         probs = classifier.predict(points, lengths).float().cpu()

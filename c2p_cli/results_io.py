@@ -19,9 +19,17 @@ FORMATS = (".jsonl", ".json", ".csv")
 
 
 def check_output_path(path: Path) -> None:
-    """Fail before any work is done when the output format is unknown."""
+    """Fail before any work is done when the output cannot be written (format, folder, permissions)."""
+    import os
+
+    path = Path(path)
     if path.suffix.lower() not in FORMATS:
         raise UsageError(f"--output {path}: unknown format '{path.suffix}' (use one of {', '.join(FORMATS)})")
+    if path.is_dir():
+        raise UsageError(f"--output {path}: is a folder; give a file name such as {path / 'results.csv'}")
+    parent = path.parent if str(path.parent) else Path(".")
+    if parent.exists() and not os.access(parent, os.W_OK):
+        raise UsageError(f"--output {path}: cannot write in {parent}")
 
 
 def render_results(results: Sequence[FileResult], suffix: str, meta: dict | None = None) -> str:
@@ -50,6 +58,11 @@ def render_results(results: Sequence[FileResult], suffix: str, meta: dict | None
 def write_results(path: str | Path, results: Sequence[FileResult], meta: dict | None = None) -> None:
     from training.checkpoints import _atomic_write_bytes
 
+    from .errors import C2PError
+
     path = Path(path)
     check_output_path(path)
-    _atomic_write_bytes(path, render_results(results, path.suffix, meta).encode())
+    try:
+        _atomic_write_bytes(path, render_results(results, path.suffix, meta).encode())
+    except OSError as e:
+        raise C2PError(f"--output {path}: cannot write ({e.strerror or e})") from e

@@ -148,3 +148,22 @@ def test_unknown_option_is_a_usage_error_not_a_traceback(capsys, monkeypatch):
     r = run_c2p(["classify", "x.ply", "--no-such-option"], capsys, monkeypatch)
     assert r.code == 2
     assert "No such option" in r.err and "Traceback" not in r.err
+
+
+def test_api_takes_one_path_and_keeps_the_given_order(scans, tmp_path):
+    import c2p_cli
+
+    clf = c2p_cli.load_classifier(labels=LABELS, model="c2p-tiny", pretrained="none", device="cpu")
+    one = sorted(scans.rglob("cube_*.ply"))[0]
+    assert [r.path for r in c2p_cli.classify_files(str(one), classifier=clf)] == [str(one)]
+    missing = tmp_path / "nope.ply"
+    other = sorted(scans.rglob("torus_*.ply"))[0]
+    results = c2p_cli.classify_files([one, missing, other], classifier=clf)
+    assert [r.path for r in results] == [str(one), str(missing), str(other)]
+    assert [r.ok for r in results] == [True, False, True]
+
+
+def test_output_that_is_a_folder_fails_before_any_work(scans, tmp_path, capsys, monkeypatch):
+    (tmp_path / "res.csv").mkdir()
+    r = run_c2p(["classify", scans, "--labels", LABELS, *TINY, "-o", tmp_path / "res.csv"], capsys, monkeypatch)
+    assert r.code == 2 and "is a folder" in r.err and "classifying" not in r.err

@@ -44,7 +44,7 @@ def classify(
     from rich.console import Console
 
     from ..errors import UsageError
-    from ..pipeline import ReadOptions, gather_inputs
+    from ..pipeline import ReadOptions, gather_inputs, in_input_order
     from ..results_io import check_output_path, write_results
 
     console = Console(stderr=True)
@@ -52,17 +52,16 @@ def classify(
         check_output_path(output)
     read = ReadOptions(n_points=points, sampling=sampling, seed=seed, up=up)
     read.validate()
-    files, missing = gather_inputs(paths, recursive=recursive)
-    if not files and not missing:
+    entries = gather_inputs(paths, recursive=recursive)
+    files = [e for e in entries if isinstance(e, Path)]
+    if not entries:
         raise UsageError(f"no supported point-cloud or mesh files in {', '.join(map(str, paths))}")
 
     clf = _build_classifier(
         console, labels=labels, label_set=label_set, prompt=prompt, model=model, pretrained=pretrained,
         depth_encoder=depth_encoder, adapter=adapter, backend=backend, engine=engine, views=views, device=device,
     )
-    results = list(missing)
-    if files:
-        results += _run(console, clf, files, read, batch_size, top_k, workers, quiet)
+    results = in_input_order(entries, _run(console, clf, files, read, batch_size, top_k, workers, quiet) if files else [])
 
     if not quiet:
         _print_table(results)
