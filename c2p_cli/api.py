@@ -43,12 +43,18 @@ def classify_points(points, classifier=None, *, up: str | None = None, **load_kw
         clouds = [np.asarray(points)]
     else:
         clouds = [np.asarray(p) for p in points]
+    from .errors import UsageError
+
     prepared = []
-    for c in clouds:
-        c = np.asarray(c, dtype=np.float32)[:, :3]
-        if up is not None:
-            c = apply_up_axis(c, up)
-        prepared.append(normalize_unit_sphere(c))
+    for i, c in enumerate(clouds):
+        c = np.asarray(c, dtype=np.float64)
+        if c.ndim != 2 or c.shape[1] < 3:
+            raise UsageError(f"cloud {i} has shape {c.shape}: need N x 3 (or more columns)")
+        c = c[:, :3][np.isfinite(c[:, :3]).all(axis=1)]  # NaN / Inf rows are dropped, as for files
+        if len(c) == 0:
+            raise UsageError(f"cloud {i} has no finite points")
+        c = normalize_unit_sphere(c)
+        prepared.append(apply_up_axis(c, up) if up is not None else c)
     from .pipeline import pad_clouds
 
     padded, lengths = pad_clouds(prepared)

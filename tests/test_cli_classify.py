@@ -167,3 +167,16 @@ def test_output_that_is_a_folder_fails_before_any_work(scans, tmp_path, capsys, 
     (tmp_path / "res.csv").mkdir()
     r = run_c2p(["classify", scans, "--labels", LABELS, *TINY, "-o", tmp_path / "res.csv"], capsys, monkeypatch)
     assert r.code == 2 and "is a folder" in r.err and "classifying" not in r.err
+
+
+def test_classify_points_drops_nan_rows_and_refuses_empty_clouds():
+    import c2p_cli
+    from c2p_cli.errors import UsageError
+
+    clf = c2p_cli.load_classifier(labels=LABELS, model="c2p-tiny", pretrained="none", device="cpu")
+    rng = np.random.default_rng(1)
+    clean = rng.normal(size=(200, 3))
+    dirty = np.vstack([clean, [[np.nan, 0, 0], [np.inf, 1, 1]]])
+    np.testing.assert_allclose(c2p_cli.classify_points(dirty, classifier=clf), c2p_cli.classify_points(clean, classifier=clf), atol=1e-6)
+    with pytest.raises(UsageError):
+        c2p_cli.classify_points(np.full((5, 3), np.nan), classifier=clf)
