@@ -353,6 +353,18 @@ def check_encoder_identity(cfg: dict, bundle) -> None:
             raise CheckpointError(f"{path}: depth encoder changed since training (sha256 {sha[:12]} != {cfg.get('depth_encoder_sha256', '?')[:12]})")
 
 
+def run_read_settings(cfg: dict) -> dict:
+    """How the run read its point clouds (config.json "dataset"): {"n_points", "sampling", "up"}.
+
+    The adapter learned features of clouds prepared this way, so classifying or evaluating with it
+    should read files the same way.
+    """
+    from . import defaults
+
+    ds = cfg.get("dataset") or {}
+    return {"n_points": int(ds.get("n_points", defaults.NUM_POINTS)), "sampling": ds.get("sampling"), "up": ds.get("up")}
+
+
 def load_run_adapter(run: str | Path, which: str = "best", device: str | torch.device = "cpu") -> AdapterClassifier:
     """The AdapterClassifier of a run folder (eval mode): encoders from its config, adapter from `which`.safetensors."""
     from training.checkpoints import load_tensors
@@ -418,7 +430,7 @@ def load_adapter_classifier(
     cfg = read_run_config(run)
     meta = {"adapter": str(run), "which": which, "model": cfg["model"], "weights": cfg["weights_id"],
             "depth_encoder": cfg.get("depth_encoder"), "fusion": cfg["fusion"], "views": cfg["num_views"],
-            "templates": cfg.get("templates")}
+            "templates": cfg.get("templates"), "read": run_read_settings(cfg)}
     return PointCloudClassifier(
         head, cfg["labels"], cfg["num_views"], in_channels=head.in_channels, device=dev,
         image_size=cfg.get("image_size", defaults.IMAGE_SIZE), radius=cfg.get("radius", defaults.POINT_RADIUS),

@@ -104,3 +104,34 @@ def test_eval_with_an_adapter_run(tiny_synth, tmp_path, tiny_model_name):
     assert classified.exit_code == 0, classified.output
     rows = json.loads(results.read_text())["results"]
     assert len(rows) == 2 and {r["label"] for r in rows} <= set(CLASSES)
+
+
+def test_out_that_is_a_file_fails_before_any_model_is_loaded(tiny_synth, tmp_path):
+    afile = tmp_path / "report"
+    afile.write_text("x")
+    # An unknown model would fail when loaded: the --out check must come first.
+    result = _invoke(["eval", str(tiny_synth), "--out", str(afile), "--model", "no-such-model", "--device", "cpu"])
+    assert isinstance(result.exception, UsageError) and "is a file" in str(result.exception)
+
+
+def test_adapter_eval_and_classifier_read_clouds_the_runs_way(tiny_synth, tmp_path, tiny_model_name):
+    from c2p_cli.adapters import load_adapter_classifier
+    from training.fewshot import FewShotOptions, run_fewshot
+
+    run = tmp_path / "run"
+    run_fewshot(tiny_synth, run, FewShotOptions(shots=2, epochs=1, model=tiny_model_name, pretrained="none",
+                                                n_points=96, up="y", sampling="fps", device="cpu", select="last",
+                                                use_cache=False, eval_test=False))
+    out = tmp_path / "fs"
+    result = _invoke(["eval", str(tiny_synth), "--adapter", str(run), "--out", str(out), "--device", "cpu", "-q"])
+    assert result.exit_code == 0, result.output
+    ds = json.loads((out / "report.json").read_text())["dataset"]
+    assert (ds["n_points"], ds["sampling"], ds["up"]) == (96, "fps", "y")
+    # An explicit value that differs from the run's is used, with a warning.
+    result = _invoke(["eval", str(tiny_synth), "--adapter", str(run), "--out", str(out), "--device", "cpu", "-q",
+                      "--points", "64"])
+    assert result.exit_code == 0, result.output
+    assert "--points 64 differs from the run's 96" in " ".join(result.output.split())
+    assert json.loads((out / "report.json").read_text())["dataset"]["n_points"] == 64
+    clf = load_adapter_classifier(run, device="cpu")
+    assert clf.meta["read"] == {"n_points": 96, "sampling": "fps", "up": "y"}

@@ -195,3 +195,104 @@ def test_fewshot_cli(synth_root, tmp_path, tiny_model_name):
     resumed = CliRunner().invoke(app, [*args, "--epochs", "4", "--resume"])
     assert resumed.exit_code == 0, resumed.output
     assert len(_metrics(out)) == 4
+
+
+# --- input checks: resume identity, shots, unreadable shots, options, --out -----------------------
+
+
+def _small_synth(root, per_class=5):
+    from c2p_cli.synth import write_dataset
+
+    write_dataset(root, classes=CLASSES[:3], per_class=per_class, test_per_class=1, fmt="npy", n_points=128, seed=0)
+    return root
+
+
+def _quick_opts(tiny_model_name, **kw) -> FewShotOptions:
+    base = {"shots": 3, "epochs": 1, "batch_size": 4, "model": tiny_model_name, "pretrained": "none", "n_points": 64,
+            "device": "cpu", "use_cache": False, "eval_test": False, "val_fraction": 0.34}
+    return FewShotOptions(**{**base, **kw})
+
+
+def test_batch_size_one_is_a_usage_error():
+    with pytest.raises(UsageError, match="--batch-size must be at least 2"):
+        FewShotOptions(batch_size=1).check()
+
+
+def test_out_that_is_a_file_is_a_usage_error(tmp_path, tiny_model_name):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    # Refused before any data or model is read: the dataset folder does not even exist.
+    with pytest.raises(UsageError, match="is a file"):
+        run_fewshot(tmp_path / "no-data", afile, _quick_opts(tiny_model_name))
+
+
+def test_resume_keeps_the_shots_of_shots_json(tmp_path, tiny_model_name):
+    import shutil
+
+    data = _small_synth(tmp_path / "data")
+    run = tmp_path / "run"
+    run_fewshot(data, run, _quick_opts(tiny_model_name))
+    before = (run / "shots.json").read_text()
+    for c in CLASSES[:3]:  # new files change every class's member list (a re-sampling would move shots)
+        for i in range(6, 10):
+            shutil.copy(data / "train" / c / f"{c}_0001.npy", data / "train" / c / f"{c}_{i:04d}.npy")
+    summary = run_fewshot(data, run, _quick_opts(tiny_model_name, epochs=2), resume=True)
+    assert (run / "shots.json").read_text() == before
+    assert summary["train_samples"] == 6 and len(_metrics(run)) == 2
+    gone = json.loads(before)["train"]["cube"][0]
+    (data / gone).unlink()
+    with pytest.raises(CheckpointError, match=f"shot '{gone}' is no longer in the dataset"):
+        run_fewshot(data, run, _quick_opts(tiny_model_name, epochs=3), resume=True)
+
+
+def test_resume_compares_the_depth_encoder_by_content_not_path(tmp_path, tiny_model_name, monkeypatch):
+    from c2p_cli.encoders import build_depth_encoder, load_clip, save_depth_encoder
+
+    data = _small_synth(tmp_path / "data")
+    encoder = build_depth_encoder(load_clip(tiny_model_name, "none"))
+    save_depth_encoder(encoder, tmp_path / "enc.safetensors")
+    run = tmp_path / "run"
+    run_fewshot(data, run, _quick_opts(tiny_model_name, depth_encoder=str(tmp_path / "enc.safetensors")))
+    monkeypatch.chdir(tmp_path)  # the same file, named by a relative path, continues the run
+    run_fewshot(data, run, _quick_opts(tiny_model_name, epochs=2, depth_encoder="enc.safetensors"), resume=True)
+    assert len(_metrics(run)) == 2
+    with torch.no_grad():
+        next(encoder.parameters()).add_(1.0)
+    save_depth_encoder(encoder, tmp_path / "enc.safetensors")  # another file at the same path is refused
+    with pytest.raises(UsageError, match=r"cannot resume with different options: depth encoder file"):
+        run_fewshot(data, run, _quick_opts(tiny_model_name, epochs=3, depth_encoder="enc.safetensors"), resume=True)
+
+
+def test_an_unreadable_drawn_shot_is_replaced_from_its_class(tmp_path, tiny_model_name):
+    from training.datasets import open_dataset, sample_shots
+
+    data = _small_synth(tmp_path / "data")
+    broken = "train/cube/cube_0000.ply"
+    (data / broken).write_text("ply\nformat ascii 1.0\nelement vertex 5\n")
+    ds = open_dataset(data, split="train", n_points=64)
+    seed = next(s for s in range(100) if ds.sample_ids.index(broken) in sample_shots(ds.targets, ds.labels, 3, s, 0.34).all)
+    run = tmp_path / "run"
+    summary = run_fewshot(data, run, _quick_opts(tiny_model_name, seed=seed))
+    assert [s["id"] for s in summary["skipped"]] == [broken] and "cube_0000.ply" in summary["skipped"][0]["error"]
+    assert summary["shots_per_class"] == dict.fromkeys(CLASSES[:3], {"train": 2, "val": 1})
+    shots = json.loads((run / "shots.json").read_text())
+    assert all(len(shots["train"][c]) + len(shots["val"][c]) == 3 for c in CLASSES[:3])
+    assert broken not in shots["train"]["cube"] + shots["val"]["cube"]
+
+
+def test_feature_cache_key_changes_with_the_torch_and_open_clip_versions(tmp_path, monkeypatch):
+    import importlib.metadata
+
+    from training.datasets import open_dataset
+    from training.features import RenderSettings, feature_cache_key
+
+    ds = open_dataset(_small_synth(tmp_path / "data", per_class=2), split="train", n_points=64)
+    args = (ds, range(len(ds)), {"clip": "m/none", "depth": "m/none"}, RenderSettings(10, 32, 0.02, 1))
+    key = feature_cache_key(*args)
+    assert feature_cache_key(*args) == key
+    monkeypatch.setattr(torch, "__version__", "0.0.1")
+    assert feature_cache_key(*args) != key
+    monkeypatch.undo()
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.0.1" if name == "open_clip_torch" else real(name))
+    assert feature_cache_key(*args) != key

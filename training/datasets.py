@@ -40,7 +40,7 @@ from __future__ import annotations
 import inspect
 import re
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -193,8 +193,11 @@ def _has_class_files(folder: Path) -> bool:
 class FolderDataset(_FileListDataset):
     """One folder per class: `ROOT/{train,test}/<class>/*`, or `ROOT/<class>/*` split by a seeded ratio.
 
-    Without split folders, each class's files are shuffled with `split_seed` and the first
-    `test_fraction` of them (at least one when the class has two or more) form the test split.
+    Without split folders, each file is assigned on its own: it is a test file when
+    crc32(f"{split_seed}:{relative path}") / 2**32 < `test_fraction`. Adding or removing files
+    therefore never moves the other files between the splits (training shots cannot leak into a
+    later test split). A class with two or more files keeps at least one test and one training
+    file (the files with the lowest / highest hash); only then can a new file change an old one's side.
     """
 
     kind = "folder"
@@ -242,19 +245,21 @@ class FolderDataset(_FileListDataset):
                 raise DatasetError(f"{d}: class folder {d.name!r} is not in the class list {self.labels}")
             found = _class_files(d)
             if not has_splits:
-                found = self._ratio_split(found, d.name, split_seed)
+                found = self._ratio_split(found, split_seed)
             files += found
             targets += [index[d.name]] * len(found)
         self.has_split_folders = has_splits
         self._set_files(files, targets)
 
-    def _ratio_split(self, files: list[Path], name: str, split_seed: int) -> list[Path]:
-        n_test = int(round(self.test_fraction * len(files)))
+    def _ratio_split(self, files: list[Path], split_seed: int) -> list[Path]:
+        score = {f: zlib.crc32(f"{split_seed}:{f.relative_to(self.root).as_posix()}".encode()) / 2**32 for f in files}
+        test = {f for f in files if score[f] < self.test_fraction}
         if self.test_fraction > 0 and len(files) >= 2:
-            n_test = max(1, n_test)
-        order = np.random.default_rng([split_seed, zlib.crc32(name.encode())]).permutation(len(files))
-        chosen = order[:n_test] if self.split == "test" else order[n_test:]
-        return [files[i] for i in sorted(chosen)]
+            if not test:
+                test = {min(files, key=score.__getitem__)}
+            elif len(test) == len(files):
+                test.discard(max(files, key=score.__getitem__))
+        return [f for f in files if (f in test) == (self.split == "test")]
 
     def describe(self) -> dict:
         out = super().describe()
@@ -361,21 +366,11 @@ class _H5Dataset(PointDataset):
         for path in paths:
             try:
                 with h5py.File(path, "r") as f:
-                    if "data" not in f or "label" not in f:
-                        raise DatasetError(f"{path}: h5 file without 'data' and 'label' datasets (has {list(f.keys())})")
-                    data = np.asarray(f["data"][...])
-                    label = np.asarray(f["label"][...]).reshape(-1)
+                    data, label = _h5_arrays(path, f, len(self.labels))
             except DatasetError:
                 raise
             except OSError as e:
                 raise DatasetError(f"{path}: not a readable h5 file ({e})") from e
-            if data.ndim != 3 or data.shape[2] < 3 or len(label) != len(data):
-                raise DatasetError(
-                    f"{path}: 'data' has shape {data.shape} and 'label' {len(label)} entries; need N x P x 3 and N labels"
-                )
-            bad = (label < 0) | (label >= len(self.labels))
-            if bad.any():
-                raise DatasetError(f"{path}: label {int(label[bad][0])} out of range for {len(self.labels)} classes")
             name = path.relative_to(self.root).as_posix()
             self.parts.append(_H5Part(path, len(ids), len(data)))
             datas.append(data[:, :, :3].astype(np.float32, copy=False))
@@ -399,6 +394,42 @@ class _H5Dataset(PointDataset):
 
     def fingerprint(self, i: int) -> str:
         return f"{self.sample_ids[i]}:{self._stats[self._part(i).path]}"
+
+
+def _h5_arrays(path: Path, f, n_labels: int) -> tuple[np.ndarray, np.ndarray]:
+    """`data` [N, P, 3+] float and `label` [N] int64 of an open h5 file, or `DatasetError` naming the
+    file and what is wrong (a group, text or non-integer labels, channel-first points, wrong shapes)."""
+    import h5py
+
+    found = list(f.keys())
+    if "data" not in f or "label" not in f:
+        raise DatasetError(f"{path}: h5 file without 'data' and 'label' datasets (has {found})")
+    for name in ("data", "label"):
+        if not isinstance(f[name], h5py.Dataset):
+            raise DatasetError(f"{path}: '{name}' is an h5 group, not a dataset (the file has {found})")
+    data, label = f["data"][...], f["label"][...]
+    for name, arr in (("data", data), ("label", label)):
+        if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+            raise DatasetError(f"{path}: '{name}' holds {arr.dtype} values; need numbers")
+    if data.ndim == 3 and data.shape[1] in (3, 6) and data.shape[2] > data.shape[1]:
+        raise DatasetError(
+            f"{path}: 'data' has shape {data.shape}, which looks channel-first (N x {data.shape[1]} x P); "
+            "need N x P x 3 (transpose the last two axes)"
+        )
+    if data.ndim != 3 or data.shape[2] < 3:
+        raise DatasetError(f"{path}: 'data' has shape {data.shape}; need N x P x 3")
+    n = len(data)
+    if label.shape not in ((n,), (n, 1)):
+        raise DatasetError(f"{path}: 'label' has shape {label.shape}; need {n} or {n} x 1 for {n} clouds")
+    label = label.reshape(-1)
+    values = label.astype(np.float64)
+    if not np.isfinite(values).all() or (values != np.round(values)).any():
+        bad = values[~np.isfinite(values) | (values != np.round(values))][0]
+        raise DatasetError(f"{path}: 'label' holds {bad}, not a class index (need whole numbers)")
+    bad = (values < 0) | (values >= n_labels)
+    if bad.any():
+        raise DatasetError(f"{path}: label {int(values[bad][0])} out of range for {n_labels} classes")
+    return data, label.astype(np.int64)
 
 
 _H5_NAME = re.compile(r"ply_data_(train|test)(\d+)\.h5$")
@@ -556,11 +587,17 @@ def sample_shots(
     shots: int,
     seed: int = 0,
     val_fraction: float = 0.0,
+    usable: Callable[[int], bool] | None = None,
 ) -> ShotSplit:
     """Seeded k-shot sampling: `shots` samples per class (all of a class that has fewer), and of each
     class's shots `round(val_fraction * k)` (at least 1 when val_fraction > 0 and k >= 2) held out
-    for validation. Depends only on (targets, shots, seed, val_fraction). A class without any
-    sample raises `DatasetError`.
+    for validation. Depends only on (targets, shots, seed, val_fraction) and, with `usable`, on
+    which samples it accepts. A class without any sample raises `DatasetError`.
+
+    Each class's members are visited in a seeded random order; `usable(i)` (e.g. "the file reads")
+    is asked of each in turn until `shots` are accepted, so a rejected draw is replaced by the
+    class's next member in that order rather than costing the class a shot. `short_classes` then
+    counts the accepted samples of a class that could not fill its shots.
     """
     if shots < 1:
         raise UsageError(f"--shots must be at least 1, got {shots}")
@@ -573,18 +610,25 @@ def sample_shots(
     if empty:
         raise DatasetError(f"no training samples for class(es): {', '.join(empty)}")
     for c in range(len(labels)):
-        members = np.flatnonzero(t == c)
-        k = min(shots, len(members))
+        order = rng.permutation(np.flatnonzero(t == c)).tolist()
+        if usable is None:
+            chosen = order[:shots]
+        else:
+            chosen = []
+            for i in order:
+                if len(chosen) == shots:
+                    break
+                if usable(i):
+                    chosen.append(i)
+        k = len(chosen)
         if k < shots:
-            short[labels[c]] = int(len(members))
-        chosen = rng.permutation(members)[:k]
+            short[labels[c]] = k
         n_val = 0
         if val_fraction > 0 and k >= 2:
             n_val = min(k - 1, max(1, int(round(val_fraction * k))))
-        val += chosen[:n_val].tolist()
-        train += chosen[n_val:].tolist()
+        val += chosen[:n_val]
+        train += chosen[n_val:]
     return ShotSplit(sorted(train), sorted(val), short)
-
 
 
 from .pairs import PairsIndex, PretrainSamples, open_pairs  # noqa: E402, F401  (re-export, see the docstring)

@@ -4,8 +4,8 @@ The encoders are frozen and the views fixed, so each sample's per-view features 
 ([V, D] each) never change during few-shot training: they are rendered and encoded once, saved
 as safetensors, and every epoch only runs the adapter. The cache file name is the sha256 of
 everything the features depend on: both encoders' weight ids, the model, the sample ids with
-their files' sizes and mtimes, n_points, sampling, seed, up axis, views, image size, radius and
-the project version. A corrupt cache file is recomputed.
+their files' sizes and mtimes, n_points, sampling, seed, up axis, views, image size, radius, and
+the project, torch and open_clip versions. A corrupt cache file is recomputed.
 
 Samples whose file cannot be read are skipped and listed (`FeatureSet.skipped`), never fatal.
 """
@@ -149,11 +149,20 @@ def compute_features(
 
 def feature_cache_key(dataset, indices: Sequence[int], encoder_ids: dict, settings: RenderSettings) -> str:
     """sha256 of everything the features of `dataset[indices]` depend on."""
+    from importlib.metadata import PackageNotFoundError, version
+
     from c2p_cli import __version__
 
+    try:
+        open_clip_version = version("open_clip_torch")
+    except PackageNotFoundError:
+        open_clip_version = "unknown"
     payload = {
         "format": FEATURE_CACHE_VERSION,
         "version": __version__,
+        # random ("none") weights and kernels' numerics are only reproducible within these versions
+        "torch": torch.__version__,
+        "open_clip": open_clip_version,
         "encoders": encoder_ids,
         "render": settings.key(),
         "dataset": {

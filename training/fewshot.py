@@ -3,7 +3,9 @@
 A run folder holds:
     config.json          what the run was made with (labels, prompts, views, models, weights ids,
                          depth encoder + sha256, fusion, shots, seed, optimiser, project version)
-    shots.json           the sampled k shots per class (sample ids), training and validation parts
+    shots.json           the sampled k shots per class (sample ids of readable files: a drawn file
+                         that fails to read is replaced from its class), training and validation
+                         parts; --resume trains on exactly these (it never re-samples)
     metrics.jsonl        one line per epoch: loss, train / val accuracy, lr, time
     best.safetensors     adapter weights of the selected epoch (best validation accuracy, ties to
                          the lower validation loss, or the last epoch with `select="last"`)
@@ -27,6 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -37,6 +40,9 @@ from c2p_cli.errors import CheckpointError, UsageError
 
 from .checkpoints import load_tensors, read_json, save_tensors, write_json
 from .features import FeatureSet
+
+if TYPE_CHECKING:
+    from .datasets import ShotSplit
 
 SELECTIONS = ("val", "last")
 EventCallback = Callable[..., None]
@@ -87,16 +93,27 @@ class FewShotOptions:
         for name in ("shots", "epochs", "batch_size", "feature_batch_size", "save_every"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.batch_size < 2:
+            # batch norm in the adapter cannot train on batches of one sample
+            raise UsageError(f"--batch-size must be at least 2, got {self.batch_size}")
         if not self.lr > 0 or self.weight_decay < 0:
             raise UsageError("--lr must be positive and --weight-decay not negative")
 
 
-# Options that must match for --resume to continue a run (the number of epochs may grow).
+# Options that must match for --resume to continue a run (the number of epochs may grow). The
+# encoders are compared by what they are, not by how they were named: `weights_id` (CLIP weights),
+# `depth_encoder_sha256` and `encoder_ids` of config.json (see RESUME_IDENTITY).
 RESUME_KEYS = (
     "shots", "batch_size", "lr", "weight_decay", "seed", "fusion", "select", "val_fraction", "model",
-    "pretrained", "depth_encoder", "views", "n_points", "sampling", "up", "templates", "radius", "fold",
-    "dataset_kind", "variant",
+    "views", "n_points", "sampling", "up", "templates", "radius", "fold", "dataset_kind", "variant",
 )
+RESUME_IDENTITY = {
+    "weights_id": "CLIP weights (--pretrained)",
+    "depth_encoder_sha256": "depth encoder file (--depth-encoder)",
+    "encoder_ids": "encoder ids",
+}
+# Recorded in config.json "options" for information; paths may differ on resume.
+RECORDED_KEYS = (*RESUME_KEYS, "epochs", "pretrained", "depth_encoder")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -360,6 +377,65 @@ def _shots_json(dataset, split, seed: int, shots: int) -> dict:
             "short_classes": split.short_classes}
 
 
+def _load_shots(run: Path, dataset) -> ShotSplit:
+    """The shots a run was started with (its shots.json), as indices into `dataset`.
+
+    Resuming must train on the same samples: re-sampling would move shots between training and
+    validation as soon as a file was added. A listed shot that is gone (or changed class) refuses.
+    """
+    from .datasets import ShotSplit
+
+    path = run / "shots.json"
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing; cannot resume without the run's shots")
+    saved = read_json(path)
+    index = {sid: i for i, sid in enumerate(dataset.sample_ids)}
+    parts: dict[str, list[int]] = {}
+    for part in ("train", "val"):
+        parts[part] = []
+        for label, ids in saved.get(part, {}).items():
+            for sid in ids:
+                i = index.get(sid)
+                if i is None:
+                    raise CheckpointError(f"{path}: shot {sid!r} is no longer in the dataset; cannot resume with the run's shots")
+                if dataset.labels[dataset.targets[i]] != label:
+                    raise CheckpointError(f"{path}: shot {sid!r} is now class {dataset.labels[dataset.targets[i]]!r}, not {label!r}")
+                parts[part].append(i)
+    return ShotSplit(sorted(parts["train"]), sorted(parts["val"]), dict(saved.get("short_classes", {})))
+
+
+def _sample_readable_shots(dataset, opts: FewShotOptions) -> tuple[ShotSplit, list[dict]]:
+    """Seeded shots of which every one reads; a drawn file that fails is replaced by the class's
+    next member (deterministically) and listed as {"id", "error"}."""
+    from c2p_cli.errors import InputFileError
+
+    from .datasets import sample_shots
+
+    unreadable: list[dict] = []
+
+    def reads(i: int) -> bool:
+        try:
+            dataset[i]
+        except InputFileError as e:
+            unreadable.append({"id": dataset.sample_ids[i], "error": str(e)})
+            return False
+        return True
+
+    split = sample_shots(dataset.targets, dataset.labels, opts.shots, opts.seed,
+                         opts.val_fraction if opts.select == "val" else 0.0, usable=reads)
+    return split, unreadable
+
+
+def _shot_counts(labels: Sequence[str], train: FeatureSet, val: FeatureSet | None) -> dict[str, dict[str, int]]:
+    """Per class: how many training and validation shots the adapter really got (readable ones)."""
+    def count(feats: FeatureSet | None) -> list[int]:
+        if feats is None or not len(feats):
+            return [0] * len(labels)
+        return torch.bincount(feats.targets, minlength=len(labels)).tolist()
+
+    return {lab: {"train": t, "val": v} for lab, t, v in zip(labels, count(train), count(val), strict=True)}
+
+
 def _encoder_ids(bundle, depth_encoder: str | None) -> tuple[dict, str | None]:
     from c2p_cli.encoders import sha256_file
 
@@ -386,7 +462,7 @@ def run_fewshot(
     from c2p_cli.paths import cache_dir as default_cache_dir
     from c2p_cli.views import view_preset
 
-    from .datasets import open_dataset, sample_shots
+    from .datasets import open_dataset
     from .features import RenderSettings, cached_features, compute_features
 
     def emit(kind: str, **info) -> None:
@@ -401,10 +477,17 @@ def run_fewshot(
         opts.depth_encoder = str(resolve_depth_encoder(opts.depth_encoder))
     t_start = time.perf_counter()
     run = Path(out)
+    if run.exists() and not run.is_dir():
+        raise UsageError(f"{run}: --out must be a run folder, but it is a file")
     if resume and not (run / "config.json").is_file():
         raise CheckpointError(f"{run}: nothing to resume (no config.json; start the run without --resume)")
     if not resume and (run / "state.json").exists():
         raise UsageError(f"{run} already holds a few-shot run; pass --resume to continue it or choose another --out")
+    # Created before any model or data is loaded, so a bad --out fails in a second, not after training.
+    try:
+        run.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"{run}: cannot create the run folder ({e.strerror or e})") from e
     # A run stopped before its first epoch ended has a config but no state: it starts from epoch 0.
     has_state = (run / "state.json").is_file()
     device = resolve_device(opts.device)
@@ -416,8 +499,6 @@ def run_fewshot(
     emit("stage", name="reading dataset")
     train_ds = open_dataset(data, opts.dataset_kind, "train", **ds_kw)
     labels = list(train_ds.labels)
-    split = sample_shots(train_ds.targets, labels, opts.shots, opts.seed,
-                         opts.val_fraction if opts.select == "val" else 0.0)
 
     emit("stage", name="loading models")
     bundle = load_clip(opts.model, opts.pretrained, device="cpu")
@@ -440,19 +521,31 @@ def run_fewshot(
         "fusion": opts.fusion, "dropout": clf.adapter.path1.dropout.p, "normalize_views": clf.adapter.normalize_views, "num_views": len(view_list),
         "views": [list(v) for v in view_list], "dim": clf.adapter.dim, "logit_scale": float(clf.adapter.logit_scale),
         "image_size": settings.image_size, "radius": opts.radius, "dataset": train_ds.describe(),
-        "options": {k: v for k, v in asdict(opts).items() if k in RESUME_KEYS + ("epochs",)},
+        "options": {k: v for k, v in asdict(opts).items() if k in RECORDED_KEYS},
         "warnings": warnings,
     }
     config["options"]["templates"] = templates
     if resume and (run / "config.json").is_file():
         old = read_json(run / "config.json")
         diffs = [k for k in RESUME_KEYS if old.get("options", {}).get(k) != config["options"].get(k)]
+        for key, what in RESUME_IDENTITY.items():
+            if old.get(key) != config[key] and not (key == "encoder_ids" and diffs):
+                diffs.append(f"{what} ({old.get(key)} != {config[key]})")
         if old.get("labels") != labels:
             diffs.append("labels (the dataset's classes changed)")
         if diffs:
             raise UsageError(f"{run}: cannot resume with different options: {', '.join(diffs)}")
+
+    unreadable: list[dict] = []
+    if resume:
+        split = _load_shots(run, train_ds)
+    else:
+        emit("stage", name="sampling shots")
+        split, unreadable = _sample_readable_shots(train_ds, opts)
+    if not resume:
+        # shots.json first: a config.json (what --resume looks for) always comes with its shots
+        write_json(run / "shots.json", _shots_json(train_ds, split, opts.seed, opts.shots))
     write_json(run / "config.json", config)
-    write_json(run / "shots.json", _shots_json(train_ds, split, opts.seed, opts.shots))
 
     emit("stage", name="features")
     cache = None
@@ -495,7 +588,8 @@ def run_fewshot(
         "run": str(run), "labels": labels, "shots": opts.shots, "train_samples": len(train_feats),
         "val_samples": len(val_feats) if val_feats is not None else 0, "epochs": opts.epochs,
         "best_epoch": result.best["epoch"], "best_val_acc": result.best["val_acc"] if opts.select == "val" else None,
-        "last": result.last, "skipped": shot_feats.skipped, "short_classes": split.short_classes,
+        "shots_per_class": _shot_counts(labels, train_feats, val_feats),
+        "last": result.last, "skipped": unreadable + shot_feats.skipped, "short_classes": split.short_classes,
         "feature_cache_hit": hit, "feature_time_s": round(feature_time, 3), "warnings": warnings,
     }
     if opts.eval_test:

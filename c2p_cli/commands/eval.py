@@ -31,12 +31,17 @@ def eval_cmd(
     pretrained: opt.Pretrained = defaults.PRETRAINED,
     depth_encoder: opt.DepthEncoderPath = None,
     views: opt.Views = defaults.ZERO_SHOT_VIEWS,
-    points: opt.Points = defaults.NUM_POINTS,
+    points: Annotated[
+        int | None,
+        typer.Option("--points", help=f"Points sampled per shape (default: the --adapter run's, else {defaults.NUM_POINTS})."),
+    ] = None,
     sampling: Annotated[
-        str | None, typer.Option("--sampling", help="random or fps (default: fps for ScanObjectNN, else random).")
+        str | None,
+        typer.Option("--sampling", help="random or fps (default: the --adapter run's, else fps for ScanObjectNN, else random)."),
     ] = None,
     up: Annotated[
-        str | None, typer.Option("--up", help="Up axis z or y (default: z for ModelNet / synth / folders, y for ScanObjectNN).")
+        str | None,
+        typer.Option("--up", help="Up axis z or y (default: the --adapter run's, else z for ModelNet / synth / folders, y for ScanObjectNN)."),
     ] = None,
     variant: Annotated[str | None, typer.Option("--variant", help="ScanObjectNN: obj_bg, obj_only or pb_t50_rs.")] = None,
     seed: opt.Seed = 0,
@@ -61,7 +66,13 @@ def eval_cmd(
     from ..progress import progress_bar
 
     console = Console(stderr=True)
-    ds = open_dataset(data, dataset, split, n_points=points, sampling=sampling, seed=seed, up=up, variant=variant)
+    _prepare_out(out)
+    read = {"n_points": points, "sampling": sampling, "up": up}
+    if adapter is not None and adapter.is_dir():
+        read = _run_read_settings(adapter, read, console)
+    elif read["n_points"] is None:
+        read["n_points"] = defaults.NUM_POINTS
+    ds = open_dataset(data, dataset, split, seed=seed, variant=variant, **read)
     with console.status("loading the model", spinner="dots"):
         if adapter is not None:
             if depth_encoder is not None:
@@ -102,7 +113,6 @@ def eval_cmd(
         report = evaluate_classifier(clf, ds, mapping, batch_size,
                                      progress=lambda done, total: progress.update(task, completed=done))
     report.update({"mode": mode, "dataset": ds.describe(), "classifier": getattr(clf, "meta", {}), "version": __version__})
-    out.mkdir(parents=True, exist_ok=True)
     write_json(out / "report.json", report)
     confusion_png(out / "confusion.png", report["confusion"], report["labels"])
     if not quiet:
@@ -110,6 +120,41 @@ def eval_cmd(
     console.print(f"wrote {out / 'report.json'} and {out / 'confusion.png'}")
     if report["skipped"]:
         console.print(f"[yellow]{len(report['skipped'])} file(s) could not be read and were skipped (listed in report.json)[/]")
+
+
+def _prepare_out(out: Path) -> None:
+    """Create the report folder up front: a bad --out fails before any model or data is loaded."""
+    from ..errors import UsageError
+
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out}: --out must be a report folder, but it is a file")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"{out}: cannot create the report folder ({e.strerror or e})") from e
+
+
+_READ_OPTIONS = {"n_points": "--points", "sampling": "--sampling", "up": "--up"}
+
+
+def _run_read_settings(run: Path, given: dict, console) -> dict:
+    """How to read the data for a few-shot run: the run's own n_points / sampling / up (the adapter
+    learned features of clouds read that way), with a warning for each explicit option that differs."""
+    from ..adapters import read_run_config, run_read_settings
+
+    trained = run_read_settings(read_run_config(run))
+    read = {}
+    for key, value in given.items():
+        if value is None or trained[key] is None:
+            read[key] = trained[key] if value is None else value
+            continue
+        read[key] = value
+        if value != trained[key]:
+            console.print(
+                f"[yellow]warning:[/] {_READ_OPTIONS[key]} {value} differs from the run's {trained[key]} "
+                "(the adapter was trained on clouds read the run's way)"
+            )
+    return read
 
 
 def confusion_png(path: Path, confusion: list[list[int]], labels: list[str], cell: int = 22) -> None:
