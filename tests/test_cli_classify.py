@@ -180,3 +180,21 @@ def test_classify_points_drops_nan_rows_and_refuses_empty_clouds():
     np.testing.assert_allclose(c2p_cli.classify_points(dirty, classifier=clf), c2p_cli.classify_points(clean, classifier=clf), atol=1e-6)
     with pytest.raises(UsageError):
         c2p_cli.classify_points(np.full((5, 3), np.nan), classifier=clf)
+
+
+def test_classify_with_an_adapter_reads_files_the_way_the_adapter_was_trained(tmp_path, capsys, monkeypatch):
+    from c2p_cli.synth import write_dataset
+
+    write_dataset(tmp_path / "d", classes=["cube", "torus"], per_class=4, test_per_class=1, fmt="npy", n_points=512, seed=0)
+    run = tmp_path / "run"
+    r = run_c2p(["fewshot", tmp_path / "d", "--out", run, *TINY, "--shots", "3", "--epochs", "1", "--select", "last",
+                 "--points", "128", "--up", "y", "--device", "cpu"], capsys, monkeypatch)
+    assert r.code == 0, r.err
+    test_files = sorted((tmp_path / "d" / "test").rglob("*.npy"))
+    out = tmp_path / "r.json"
+    r = run_c2p(["classify", *test_files, "--adapter", run, "-o", out, "--workers", "0"], capsys, monkeypatch)
+    assert r.code == 0, r.err
+    assert json.loads(out.read_text())["meta"]["read"] == {"n_points": 128, "sampling": "random", "up": "y", "seed": 0}
+    r = run_c2p(["classify", *test_files, "--adapter", run, "-o", out, "--workers", "0", "--points", "64"], capsys, monkeypatch)
+    assert r.code == 0 and "differs from the adapter" in r.err
+    assert json.loads(out.read_text())["meta"]["read"]["n_points"] == 64

@@ -30,9 +30,16 @@ def classify(
     top_k: Annotated[int, typer.Option("--top-k", help="How many labels to report per file.")] = 3,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write results to .jsonl, .json or .csv.")] = None,
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")] = False,
-    points: opt.Points = defaults.NUM_POINTS,
-    sampling: opt.Sampling = "random",
-    up: opt.UpAxis = defaults.UP_AXIS,
+    points: Annotated[
+        int | None, typer.Option("--points", help=f"Points sampled per shape (default: the adapter's, else {defaults.NUM_POINTS}).")
+    ] = None,
+    sampling: Annotated[
+        str | None, typer.Option("--sampling", help="random (seeded) or fps (default: the adapter's, else random).")
+    ] = None,
+    up: Annotated[
+        str | None,
+        typer.Option("--up", help=f"The shapes' up axis, z (ModelNet, scanners, CAD) or y (ShapeNet-style); default: the adapter's, else {defaults.UP_AXIS}."),
+    ] = None,
     seed: opt.Seed = 0,
     workers: Annotated[int | None, typer.Option("--workers", help="Reader processes (default: up to 4, one fewer than the CPU cores; 0 reads in-process).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table.")] = False,
@@ -50,8 +57,8 @@ def classify(
     console = Console(stderr=True)
     if output is not None:
         check_output_path(output)
-    read = ReadOptions(n_points=points, sampling=sampling, seed=seed, up=up)
-    read.validate()
+    # validate what was given before the model loads; unset options are filled in below
+    ReadOptions(n_points=points or 1, sampling=sampling or "random", seed=seed, up=up or "z").validate()
     entries = gather_inputs(paths, recursive=recursive)
     files = [e for e in entries if isinstance(e, Path)]
     if not entries:
@@ -61,17 +68,35 @@ def classify(
         console, labels=labels, label_set=label_set, prompt=prompt, model=model, pretrained=pretrained,
         depth_encoder=depth_encoder, adapter=adapter, backend=backend, engine=engine, views=views, device=device,
     )
+    read = _read_options(console, clf, points, sampling, up, seed)
     results = in_input_order(entries, _run(console, clf, files, read, batch_size, top_k, workers, quiet) if files else [])
 
     if not quiet:
         _print_table(results)
     if output is not None:
-        write_results(output, results, meta=getattr(clf, "meta", None))
+        used = {"n_points": read.n_points, "sampling": read.sampling, "up": read.up, "seed": read.seed}
+        write_results(output, results, meta={**(getattr(clf, "meta", None) or {}), "read": used})
         console.print(f"wrote {len(results)} results to {output}")
     failed = sum(not r.ok for r in results)
     if failed:
         console.print(f"[yellow]{failed} of {len(results)} files failed[/]")
         raise typer.Exit(1)
+
+
+def _read_options(console, clf, points, sampling, up, seed):
+    """Unset reading options come from the adapter run (its shapes were read that way), else the defaults."""
+    from ..pipeline import ReadOptions
+
+    trained = (getattr(clf, "meta", None) or {}).get("read") or {}
+    given = {"n_points": points, "sampling": sampling, "up": up}
+    for key, value in given.items():
+        if value is not None and key in trained and value != trained[key]:
+            console.print(f"[yellow]note:[/] {key}={value} differs from the adapter's training ({trained[key]})")
+    fallback = {"n_points": defaults.NUM_POINTS, "sampling": "random", "up": defaults.UP_AXIS}
+    chosen = {k: v if v is not None else trained.get(k, fallback[k]) for k, v in given.items()}
+    read = ReadOptions(seed=seed, **chosen)
+    read.validate()
+    return read
 
 
 def _build_classifier(console, *, labels, label_set, prompt, model, pretrained, depth_encoder, adapter, backend, engine, views, device):
