@@ -21,6 +21,7 @@ import torch
 from c2p_cli.errors import BackendUnavailableError, CheckpointError, UsageError
 
 from . import metadata as md
+from .run_onnx import refuse_failed_check
 
 BACKENDS = ("onnx", "trt")
 
@@ -98,7 +99,9 @@ class TensorRTHead:
         self.path = Path(engine_path)
         self.trt, self._runtime, self.engine = load_engine(self.path, self.device)
         trt = self.trt
-        self.context = self.engine.create_execution_context()
+        # TensorRT allocates the context's memory on the current CUDA device, which need not be ours.
+        with torch.cuda.device(self.device):
+            self.context = self.engine.create_execution_context()
         if self.context is None:
             raise BackendUnavailableError(f"{self.path}: TensorRT could not create an execution context (out of GPU memory?)")
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
@@ -126,7 +129,9 @@ class TensorRTHead:
     def __call__(self, depth: torch.Tensor) -> torch.Tensor:
         _check_depth(depth, self.input_shape, str(self.path))
         x = depth.detach().to(self.device, torch.float32).contiguous()
-        outs = [self._run(x[i : i + self.max_batch]) for i in range(0, x.shape[0], self.max_batch)]
+        # The engine and its context live on self.device; enqueueing from another current device is invalid.
+        with torch.cuda.device(self.device):
+            outs = [self._run(x[i : i + self.max_batch]) for i in range(0, x.shape[0], self.max_batch)]
         logits = outs[0] if len(outs) == 1 else torch.cat(outs)
         return logits.to(depth.device)
 
@@ -150,9 +155,12 @@ def load_exported_classifier(
         raise UsageError(f"--backend for an export folder must be one of {', '.join(BACKENDS)}, got {backend!r}")
     folder = Path(folder)
     meta = md.read_metadata(folder)
+    # The engine is built from classifier.onnx: a failed ONNX check disqualifies both backends.
+    refuse_failed_check(folder, meta, "classifier")
     if backend == "trt":
         from .tensorrt import import_tensorrt, require_cuda
 
+        refuse_failed_check(folder, meta, "engine")
         import_tensorrt()  # "not installed" is the more useful message when neither TensorRT nor a GPU is here
         torch_device = require_cuda(device if device != "auto" else "cuda")
         head = TensorRTHead(md.graph_path(folder, meta, "engine"), torch_device)

@@ -136,9 +136,7 @@ def build_engine(
     config.add_optimization_profile(profile)
 
     cache_path = Path(timing_cache) if timing_cache is not None else None
-    cache_reused = bool(cache_path and cache_path.is_file())
-    cache = config.create_timing_cache(cache_path.read_bytes() if cache_reused else b"")
-    config.set_timing_cache(cache, False)
+    cache_reused = _attach_timing_cache(config, cache_path)
 
     started = time.perf_counter()
     serialized = builder.build_serialized_network(network, config)
@@ -146,8 +144,7 @@ def build_engine(
         reason = logger.errors[0] if logger.errors else "no reason given"
         raise ModelError(f"{onnx_path}: TensorRT could not build an engine: {reason}")
     md.atomic_write(engine_path, bytes(serialized))
-    if cache_path is not None:
-        md.atomic_write(cache_path, bytes(config.get_timing_cache().serialize()))
+    cache_saved = _save_timing_cache(config, cache_path)
     return {
         "version": str(trt.__version__),
         "engine_file": engine_path.name,
@@ -156,10 +153,53 @@ def build_engine(
         "io_dtype": "float32",
         "profile": shapes,
         "workspace_gib": workspace_gib,
-        "timing_cache": cache_path.name if cache_path is not None else None,
+        "timing_cache": cache_path.name if cache_saved else None,
         "timing_cache_reused": cache_reused,
         "build_seconds": round(time.perf_counter() - started, 2),
     }
+
+
+def _attach_timing_cache(config, cache_path: Path | None) -> bool:
+    """Give the builder the timing cache at `cache_path` (or an empty one); True when the file was reused.
+
+    The cache only saves build time: a file TensorRT rejects (another version, another GPU, a
+    truncated write) is deleted and the build starts from an empty cache.
+    """
+    data = b""
+    if cache_path is not None and cache_path.is_file():
+        data = cache_path.read_bytes()
+    cache = None
+    if data:
+        try:
+            cache = config.create_timing_cache(data)
+            if cache is None or config.set_timing_cache(cache, False) is False:
+                cache = None
+        except Exception:  # TensorRT raises its own types (TypeError, RuntimeError) for a bad blob
+            cache = None
+        if cache is None:
+            cache_path.unlink(missing_ok=True)
+    if cache is None:
+        cache = config.create_timing_cache(b"")
+        if cache is not None:
+            config.set_timing_cache(cache, False)
+        return False
+    return True
+
+
+def _save_timing_cache(config, cache_path: Path | None) -> bool:
+    """Write the builder's timing cache to `cache_path` after a build; False (and nothing written) when there is none."""
+    if cache_path is None:
+        return False
+    try:
+        cache = config.get_timing_cache()
+        data = bytes(cache.serialize()) if cache is not None else b""
+    except Exception:  # a cache TensorRT cannot serialise must not fail a build that succeeded
+        data = b""
+    if not data:
+        cache_path.unlink(missing_ok=True)
+        return False
+    md.atomic_write(cache_path, data)
+    return True
 
 
 def load_engine(engine_path: str | Path, device):

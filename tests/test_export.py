@@ -258,3 +258,20 @@ def test_adapter_run_exports_through_the_cli_and_matches_torch(files, tmp_path, 
 
     r = run_c2p(["export", "--out", tmp_path / "x", "--adapter", run, "--labels", "a,b"], capsys, monkeypatch)
     assert r.code == 2 and "--adapter brings its own labels" in r.err
+
+
+def test_torch_free_runner_refuses_a_points_graph_that_failed_its_check(exported, files, tmp_path, capsys):
+    import shutil
+
+    from export import run_onnx
+
+    copy = tmp_path / "failed"
+    shutil.copytree(exported, copy)
+    meta = md.read_metadata(copy)
+    meta["check"]["points_classifier"].update(passed=False, max_abs_diff=0.5)
+    md.write_metadata(copy, meta)
+    assert run_onnx.main([str(copy), str(files[0]), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert err.startswith("error: ") and "points_classifier.onnx: failed its check at export (max abs diff 0.5)" in err
+    assert run_onnx.main([str(exported), str(files[0]), "--quiet"]) == 0  # the untouched export runs

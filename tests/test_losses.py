@@ -80,29 +80,48 @@ def test_gather_is_the_identity_without_a_process_group():
 
 
 def test_lamb_step_matches_a_hand_computation():
-    p = torch.nn.Parameter(torch.tensor([3.0, 4.0]))  # norm 5
+    # torch_optimizer.Lamb's defaults: moments not debiased, weight norm clamped at 10.
+    p = torch.nn.Parameter(torch.tensor([3.0, 4.0]))  # norm 5, below the clamp
     opt = Lamb([p], lr=0.1, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.01)
     p.grad = torch.tensor([1.0, -2.0])
     opt.step()
-    # First step: m_hat = g, v_hat = g^2, so the Adam direction is sign(g) (up to eps).
     g = torch.tensor([1.0, -2.0])
-    update = g / (g.abs() + 1e-6) + 0.01 * torch.tensor([3.0, 4.0])
+    m, v = 0.1 * g, 0.001 * g * g  # first step, no bias correction: m / sqrt(v) = sqrt(10) sign(g)
+    update = m / (v.sqrt() + 1e-6) + 0.01 * torch.tensor([3.0, 4.0])
     trust = 5.0 / update.norm()
     expected = torch.tensor([3.0, 4.0]) - 0.1 * trust * update
     assert torch.allclose(p.detach(), expected, atol=1e-6)
     assert float(opt.state[p]["step"]) == 1.0
 
 
-def test_lamb_trust_ratio_scales_steps_to_the_weight_norm():
-    big = torch.nn.Parameter(torch.full((4,), 100.0))
-    small = torch.nn.Parameter(torch.full((4,), 0.01))
+def test_lamb_bias_correction_scales_the_step_like_torch_optimizer_debias():
+    w = torch.tensor([30.0, 40.0])  # norm 50: clamped to 10 in the trust ratio
+    g = torch.tensor([1.0, -2.0])
+    p = torch.nn.Parameter(w.clone())
+    opt = Lamb([p], lr=0.1, betas=(0.9, 0.999), eps=1e-6, bias_correction=True)
+    p.grad = g.clone()
+    opt.step()
+    update = (0.1 * g) / ((0.001 * g * g).sqrt() + 1e-6)
+    step_size = 0.1 * math.sqrt(1 - 0.999) / (1 - 0.9)
+    expected = w - step_size * (10.0 / update.norm()) * update
+    assert torch.allclose(p.detach(), expected, atol=1e-5)
+
+
+def test_lamb_trust_ratio_scales_steps_to_the_clamped_weight_norm():
+    big = torch.nn.Parameter(torch.full((4,), 100.0))  # norm 200: clamped to 10
+    small = torch.nn.Parameter(torch.full((4,), 0.01))  # norm 0.02
     opt = Lamb([big, small], lr=0.01)
     big.grad, small.grad = torch.ones(4), torch.ones(4)
     before = [big.detach().clone(), small.detach().clone()]
     opt.step()
-    # Each tensor moves by lr * its own norm, whatever the gradient scale.
+    # Each tensor moves by lr * min(its own norm, 10), whatever the gradient scale.
     for p, b in zip((big, small), before, strict=True):
-        assert (p.detach() - b).norm().item() == pytest.approx(0.01 * b.norm().item(), rel=1e-4)
+        assert (p.detach() - b).norm().item() == pytest.approx(0.01 * min(b.norm().item(), 10.0), rel=1e-4)
+    unclamped = torch.nn.Parameter(torch.full((4,), 100.0))
+    opt = Lamb([unclamped], lr=0.01, clamp_value=None)
+    unclamped.grad = torch.ones(4)
+    opt.step()
+    assert (unclamped.detach() - 100.0).norm().item() == pytest.approx(0.01 * 200.0, rel=1e-4)
 
 
 def test_lamb_minimises_a_quadratic_and_handles_zero_weights():

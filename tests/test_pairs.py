@@ -185,3 +185,34 @@ def test_synth_pairs_cli(tmp_path, capsys, monkeypatch):
     assert [(m.id, m.label) for m in index.models] == [("cube_0001", "cube"), ("ring_0001", "ring")]
     assert np.load(index.models[1].points_path).shape == (200, 3)
     assert not (out / "train").exists()  # pairs instead of the classification dataset
+
+
+def test_models_with_unreadable_files_are_skipped_when_the_set_is_opened(tmp_path):
+    names = _fake_clip2point_tree(tmp_path)  # 02691156-aaa, 03001627-bbb, 03001627-ccc
+    (tmp_path / f"ShapeNet55/shapenet_pc/{names[0]}.npy").write_bytes(b"\x93NUMPY garbage")
+    png = tmp_path / "rendering/03001627_bbb/4.png"
+    png.write_bytes(png.read_bytes()[:200])  # cut short: a copy that died half-way
+    index = P.open_pairs(tmp_path)
+    assert [m.id for m in index.models] == ["03001627-ccc"]
+    problems = {s["source"]: s["problem"] for s in index.skipped}
+    assert set(problems) == {"02691156-aaa", "03001627-bbb"}
+    assert "02691156-aaa.npy: not a readable .npy array" in problems["02691156-aaa"]
+    assert "4.png: not a readable image" in problems["03001627-bbb"]
+    assert all("\n" not in p for p in problems.values())
+
+    pairs = tmp_path / "c2p"
+    P.write_pairs(P.synth_sources(["cube", "torus"], 2, 0), pairs, n_points=256, seed=0)
+    meta = json.loads((pairs / "pairs.json").read_text())
+    first, second, third = (m["id"] for m in meta["models"][:3])
+    np.save(pairs / first / "points.npy", np.zeros((10, 2), dtype=np.float32))  # wrong shape
+    (pairs / second / "view_0.png").write_bytes(b"not a png")
+    np.save(pairs / third / "points.npy", np.array([{"a": 1}], dtype=object))  # would need a pickle
+    index = P.open_pairs(pairs)
+    assert len(index) == 1 and len(index.skipped) == 3
+    problems = [s["problem"] for s in index.skipped]
+    assert "points.npy: expected a [P, 3] array of points, got shape (10, 2)" in problems[0]
+    assert "view_0.png: not a readable image" in problems[1]
+    assert "points.npy: not a readable .npy array" in problems[2]
+    for m in index.models:  # what is kept loads
+        P.load_points(m.points_path)
+        P.load_image(m.image_paths[0])

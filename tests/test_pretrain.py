@@ -217,3 +217,76 @@ def test_pretrain_cli_writes_a_depth_encoder_that_classify_loads(pairs16, tmp_pa
     bad = run_c2p(["classify", shape, "-m", TINY, "--pretrained", "none", "--labels", "cube,chair",
                    "--depth-encoder", empty], capsys, monkeypatch)
     assert bad.code == 1 and "depth_encoder.safetensors" in bad.err
+
+
+def test_the_last_step_of_an_epoch_weighs_its_micro_batches_evenly(pairs16, tmp_path, monkeypatch):
+    # 16 pairs, batch 2, accumulate 3: 8 micro-batches in steps of 3, 3 and 2.
+    assert [T.micro_batches_in_step(b, 8, 3) for b in range(8)] == [3, 3, 3, 3, 3, 3, 2, 2]
+    assert [T.micro_batches_in_step(b, 6, 4) for b in range(6)] == [4, 4, 4, 4, 2, 2]
+    weights = []
+    forward = T.BalancedPretrainLoss.forward
+
+    def recording_forward(self, *args):
+        out = forward(self, *args)
+        out["loss"].register_hook(lambda g: weights.append(round(float(g), 6)))
+        return out
+
+    monkeypatch.setattr(T.BalancedPretrainLoss, "forward", recording_forward)
+    result = T.pretrain(_config(pairs16, tmp_path / "run", tmp_path, epochs=1, batch_size=2, accumulate=3, n_points=256))
+    assert result.steps == 3
+    assert weights == [round(1 / 3, 6)] * 6 + [0.5, 0.5]
+
+
+def test_resume_refuses_another_world_size_or_schedule(pairs16, tmp_path):
+    run = tmp_path / "run"
+    kw = dict(epochs=1, batch_size=8, n_points=256)
+    T.pretrain(_config(pairs16, run, tmp_path, **kw))
+    state_file = T.latest_checkpoint(run) / "state.json"
+    assert read_json(state_file)["world_size"] == 1
+    for change, pattern in ((dict(restart_epochs=3), "--restart-epochs 2 .now 3."), (dict(lr=1e-3), "--lr"),
+                            (dict(min_lr=1e-6), "--min-lr")):
+        with pytest.raises(UsageError, match=pattern):
+            T.pretrain(_config(pairs16, run, tmp_path, resume=True, **{**kw, "epochs": 2, **change}))
+    state = read_json(state_file)
+    state["world_size"] = 2  # as if the run had been started under torchrun with 2 processes
+    state_file.write_text(json.dumps(state))
+    with pytest.raises(UsageError, match=r"world size \(processes\) 2 \(now 1\)"):
+        T.pretrain(_config(pairs16, run, tmp_path, resume=True, **{**kw, "epochs": 2}))
+    state["world_size"] = 1
+    state_file.write_text(json.dumps(state))
+    resumed = T.pretrain(_config(pairs16, run, tmp_path, resume=True, **{**kw, "epochs": 2}))
+    assert resumed.steps == 4 and resumed.epochs_done == 2
+
+
+def test_a_run_skips_and_reports_models_with_unreadable_files(pairs16, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    data = tmp_path / "pairs"
+    shutil.copytree(pairs16, data)
+    bad = sorted(p for p in data.iterdir() if p.is_dir())[0]
+    (bad / "view_3.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    result = run_c2p(["pretrain", data, tmp_path / "run", "-m", TINY, "--pretrained", "none", "--epochs", "1",
+                      "-b", "8", "--points", "256", "--device", "cpu", "--workers", "0", "--render-backend", "torch",
+                      "--feature-cache-dir", tmp_path / "features"], capsys, monkeypatch)
+    assert result.code == 0, result.err
+    assert "15 pairs" in result.err and "skipped 1 model(s)" in result.err and "view_3.png" in result.err
+    config = read_json(tmp_path / "run/config.json")["pairs"]
+    assert config["models"] == 15 and config["skipped"] == 1
+    assert "view_3.png: not a readable image" in config["skipped_models"][0]["problem"]
+
+
+def test_image_feature_shards_add_up_to_the_whole_table(pairs16):
+    """Ranks split the cache building into interleaved shares and sum their tables."""
+    import torch
+
+    from c2p_cli.encoders import load_clip
+
+    index = open_pairs(pairs16)
+    visual = load_clip(TINY, "none").model.visual
+    whole = T.compute_image_features(visual, index, torch.device("cpu"), batch_size=32)
+    parts = [T.compute_image_features(visual, index, torch.device("cpu"), batch_size=32, shard=(k, 3)) for k in range(3)]
+    assert whole.shape == (16, 10, whole.shape[2]) and whole.abs().sum(-1).min() > 0
+    for k, part in enumerate(parts):  # each share fills only its own renders
+        filled = part.abs().sum(-1) > 0
+        assert filled.flatten().nonzero().flatten().tolist() == list(range(k, 160, 3))
+    torch.testing.assert_close(sum(p.float() for p in parts), whole.float(), atol=2e-3, rtol=2e-3)

@@ -58,6 +58,21 @@ def test_two_gloo_ranks_train_like_one_process_with_the_global_batch(tmp_path):
     ddp_steps = [m for m in _metrics(run) if m["kind"] == "step"]
     assert [m["step"] for m in ddp_steps] == [1, 2]  # rank 0 alone writes metrics
 
+    # The two ranks built the image-feature cache together (half the renders each): it holds what one
+    # process computes alone.
+    from c2p_cli.encoders import load_clip
+    from training.pairs import open_pairs
+
+    cache = read_json(run / "config.json")["image_feature_cache"]
+    assert cache["hit"] is False
+    torch.manual_seed(0)
+    with one_thread():
+        visual = load_clip(TINY, "none").model.visual
+        alone = T.compute_image_features(visual, open_pairs(pairs), torch.device("cpu"))
+    together = load_tensors(cache["path"])["features"]
+    assert together.abs().sum(-1).min() > 0
+    torch.testing.assert_close(together.float(), alone.float(), atol=2e-3, rtol=2e-3)
+
     # One process, batch 8: the same 8 samples per step, the same negatives, the same gradient.
     with one_thread():
         single = T.pretrain(T.PretrainConfig(
@@ -79,3 +94,31 @@ def test_two_gloo_ranks_train_like_one_process_with_the_global_batch(tmp_path):
             width = a.shape[0] // 3
             a, b = torch.cat([a[:width], a[2 * width:]]), torch.cat([b[:width], b[2 * width:]])
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-4), name
+
+
+def test_process_group_gets_a_long_configurable_timeout(monkeypatch):
+    """Rank 0 alone builds the image-feature cache while the others wait: NCCL's 10 minutes are too short."""
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    from c2p_cli.errors import UsageError
+    from training import distributed as D
+
+    calls = []
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda **kw: calls.append(kw))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.delenv(D.TIMEOUT_ENV, raising=False)
+    ctx = D.setup(torch.device("cpu"))
+    assert ctx.rank == 1 and ctx.world_size == 2 and ctx.initialised_here
+    assert calls[-1]["backend"] == "gloo" and calls[-1]["timeout"] == timedelta(hours=2)
+    monkeypatch.setenv(D.TIMEOUT_ENV, "300")
+    D.setup(torch.device("cpu"))
+    assert calls[-1]["timeout"] == timedelta(minutes=300)
+    for bad in ("soon", "0"):
+        monkeypatch.setenv(D.TIMEOUT_ENV, bad)
+        with pytest.raises(UsageError, match=D.TIMEOUT_ENV):
+            D.setup(torch.device("cpu"))

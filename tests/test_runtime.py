@@ -140,3 +140,34 @@ def test_export_cli_refuses_bad_options_before_loading_a_model(tmp_path, capsys,
     r = run_c2p(["export", "--out", tmp_path / "o", "--labels", "a,b", *TINY, "--trt"], capsys, monkeypatch)
     assert r.code == 1 and "TensorRT is not installed" in r.err and len(r.err.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()  # failed before any work
+
+
+def test_exports_that_failed_their_check_are_refused(unfolded_export, scans, tmp_path, capsys, monkeypatch):
+    """`c2p export` leaves the files of a failed check behind; no runtime may use them."""
+    import shutil
+
+    from c2p_cli.errors import ExportCheckError
+    from export.runtime import load_exported_classifier
+
+    copy = tmp_path / "failed"
+    shutil.copytree(unfolded_export, copy)
+    meta = md.read_metadata(copy)
+    assert meta["check"]["classifier"]["passed"] is True
+    load_exported_classifier(copy, device="cpu")  # a passed check loads
+    meta["check"]["classifier"].update(passed=False, max_abs_diff=0.25)
+    md.write_metadata(copy, meta)
+    for backend in ("onnx", "trt"):
+        with pytest.raises(ExportCheckError, match=r"classifier.onnx: failed its check at export \(max abs diff 0.25\); re-export"):
+            load_exported_classifier(copy, backend=backend, device="cpu")
+    result = run_c2p(["classify", scans, "-r", "--backend", "onnx", "--engine", copy, "--device", "cpu"], capsys, monkeypatch)
+    assert result.code != 0 and "failed its check at export" in result.err and "Traceback" not in result.err
+
+    # The engine's own check (against ONNX Runtime) is refused too, before TensorRT is even imported.
+    meta["check"]["classifier"].update(passed=True, max_abs_diff=1e-6)
+    meta["graphs"]["engine"] = {"file": md.ENGINE_FILE, "bytes": 6, "built_from": md.CLASSIFIER_ONNX}
+    meta["tensorrt"] = {"check": {"passed": False, "max_abs_diff": 3.5}}
+    md.write_metadata(copy, meta)
+    (copy / md.ENGINE_FILE).write_bytes(b"ENGINE")
+    with pytest.raises(ExportCheckError, match=r"classifier.engine: failed its check at export \(max abs diff 3.5\)"):
+        load_exported_classifier(copy, backend="trt")
+    load_exported_classifier(copy, backend="onnx", device="cpu")  # the ONNX graph itself passed

@@ -330,3 +330,70 @@ def test_engine_head_binds_pointers_and_chunks_batches(fake_trt, tmp_path, monke
 
     with pytest.raises(CheckpointError, match="cannot load this engine"):
         TensorRTHead(tmp_path / "bad.engine")
+
+
+def test_engine_context_is_created_and_run_on_the_engines_gpu(fake_trt, tmp_path, monkeypatch):
+    """With another GPU current, TensorRT would allocate the context and enqueue on the wrong device."""
+    from export.runtime import TensorRTHead
+
+    current = ["cuda:0"]  # the process's current device, not the engine's
+
+    @contextlib.contextmanager
+    def device(d):
+        current.append(str(d))
+        try:
+            yield
+        finally:
+            current.pop()
+
+    seen = []
+    create, execute = FakeEngine.create_execution_context, FakeContext.execute_async_v3
+    monkeypatch.setattr(FakeEngine, "create_execution_context", lambda self: seen.append(("context", current[-1])) or create(self))
+    monkeypatch.setattr(FakeContext, "execute_async_v3",
+                        lambda self, stream: seen.append(("run", current[-1])) or execute(self, stream))
+    monkeypatch.setattr(ttrt, "require_cuda", lambda d="cuda": "cuda:1")
+    monkeypatch.setattr(torch.cuda, "device", device)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda d=None: types.SimpleNamespace(cuda_stream=1))
+    (tmp_path / md.ENGINE_FILE).write_bytes(b"ENGINE")
+    head = TensorRTHead(tmp_path / md.ENGINE_FILE, "cuda:1")
+    head.device = torch.device("cpu")  # CPU memory stands in for cuda:1's in the pointer arithmetic
+    monkeypatch.setattr(torch.cuda, "device", lambda d: device("cuda:1" if str(d) == "cpu" else d))
+    head(torch.rand(4, *FIXED))
+    assert seen == [("context", "cuda:1"), ("run", "cuda:1"), ("run", "cuda:1")]
+
+
+def test_a_missing_or_rejected_timing_cache_never_fails_a_build(fake_trt, tmp_path, monkeypatch):
+    onnx_path = tmp_path / "classifier.onnx"
+    onnx_path.write_bytes(b"x")
+    cache = tmp_path / md.TIMING_CACHE_FILE
+    engine = tmp_path / md.ENGINE_FILE
+    config_cls = type(fake_trt.Builder(None).create_builder_config())
+
+    # The builder hands back no cache after a successful build: the engine stays, no cache file.
+    monkeypatch.setattr(config_cls, "get_timing_cache", lambda self: None)
+    info = ttrt.build_engine(onnx_path, engine, max_batch=4, timing_cache=cache)
+    assert engine.read_bytes() == b"ENGINE" and not cache.exists() and info["timing_cache"] is None
+    monkeypatch.undo()
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_trt)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+
+    # A cache file from another TensorRT / GPU is rejected: deleted, the build starts from an empty cache.
+    cache.write_bytes(b"stale")
+    create = config_cls.create_timing_cache
+
+    def picky_create(self, data):
+        if bytes(data) == b"stale":
+            raise RuntimeError("timing cache version mismatch")
+        return create(self, data)
+
+    monkeypatch.setattr(config_cls, "create_timing_cache", picky_create)
+    engine.unlink()
+    info = ttrt.build_engine(onnx_path, engine, max_batch=4, timing_cache=cache)
+    assert engine.read_bytes() == b"ENGINE" and info["timing_cache_reused"] is False
+    assert cache.read_bytes() == b"timing:"  # replaced by the fresh build's cache
+    # set_timing_cache answering False (TensorRT's "rejected") is handled the same way.
+    cache.write_bytes(b"other")
+    monkeypatch.setattr(config_cls, "set_timing_cache",
+                        lambda self, c, ignore: False if c.data == b"other" else setattr(self, "cache", c))
+    info = ttrt.build_engine(onnx_path, engine, max_batch=4, timing_cache=cache)
+    assert info["timing_cache_reused"] is False and cache.read_bytes() == b"timing:"

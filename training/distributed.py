@@ -4,6 +4,11 @@ torchrun exports RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT; when
 (WORLD_SIZE > 1) the process group is initialised with NCCL on CUDA and gloo on CPU, each rank
 uses the GPU of its LOCAL_RANK, and only rank 0 writes files or shows progress. Without them the
 same code runs as a single process (world size 1) and every collective below is a no-op.
+
+Collective timeout: NCCL's default of 10 minutes is shorter than what one rank may do while the
+others wait in a collective (rank 0's zero-shot validation after an epoch, a first read of a large
+pairs set from a slow file system), so the group is created with `DEFAULT_TIMEOUT_MIN` (120)
+minutes, or `C2P_DIST_TIMEOUT_MIN` minutes when that variable is set.
 """
 
 from __future__ import annotations
@@ -11,10 +16,14 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 
 from c2p_cli.errors import BackendUnavailableError, UsageError
+
+TIMEOUT_ENV = "C2P_DIST_TIMEOUT_MIN"
+DEFAULT_TIMEOUT_MIN = 120
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,20 @@ def _env_int(name: str, default: int) -> int:
         raise UsageError(f"environment variable {name}={value!r} is not an integer") from e
 
 
+def collective_timeout() -> timedelta:
+    """How long a collective (a barrier above all) may wait: `C2P_DIST_TIMEOUT_MIN` minutes, default 120."""
+    value = os.environ.get(TIMEOUT_ENV)
+    if value is None or value.strip() == "":
+        return timedelta(minutes=DEFAULT_TIMEOUT_MIN)
+    try:
+        minutes = float(value)
+    except ValueError as e:
+        raise UsageError(f"environment variable {TIMEOUT_ENV}={value!r} is not a number of minutes") from e
+    if not minutes > 0:
+        raise UsageError(f"environment variable {TIMEOUT_ENV}={value!r} must be a positive number of minutes")
+    return timedelta(minutes=minutes)
+
+
 def setup(device: torch.device) -> DistContext:
     """Initialise the process group when launched by torchrun with WORLD_SIZE > 1.
 
@@ -71,7 +94,7 @@ def setup(device: torch.device) -> DistContext:
         backend = "gloo"
     owned = False
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend, rank=rank, world_size=world)
+        dist.init_process_group(backend=backend, rank=rank, world_size=world, timeout=collective_timeout())
         owned = True
     return DistContext(rank, world, local_rank, device, owned)
 
@@ -113,6 +136,24 @@ def mean_across(ctx: DistContext, values: dict[str, float]) -> dict[str, float]:
     dist.all_reduce(t)
     t /= ctx.world_size
     return dict(zip(keys, t.tolist(), strict=True))
+
+
+def sum_across(ctx: DistContext, tensor: torch.Tensor, chunk_rows: int = 4096) -> torch.Tensor:
+    """The element-wise sum of a CPU tensor over all ranks (itself on one process), returned on the CPU.
+
+    Reduced on this rank's device `chunk_rows` rows at a time, so a large feature table never
+    needs to fit in GPU memory at once.
+    """
+    if not ctx.distributed:
+        return tensor
+    import torch.distributed as dist
+
+    out = tensor.contiguous().clone()
+    for start in range(0, max(out.shape[0], 1), chunk_rows):
+        part = out[start:start + chunk_rows].to(ctx.device)
+        dist.all_reduce(part)
+        out[start:start + chunk_rows] = part.cpu()
+    return out
 
 
 def weights_digest(state: dict[str, torch.Tensor]) -> str:

@@ -24,6 +24,10 @@ renders were never published with a description):
 Every part of that layout is configurable (`Clip2PointLayout`), the view file names through a
 pattern with the fields {synset}, {model}, {name} (= "<synset>-<model>") and {view}. Models
 without all 10 renders or without their cloud are skipped and listed in `PairsIndex.skipped`.
+
+In both layouts every model's cloud header and renders are checked when the set is opened
+(`model_problem`); a model with an unreadable file is skipped and listed in `PairsIndex.skipped`
+with a one-line problem naming the file, so one bad file never aborts a pre-training run.
 """
 
 from __future__ import annotations
@@ -135,7 +139,56 @@ def read_c2p_pairs(root: str | Path) -> PairsIndex:
         )
     if not models:
         raise DatasetError(f"{root / PAIRS_FILE}: lists no models")
-    return PairsIndex(root, "c2p", views, models, up=str(meta.get("up", "y")), skipped=list(meta.get("skipped", [])))
+    skipped = list(meta.get("skipped", []))
+    models = keep_readable(models, skipped)
+    if not models:
+        raise DatasetError(f"{root / PAIRS_FILE}: no usable model (first problem: {skipped[-1]['problem']})")
+    return PairsIndex(root, "c2p", views, models, up=str(meta.get("up", "y")), skipped=skipped)
+
+
+def model_problem(model: PairModel) -> str | None:
+    """Why a model of a pairs set cannot be trained on (one line naming the file), or None.
+
+    Cheap checks made when a pairs set is opened, so that one bad file is skipped up front instead
+    of aborting a run mid-epoch: the cloud's .npy header (read through a memory map, no pickles)
+    must describe a numeric [P, >=3] array with P >= 2 that fits the file, and every render must be
+    an image PIL can verify (chunk structure and checksums, without decoding the pixels).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = model.points_path
+    if not path.is_file():
+        return f"{path}: missing"
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        return f"{path}: not a readable .npy array ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+    if not isinstance(arr, np.ndarray) or arr.ndim != 2 or arr.shape[1] < 3 or arr.shape[0] < 2:
+        return f"{path}: expected a [P, 3] array of points, got shape {getattr(arr, 'shape', None)}"
+    if not np.issubdtype(arr.dtype, np.number):
+        return f"{path}: expected numeric points, got dtype {arr.dtype}"
+    for image in model.image_paths:
+        if not image.is_file():
+            return f"{image}: missing"
+        try:
+            with Image.open(image) as im:
+                im.verify()
+        except (OSError, SyntaxError, ValueError, UnidentifiedImageError) as e:
+            # PIL reports broken PNG chunks as SyntaxError.
+            return f"{image}: not a readable image ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+    return None
+
+
+def keep_readable(models: list[PairModel], skipped: list[dict]) -> list[PairModel]:
+    """The models without a `model_problem`; the others go to `skipped` as {"source", "problem"}."""
+    good = []
+    for m in models:
+        problem = model_problem(m)
+        if problem is None:
+            good.append(m)
+        else:
+            skipped.append({"source": m.source or m.id, "problem": problem})
+    return good
 
 
 @dataclass(frozen=True)
@@ -174,6 +227,7 @@ def read_clip2point_pairs(root: str | Path, layout: Clip2PointLayout = Clip2Poin
             skipped.append({"source": stem, "problem": f"missing {missing[0].relative_to(root)}"})
             continue
         models.append(PairModel(stem, points_path, images, label=synset, source=stem))
+    models = keep_readable(models, skipped)
     if not models:
         hint = f" (first problem: {skipped[0]['problem']})" if skipped else ""
         raise DatasetError(f"{root}: no usable model in {list_file.relative_to(root)}{hint}")

@@ -37,14 +37,20 @@ atomically, so a run killed at any moment resumes from its last complete checkpo
 checkpoint and returns; a second Ctrl-C aborts at once. `resume=True` continues from RUN's last
 checkpoint (mid-epoch positions included) and ends with the same number of optimiser steps as an
 uninterrupted run. Every rank reads the checkpoint on resume, so multi-node runs need RUN on a
-shared file system. Per-sample randomness (view, distances, point subset) is seeded by
-(seed, epoch, sample index), and the batch order by (seed, epoch), so a resumed run sees exactly
-the batches the uninterrupted one would have.
+shared file system. A resumed run must keep the world size and the options its batches and
+schedule depend on (`RESUME_MUST_MATCH`: batch size, accumulation, seed, optimiser, lr, min lr,
+weight decay, restart period...); `check_resumable` refuses anything else with one line before
+any feature caching (more --epochs is allowed). Per-sample randomness (view, distances, point
+subset) is seeded by (seed, epoch, sample index), and the batch order by (seed, epoch), so a
+resumed run sees exactly the batches the uninterrupted one would have.
 
 Under torchrun: `torchrun --nproc_per_node N -m c2p_cli.app pretrain DATA RUN ...` (add
 --nnodes / --node-rank / --rdzv-endpoint for several machines). NCCL on CUDA (one GPU per
-LOCAL_RANK), gloo on CPU; DistributedDataParallel over the depth encoder and w; rank 0 alone
-builds the feature cache, validates, writes files and shows progress.
+LOCAL_RANK), gloo on CPU; DistributedDataParallel over the depth encoder and w. All ranks build
+the image-feature cache together (each an interleaved share of the renders, see
+`cached_image_features`); rank 0 alone validates, writes files and shows progress. The others
+wait while rank 0 validates after an epoch, so the process group's collective timeout is 2 hours,
+not NCCL's 10 minutes (`C2P_DIST_TIMEOUT_MIN` changes it; see `training.distributed`).
 """
 
 from __future__ import annotations
@@ -76,6 +82,9 @@ DEFAULT_LR = {"adamw": 5e-5, "lamb": 6e-3}
 DEFAULT_WEIGHT_DECAY = {"adamw": 0.05, "lamb": 1e-4}
 MIN_LR_RATIO = 1.0 / 600.0
 CHECKPOINT_FORMAT = "c2p-pretrain-checkpoint"
+# Options a resumed run must share with its checkpoint (and the world size, recorded apart).
+RESUME_MUST_MATCH = ("model", "batch_size", "accumulate", "optimizer", "fold", "seed", "lr", "min_lr",
+                     "weight_decay", "restart_epochs")
 FEATURE_CACHE_VERSION = 1
 
 EventHook = Callable[[str, dict], None]
@@ -248,9 +257,15 @@ def compute_image_features(
     bf16: bool = True,
     workers: int = 0,
     on_progress: Callable[[int, int], None] | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> torch.Tensor:
-    """float16 [M, V, D] (CPU) features of every render of every model of a pairs set (`workers` decode PNGs)."""
+    """float16 [M, V, D] (CPU) features of every render of every model of a pairs set (`workers` decode PNGs).
+
+    `shard=(k, n)` computes only every n-th render starting at the k-th (the rest stay zero), so n
+    ranks split the work and sum their tables; every shard must be non-empty.
+    """
     jobs = [(m, v) for m in range(len(index.models)) for v in range(len(index.models[m].image_paths))]
+    jobs = jobs[shard[0]::shard[1]]
     n_views = max(len(m.image_paths) for m in index.models)
     renders = _Renders(index, jobs, image_size)
     loader = torch.utils.data.DataLoader(renders, batch_size=batch_size, num_workers=workers,
@@ -303,9 +318,10 @@ def cached_image_features(
 ) -> tuple[torch.Tensor, Path, bool]:
     """The image features of a pairs set: read from the cache, or computed and stored.
 
-    Rank 0 computes and writes first; the other ranks then read the file (or compute it
-    themselves where the cache folder is not shared between nodes). Returns (features, path,
-    whether they came from the cache).
+    Every rank reads the cache; if any rank lacks it (a first run, or a cache folder that is not
+    shared between nodes), all ranks compute it together, each an interleaved share of the
+    renders, and sum their tables (the shares are disjoint); rank 0 writes the file. No rank
+    waits while another one works alone. Returns (features, path, whether they came from the cache).
     """
     from training.checkpoints import load_tensors, save_tensors
 
@@ -320,28 +336,24 @@ def cached_image_features(
             return None  # a corrupt entry is recomputed and overwritten
         return t if t is not None and t.ndim == 3 and t.shape[0] == len(index.models) else None
 
-    feats = None
-    hit = False
+    feats = read()
+    if not dist_utils.any_rank(ctx, feats is None):
+        return feats, path, True
+    n_jobs = sum(len(m.image_paths) for m in index.models)
+    # Fewer renders than ranks (tiny sets only): each rank computes them all rather than hold empty shards.
+    shard = (ctx.rank, ctx.world_size) if n_jobs >= ctx.world_size else (0, 1)
+    feats = compute_image_features(
+        bundle.model.visual, index, ctx.device, image_size=image_size, bf16=bf16, workers=workers,
+        on_progress=on_progress, shard=shard,
+    )
+    if shard[1] > 1:
+        feats = dist_utils.sum_across(ctx, feats)
     if ctx.is_main:
-        feats = read()
-        hit = feats is not None
-        if feats is None:
-            feats = compute_image_features(
-                bundle.model.visual, index, ctx.device, image_size=image_size, bf16=bf16, workers=workers,
-                on_progress=on_progress,
-            )
-            try:
-                save_tensors(path, {"features": feats}, metadata={"model": bundle.model_name, "weights_id": bundle.weights_id})
-            except OSError:
-                pass  # a read-only cache folder only costs the next run the recomputation
-    dist_utils.barrier(ctx)
-    if not ctx.is_main:
-        feats = read()
-        hit = feats is not None
-        if feats is None:
-            feats = compute_image_features(bundle.model.visual, index, ctx.device, image_size=image_size, bf16=bf16,
-                                           workers=workers)
-    return feats, path, hit
+        try:
+            save_tensors(path, {"features": feats}, metadata={"model": bundle.model_name, "weights_id": bundle.weights_id})
+        except OSError:
+            pass  # a read-only cache folder only costs the next run the recomputation
+    return feats, path, False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -392,6 +404,15 @@ class EpochBatches(torch.utils.data.Sampler):
 # ---------------------------------------------------------------------------------------------
 # Optimiser and checkpoints
 # ---------------------------------------------------------------------------------------------
+
+
+def micro_batches_in_step(b: int, batches: int, accumulate: int) -> int:
+    """How many micro-batches the optimiser step holding batch `b` (of an epoch of `batches`) has.
+
+    `accumulate`, except for the last step of an epoch, which holds what is left.
+    """
+    return min(accumulate, batches - (b // accumulate) * accumulate)
+
 
 
 def build_optimizer(model: nn.Module, cfg: PretrainConfig) -> torch.optim.Optimizer:
@@ -644,6 +665,8 @@ def pretrain(config: PretrainConfig, on_event: EventHook | None = None) -> Pretr
         checkpoint = latest_checkpoint(out) if out.exists() else None
         if checkpoint is not None and not cfg.resume:
             raise UsageError(f"{out} holds a checkpoint ({checkpoint.name}); pass --resume to continue it, or choose a new folder")
+        if checkpoint is not None:
+            check_resumable(checkpoint, cfg, ctx.world_size)  # before minutes of feature caching
         torch.manual_seed(cfg.seed)
         device = ctx.device
         amp = cfg.bf16 and device.type == "cuda"
@@ -700,7 +723,8 @@ def pretrain(config: PretrainConfig, on_event: EventHook | None = None) -> Pretr
                 "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
                 "model": bundle.model_name, "pretrained": bundle.pretrained, "weights_id": bundle.weights_id,
                 "pairs": {"root": str(index.root), "layout": index.layout, "models": len(index),
-                          "skipped": len(index.skipped), "fingerprint": index.fingerprint()},
+                          "skipped": len(index.skipped), "skipped_models": index.skipped,
+                          "fingerprint": index.fingerprint()},
                 "image_feature_cache": cache_info, "folded": encoder.in_channels == 1,
                 "device": str(device), "version": __version__,
             })
@@ -723,7 +747,7 @@ def pretrain(config: PretrainConfig, on_event: EventHook | None = None) -> Pretr
             bundle.model.visual = None
 
         emit("start", {"total_steps": total_steps, "step": step, "epoch": epoch, "steps_per_epoch": steps_per_epoch,
-                       "models": len(index), "world_size": ctx.world_size, "cache": cache_info,
+                       "models": len(index), "world_size": ctx.world_size, "cache": cache_info, "skipped": list(index.skipped),
                        "effective_batch": cfg.batch_size * ctx.world_size * cfg.accumulate})
         stop.install()
         metrics_file = out / "metrics.jsonl"
@@ -750,8 +774,9 @@ def pretrain(config: PretrainConfig, on_event: EventHook | None = None) -> Pretr
                                               backend=cfg.render_backend)
                 # Gradients are all-reduced on the last micro-batch of an optimiser step only.
                 no_sync = ddp_model.no_sync() if ctx.distributed and not last_micro else contextlib.nullcontext()
-                # The last step of an epoch may hold fewer micro-batches; the mean stays a mean.
-                n_micro = ((b % cfg.accumulate) + 1) if b + 1 == batches else cfg.accumulate
+                # The last step of an epoch may hold fewer micro-batches; each of its micro-batches
+                # weighs 1 / (the micro-batches of that step), so the mean stays a mean.
+                n_micro = micro_batches_in_step(b, batches, cfg.accumulate)
                 with no_sync:
                     with _autocast(device, amp):
                         losses = ddp_model(depth, img)
@@ -803,13 +828,15 @@ def pretrain(config: PretrainConfig, on_event: EventHook | None = None) -> Pretr
             last = {**last, **summary}
             if ctx.is_main:
                 _write_outputs(out, model, optimizer, scheduler, cfg, bundle, step, epoch, 0, keep=cfg.keep_checkpoints,
-                               save_encoder=save_depth_encoder, emit=emit)
+                               save_encoder=save_depth_encoder, emit=emit,
+                               world_size=ctx.world_size)
             dist_utils.barrier(ctx)
             if dist_utils.any_rank(ctx, stop.set) and epoch < cfg.epochs:
                 interrupted = True
         if interrupted and ctx.is_main and position > 0:
             _write_outputs(out, model, optimizer, scheduler, cfg, bundle, step, epoch, position, keep=cfg.keep_checkpoints,
-                           save_encoder=save_depth_encoder, emit=emit)
+                           save_encoder=save_depth_encoder, emit=emit,
+                           world_size=ctx.world_size)
         if interrupted:
             emit("interrupted", {"step": step, "epoch": epoch, "position": position})
         digests = dist_utils.gather_digests(ctx, dist_utils.weights_digest(model.state_dict()))
@@ -830,10 +857,12 @@ def pretrain(config: PretrainConfig, on_event: EventHook | None = None) -> Pretr
         dist_utils.teardown(ctx)
 
 
-def _write_outputs(out, model, optimizer, scheduler, cfg, bundle, step, epoch, position, *, keep, save_encoder, emit) -> None:
+def _write_outputs(out, model, optimizer, scheduler, cfg, bundle, step, epoch, position, *, keep, save_encoder, emit,
+                   world_size) -> None:
     from c2p_cli import __version__
 
-    info = {"step": step, "epoch": epoch, "position": position, "config": asdict(cfg), "version": __version__}
+    info = {"step": step, "epoch": epoch, "position": position, "config": asdict(cfg), "world_size": world_size,
+            "version": __version__}
     folder = save_checkpoint(out, model=model, optimizer=optimizer, scheduler=scheduler, info=info, keep=keep)
     save_encoder(model.encoder, out / "depth_encoder.safetensors", meta={
         "model": bundle.model_name, "pretrained": bundle.pretrained, "weights_id": bundle.weights_id,
@@ -842,20 +871,34 @@ def _write_outputs(out, model, optimizer, scheduler, cfg, bundle, step, epoch, p
     emit("checkpoint", {"path": str(folder), "step": step, "epoch": epoch})
 
 
-def _restore(folder: Path, model, optimizer, scheduler, cfg: PretrainConfig, ctx, batches: int) -> tuple[int, int, int]:
-    """Load a checkpoint into the model, optimiser and scheduler; returns (step, epoch, position)."""
-    from training.checkpoints import load_tensors, read_json
+def check_resumable(folder: Path, cfg: PretrainConfig, world_size: int) -> dict:
+    """The checkpoint's state.json, after checking that this run may continue it.
+
+    Raises UsageError naming every option (and the world size) that differs from the saved run:
+    batch positions, the batch order and the schedule's period depend on them, and the restored
+    optimiser and scheduler states would silently keep the old lr, floor and decay.
+    """
+    from training.checkpoints import read_json
 
     meta = read_json(folder / "state.json")
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{folder / 'state.json'}: not a c2p pre-training checkpoint")
     saved = meta.get("config", {})
-    for key in ("model", "batch_size", "accumulate", "optimizer", "fold"):
-        if key in saved and saved[key] != getattr(cfg, key):
-            raise CheckpointError(
-                f"{folder}: saved with {key}={saved[key]!r}, this run has {getattr(cfg, key)!r}; "
-                "resume with the same settings"
-            )
+    mismatches = [(f"--{key.replace('_', '-')}", saved[key], getattr(cfg, key)) for key in RESUME_MUST_MATCH
+                  if key in saved and saved[key] != getattr(cfg, key)]
+    if "world_size" in meta and int(meta["world_size"]) != world_size:
+        mismatches.insert(0, ("world size (processes)", int(meta["world_size"]), world_size))
+    if mismatches:
+        what = ", ".join(f"{name} {old!r} (now {new!r})" for name, old, new in mismatches)
+        raise UsageError(f"{folder}: saved with {what}; resume with the same settings, or start a new run folder")
+    return meta
+
+
+def _restore(folder: Path, model, optimizer, scheduler, cfg: PretrainConfig, ctx, batches: int) -> tuple[int, int, int]:
+    """Load a checkpoint into the model, optimiser and scheduler; returns (step, epoch, position)."""
+    from training.checkpoints import load_tensors
+
+    meta = check_resumable(folder, cfg, ctx.world_size)
     tensors = load_tensors(folder / "state.safetensors", device="cpu")
     state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     try:

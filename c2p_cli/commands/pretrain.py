@@ -10,6 +10,8 @@ import typer
 from .. import defaults
 from .. import options as opt
 
+SHOW_SKIPPED = 5  # skipped models listed on the console; config.json lists them all
+
 
 def pretrain(
     data: Annotated[Path, typer.Argument(help="Pairs set: a `c2p make-pairs` / `c2p synth --pairs` folder, or CLIP2Point's ShapeNet-55 renders.", show_default=False)],
@@ -111,6 +113,15 @@ class _Display:
                 f"{info['models']} pairs, {info['world_size']} process(es), effective batch {info['effective_batch']}, "
                 f"{info['steps_per_epoch']} steps/epoch, image features: {note}", highlight=False,
             )
+            skipped = info.get("skipped", [])
+            if skipped:
+                # Models with unreadable files were left out when the pairs set was opened.
+                self.console.print(f"skipped {len(skipped)} model(s) with unusable files:", highlight=False)
+                for entry in skipped[:SHOW_SKIPPED]:
+                    self.console.print(f"  {entry.get('source')}: {entry.get('problem')}", highlight=False, markup=False)
+                if len(skipped) > SHOW_SKIPPED:
+                    self.console.print(f"  ... and {len(skipped) - SHOW_SKIPPED} more (listed in the run's config.json)",
+                                       highlight=False)
             self.steps_task = p.add_task("pretrain", total=info["total_steps"], completed=info["step"], info="")
         elif kind == "step" and self.steps_task is not None:
             p.update(self.steps_task, completed=info["step"],
