@@ -198,3 +198,18 @@ def test_classify_with_an_adapter_reads_files_the_way_the_adapter_was_trained(tm
     r = run_c2p(["classify", *test_files, "--adapter", run, "-o", out, "--workers", "0", "--points", "64"], capsys, monkeypatch)
     assert r.code == 0 and "differs from the adapter" in r.err
     assert json.loads(out.read_text())["meta"]["read"]["n_points"] == 64
+
+
+def test_result_files_get_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    from c2p_cli.pipeline import FileResult
+    from c2p_cli.results_io import write_results
+
+    old = os.umask(0o022)
+    try:
+        write_results(tmp_path / "r.csv", [FileResult(path="a.ply", error="a.ply: no points")])
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "r.csv").stat().st_mode) == 0o644
