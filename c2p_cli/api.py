@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .pipeline import FileResult, ReadOptions
+from .batching import FileResult, ReadOptions
 from .pipeline import classify_files as _classify_files
 
 
@@ -55,10 +55,7 @@ def classify_points(points, classifier=None, *, up: str | None = None, **load_kw
             raise UsageError(f"cloud {i} has no finite points")
         c = normalize_unit_sphere(c)
         prepared.append(apply_up_axis(c, up) if up is not None else c)
-    from .pipeline import pad_clouds
-
-    padded, lengths = pad_clouds(prepared)
-    return clf.predict(padded, lengths)
+    return clf.predict(prepared)
 
 
 def classify_files(
@@ -76,7 +73,7 @@ def classify_files(
 ) -> list[FileResult]:
     """A FileResult per file, in the order given (folders expanded in sorted order); a file or path
     that could not be used carries its error instead of a label. `paths` may be a single path."""
-    from .pipeline import gather_inputs, in_input_order
+    from .batching import gather_inputs, in_input_order
 
     clf = _classifier(classifier, load_kwargs)
     entries = gather_inputs(paths)

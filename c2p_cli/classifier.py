@@ -68,19 +68,16 @@ def _as_batch(
     if isinstance(points, (list, tuple)):
         if not points:
             raise UsageError("no point clouds to classify")
-        clouds = []
-        for i, cloud in enumerate(points):
-            array = torch.as_tensor(np.asarray(cloud) if not torch.is_tensor(cloud) else cloud)
+        from .batching import pad_clouds
+
+        clouds = [c.detach().cpu().numpy() if torch.is_tensor(c) else np.asarray(c) for c in points]
+        for i, array in enumerate(clouds):
             if array.ndim != 2 or array.shape[1] != 3:
                 raise UsageError(f"point cloud {i} has shape {tuple(array.shape)}, expected [n, 3]")
-            clouds.append(array.float())
-        sizes = [len(c) for c in clouds]
-        batch = torch.zeros(len(clouds), max(max(sizes), 1), 3)
-        for i, cloud in enumerate(clouds):
-            batch[i, : len(cloud)] = cloud
+        batch, sizes = pad_clouds(clouds)
         if lengths is None:
-            lengths = torch.tensor(sizes, dtype=torch.long)
-        points = batch
+            lengths = sizes
+        points = torch.from_numpy(batch)
     points = torch.as_tensor(points)
     if points.ndim == 2:
         points = points.unsqueeze(0)

@@ -1,5 +1,7 @@
 """Writing classification results for machines: JSON Lines, JSON or CSV, chosen by extension.
 
+Standard library only (besides c2p_cli.batching), so the torch-free ONNX runner writes the same files.
+
 Files are written to a temporary name and renamed, so a failed run never clobbers an earlier
 result file.
 """
@@ -12,8 +14,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from .batching import FileResult
 from .errors import UsageError
-from .pipeline import FileResult
 
 FORMATS = (".jsonl", ".json", ".csv")
 
@@ -56,13 +58,12 @@ def render_results(results: Sequence[FileResult], suffix: str, meta: dict | None
 
 
 def write_results(path: str | Path, results: Sequence[FileResult], meta: dict | None = None) -> None:
-    from training.checkpoints import _atomic_write_bytes
-
+    from .atomic import atomic_write_bytes
     from .errors import C2PError
 
     path = Path(path)
     check_output_path(path)
     try:
-        _atomic_write_bytes(path, render_results(results, path.suffix, meta).encode())
+        atomic_write_bytes(path, render_results(results, path.suffix, meta).encode())
     except OSError as e:
         raise C2PError(f"--output {path}: cannot write ({e.strerror or e})") from e

@@ -14,11 +14,10 @@ An export folder holds
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from c2p_cli.atomic import atomic_write_bytes
 from c2p_cli.errors import CheckpointError, UsageError
 
 FORMAT = "c2p-export"
@@ -39,26 +38,10 @@ LOGITS_OUTPUT = "logits"
 REQUIRED_KEYS = ("format", "format_version", "labels", "views", "image_size", "radius", "in_channels", "graphs")
 
 
-def atomic_write(path: str | Path, data: bytes) -> Path:
-    """Write `data` to a temporary file beside `path`, then rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; these files are as public as the folder
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_metadata(folder: str | Path, meta: dict[str, Any]) -> Path:
     """Atomically write `folder/c2p_export.json` (pretty, sorted keys) and return its path."""
     data = (json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n").encode()
-    return atomic_write(Path(folder) / METADATA_FILE, data)
+    return atomic_write_bytes(Path(folder) / METADATA_FILE, data)
 
 
 def read_metadata(folder: str | Path) -> dict[str, Any]:

@@ -3,31 +3,31 @@
     python -m export.run_onnx EXPORT_DIR FILES_OR_FOLDERS... [--output results.jsonl] [--top-k 3]
 
 Only numpy, onnxruntime and the numpy-only modules of this project (c2p_cli.io, c2p_cli.views,
-c2p_cli.errors, export.metadata) are imported: a machine with neither torch nor a GPU can
+c2p_cli.errors, c2p_cli.batching, c2p_cli.results_io, export.metadata) are imported: a machine with neither torch nor a GPU can
 classify. The graph holds the renderer and the encoder, so files only need to be read, sampled
 and normalised (c2p_cli.io.read_cloud) and padded into one batch. Each result has the keys of
 `c2p classify`'s results (path, label, probability, top_k, n_points, error); a file that cannot
 be read becomes a result with an error and never costs the rest of the batch.
-Output: a table on stdout, and --output FILE as JSON Lines (.jsonl) or JSON (.json, with "meta").
+Output: a table on stdout, and --output FILE as JSON Lines (.jsonl), JSON (.json, with "meta") or CSV,
+written by the same code as `c2p classify --output`.
 Exit code 0 when every file was classified, 1 when some failed, 2 for usage errors.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from c2p_cli.batching import FileResult, ReadOptions, gather_inputs, in_input_order, pad_clouds, read_one
 from c2p_cli.errors import BackendUnavailableError, C2PError, ExportCheckError, UsageError
+from c2p_cli.results_io import check_output_path, write_results
 
 from . import metadata as md
-
-OUTPUT_FORMATS = (".jsonl", ".json")
 
 
 def _session(path: Path):
@@ -72,15 +72,6 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def pad(clouds: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """[B, N_max, 3] float32 zero-padded clouds and their lengths [B] int64."""
-    lengths = np.array([len(c) for c in clouds], dtype=np.int64)
-    points = np.zeros((len(clouds), max(int(lengths.max(initial=1)), 2), 3), dtype=np.float32)
-    for i, c in enumerate(clouds):
-        points[i, : len(c)] = c
-    return points, lengths
-
-
 class OnnxPointsClassifier:
     """points_classifier.onnx of an export folder: prepared clouds -> probabilities, numpy only."""
 
@@ -99,71 +90,33 @@ class OnnxPointsClassifier:
 
     def predict(self, clouds: Sequence[np.ndarray]) -> np.ndarray:
         """Probabilities [B, K] for clouds already prepared by `c2p_cli.io.read_cloud`."""
-        points, lengths = pad(clouds)
+        points, lengths = pad_clouds(clouds, min_points=2)
         return softmax(self.logits(points, lengths))
-
-
-def result(path: str, *, probs: np.ndarray | None = None, labels: Sequence[str] = (), top_k: int = 3,
-           n_points: int | None = None, error: str | None = None) -> dict[str, Any]:  # fmt: skip
-    """One result in the format of `c2p classify` (pipeline.FileResult.to_dict)."""
-    if probs is None:
-        return {"path": path, "label": None, "probability": None, "top_k": [], "n_points": None, "error": error}
-    order = np.argsort(-probs, kind="stable")[: min(top_k, len(labels))]
-    tops = [{"label": labels[int(j)], "probability": float(probs[j])} for j in order]
-    return {
-        "path": path, "label": tops[0]["label"], "probability": tops[0]["probability"], "top_k": tops,
-        "n_points": n_points, "error": None,
-    }  # fmt: skip
 
 
 def classify_files(
     clf: OnnxPointsClassifier,
     paths: Sequence[str | Path],
     *,
-    n_points: int,
-    sampling: str = "random",
-    seed: int = 0,
-    up: str = "z",
+    read: ReadOptions,
     batch_size: int = 32,
     top_k: int = 3,
     recursive: bool = False,
-) -> Iterator[dict[str, Any]]:
-    """A result dict per input file, in order; unreadable files carry their error."""
-    from c2p_cli.io import list_inputs, read_cloud
-
-    files: list[Path] = []
-    for p in paths:
-        try:
-            files.extend(list_inputs([Path(p)], recursive=recursive))
-        except C2PError as e:
-            yield result(str(p), error=str(e))
+) -> list[FileResult]:
+    """A FileResult per input file, in the order given; unreadable files carry their error."""
+    entries = gather_inputs(paths, recursive=recursive)
+    files = [e for e in entries if isinstance(e, Path)]
+    classified: list[FileResult] = []
     for start in range(0, len(files), batch_size):
-        batch = files[start : start + batch_size]
-        clouds: dict[int, np.ndarray] = {}
-        errors: dict[int, str] = {}
-        for i, path in enumerate(batch):
-            try:
-                clouds[i] = read_cloud(path, n_points=n_points, sampling=sampling, seed=seed, up=up)
-            except C2PError as e:
-                errors[i] = str(e)
-            except Exception as e:  # an unforeseen reader failure still belongs to this file alone
-                errors[i] = f"{path}: unexpected {type(e).__name__}: {e}"
-        probs = dict(zip(clouds, clf.predict(list(clouds.values())), strict=True)) if clouds else {}
-        for i, path in enumerate(batch):
-            if i in errors:
-                yield result(str(path), error=errors[i])
-            else:
-                yield result(str(path), probs=probs[i], labels=clf.labels, top_k=top_k, n_points=len(clouds[i]))
-
-
-def write_output(path: Path, results: list[dict[str, Any]], meta: dict[str, Any]) -> None:
-    if path.suffix.lower() == ".jsonl":
-        text = "".join(json.dumps(r) + "\n" for r in results)
-    else:
-        text = json.dumps({"meta": meta, "results": results}, indent=2) + "\n"
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+        batch = [(str(p), *read_one(p, read)) for p in files[start : start + batch_size]]
+        good = [(p, c) for p, c, err in batch if err is None]
+        probs = iter(clf.predict([c for _, c in good]) if good else ())
+        for p, c, err in batch:
+            classified.append(
+                FileResult(path=p, error=err) if err is not None
+                else FileResult.from_probabilities(p, next(probs), clf.labels, top_k, len(c))
+            )  # fmt: skip
+    return in_input_order(entries, classified)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -173,7 +126,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("export_dir", type=Path, help="A `c2p export` folder holding points_classifier.onnx.")
     p.add_argument("paths", nargs="+", type=Path, help="Point-cloud / mesh files and folders.")
-    p.add_argument("--output", "-o", type=Path, help="Write results to .jsonl or .json.")
+    p.add_argument("--output", "-o", type=Path, help="Write results to .jsonl, .json or .csv.")
     p.add_argument("--top-k", type=int, default=3, help="How many labels to report per file.")
     p.add_argument("--batch-size", "-b", type=int, default=32, help="Shapes per batch.")
     p.add_argument("--points", type=int, default=None, help="Points sampled per shape (default: the export's).")
@@ -188,34 +141,36 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if args.output is not None and args.output.suffix.lower() not in OUTPUT_FORMATS:
-            raise UsageError(f"--output {args.output}: unknown format '{args.output.suffix}' (use .jsonl or .json)")
+        if args.output is not None:
+            check_output_path(args.output)
         if args.top_k < 1 or args.batch_size < 1:
             raise UsageError("--top-k and --batch-size must be at least 1")
         clf = OnnxPointsClassifier(args.export_dir)
         prep = clf.meta.get("points", {})
-        results = list(
-            classify_files(
-                clf, args.paths, n_points=args.points or int(prep.get("n_points", 1024)), sampling=args.sampling,
-                seed=args.seed, up=args.up or prep.get("up_axis", "z"), batch_size=args.batch_size, top_k=args.top_k,
-                recursive=args.recursive,
-            )
-        )
+        read = ReadOptions(n_points=args.points or int(prep.get("n_points", 1024)), sampling=args.sampling,
+                           seed=args.seed, up=args.up or prep.get("up_axis", "z"))  # fmt: skip
+        read.validate()
+        results = classify_files(clf, args.paths, read=read, batch_size=args.batch_size, top_k=args.top_k,
+                                 recursive=args.recursive)  # fmt: skip
     except C2PError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     if not args.quiet:
         for r in results:
-            if r["error"] is None:
-                others = ", ".join(f"{t['label']} {t['probability']:.2f}" for t in r["top_k"][1:])
-                print(f"{r['path']}\t{r['label']}\t{r['probability']:.3f}\t{others}")
+            if r.ok:
+                others = ", ".join(f"{lab} {p:.2f}" for lab, p in r.top_k[1:])
+                print(f"{r.path}\t{r.label}\t{r.probability:.3f}\t{others}")
             else:
-                print(f"{r['path']}\terror\t\t{r['error']}")
+                print(f"{r.path}\terror\t\t{r.error}")
     if args.output is not None:
         meta = {"export": str(args.export_dir), "backend": "onnxruntime (torch-free)", "providers": clf.providers,
                 **{k: clf.meta[k] for k in ("model", "pretrained", "weights_id", "adapter") if k in clf.meta}}  # fmt: skip
-        write_output(args.output, results, meta)
-    return 1 if any(r["error"] for r in results) else 0
+        try:
+            write_results(args.output, results, meta)
+        except C2PError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return e.exit_code
+    return 0 if all(r.ok for r in results) else 1
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from c2p_cli.atomic import atomic_write_bytes
 from c2p_cli.errors import BackendUnavailableError, CheckpointError, ModelError
 
 from . import metadata as md
@@ -143,7 +144,7 @@ def build_engine(
     if serialized is None:
         reason = logger.errors[0] if logger.errors else "no reason given"
         raise ModelError(f"{onnx_path}: TensorRT could not build an engine: {reason}")
-    md.atomic_write(engine_path, bytes(serialized))
+    atomic_write_bytes(engine_path, bytes(serialized))
     cache_saved = _save_timing_cache(config, cache_path)
     return {
         "version": str(trt.__version__),
@@ -198,7 +199,7 @@ def _save_timing_cache(config, cache_path: Path | None) -> bool:
     if not data:
         cache_path.unlink(missing_ok=True)
         return False
-    md.atomic_write(cache_path, data)
+    atomic_write_bytes(cache_path, data)
     return True
 
 

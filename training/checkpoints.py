@@ -7,37 +7,18 @@ half-written checkpoint where the previous good one was.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from c2p_cli.atomic import atomic_write_bytes
 from c2p_cli.errors import CheckpointError
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        # mkstemp creates 0600 files; give the result the permissions a plain open() would have
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_json(path: str | Path, obj: Any) -> None:
     """Atomically write pretty JSON."""
-    _atomic_write_bytes(Path(path), (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+    atomic_write_bytes(Path(path), (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
 
 
 def read_json(path: str | Path) -> dict:
@@ -55,7 +36,7 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: d
     from safetensors.torch import save
 
     flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    _atomic_write_bytes(Path(path), save(flat, metadata=metadata))
+    atomic_write_bytes(Path(path), save(flat, metadata=metadata))
 
 
 def load_tensors(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from c2p_cli.batching import pad_clouds
 from c2p_cli.errors import CheckpointError, DatasetError, InputFileError
 
 FEATURE_CACHE_VERSION = 1
@@ -69,15 +70,6 @@ def read_samples(dataset, indices: Sequence[int]) -> tuple[list[tuple[int, np.nd
     return ok, skipped
 
 
-def pad_clouds(clouds: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ragged clouds -> (points [B, N_max, 3], lengths [B]); padding is ignored by the renderer."""
-    lengths = torch.tensor([len(c) for c in clouds], dtype=torch.long)
-    batch = torch.zeros(len(clouds), int(lengths.max()), 3)
-    for j, cloud in enumerate(clouds):
-        batch[j, : len(cloud)] = torch.from_numpy(np.ascontiguousarray(cloud, dtype=np.float32))
-    return batch, lengths
-
-
 @torch.inference_mode()
 def encode_clouds(
     encoders: Sequence[torch.nn.Module],
@@ -90,7 +82,7 @@ def encode_clouds(
     from kernels import render_depth
 
     bases = camera_bases(settings.views, device=device)
-    points, lengths = pad_clouds(clouds)
+    points, lengths = (torch.from_numpy(a) for a in pad_clouds(clouds))
     depth = render_depth(
         points.to(device), bases, lengths=lengths.to(device), image_size=settings.image_size,
         radius=settings.radius, channels=settings.in_channels, backend=settings.render_backend,

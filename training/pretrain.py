@@ -529,9 +529,9 @@ def _truncate_metrics(path: Path, step: int) -> None:
                 keep.append(line)
         except json.JSONDecodeError:
             continue  # a line cut by a kill
-    from training.checkpoints import _atomic_write_bytes
+    from c2p_cli.atomic import atomic_write_bytes
 
-    _atomic_write_bytes(path, ("\n".join(keep) + "\n" if keep else "").encode())
+    atomic_write_bytes(path, ("\n".join(keep) + "\n" if keep else "").encode())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -50,8 +50,8 @@ def classify(
     """
     from rich.console import Console
 
+    from ..batching import ReadOptions, gather_inputs, in_input_order
     from ..errors import UsageError
-    from ..pipeline import ReadOptions, gather_inputs, in_input_order
     from ..results_io import check_output_path, write_results
 
     console = Console(stderr=True)
@@ -85,7 +85,7 @@ def classify(
 
 def _read_options(console, clf, points, sampling, up, seed):
     """Unset reading options come from the adapter run (its shapes were read that way), else the defaults."""
-    from ..pipeline import ReadOptions
+    from ..batching import ReadOptions
 
     trained = (getattr(clf, "meta", None) or {}).get("read") or {}
     given = {"n_points": points, "sampling": sampling, "up": up}
