@@ -365,6 +365,25 @@ def run_read_settings(cfg: dict) -> dict:
     return {"n_points": int(ds.get("n_points", defaults.NUM_POINTS)), "sampling": ds.get("sampling"), "up": ds.get("up")}
 
 
+READ_FLAGS = {"n_points": "--points", "sampling": "--sampling", "up": "--up"}
+
+
+def merge_read_settings(given: dict, trained: dict) -> tuple[dict, list[str]]:
+    """Reading settings for data classified with an adapter: each option left unset (None) takes the
+    run's value, an explicit one wins. Returns (settings, one warning line per explicit option that
+    differs from the run's). Values still None mean "the caller's default"."""
+    chosen, warnings = {}, []
+    for key, value in given.items():
+        run_value = trained.get(key)
+        chosen[key] = run_value if value is None else value
+        if value is not None and run_value is not None and value != run_value:
+            warnings.append(
+                f"{READ_FLAGS.get(key, key)} {value} differs from the run's {run_value}: clouds are read in a way "
+                "that differs from the adapter's training"
+            )
+    return chosen, warnings
+
+
 def load_run_adapter(run: str | Path, which: str = "best", device: str | torch.device = "cpu") -> AdapterClassifier:
     """The AdapterClassifier of a run folder (eval mode): encoders from its config, adapter from `which`.safetensors."""
     from training.checkpoints import load_tensors

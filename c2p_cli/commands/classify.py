@@ -85,16 +85,15 @@ def classify(
 
 def _read_options(console, clf, points, sampling, up, seed):
     """Unset reading options come from the adapter run (its shapes were read that way), else the defaults."""
+    from ..adapters import merge_read_settings
     from ..batching import ReadOptions
 
     trained = (getattr(clf, "meta", None) or {}).get("read") or {}
-    given = {"n_points": points, "sampling": sampling, "up": up}
-    for key, value in given.items():
-        if value is not None and key in trained and value != trained[key]:
-            console.print(f"[yellow]note:[/] {key}={value} differs from the adapter's training ({trained[key]})")
+    chosen, warnings = merge_read_settings({"n_points": points, "sampling": sampling, "up": up}, trained)
+    for line in warnings:
+        console.print(f"[yellow]warning:[/] {line}")
     fallback = {"n_points": defaults.NUM_POINTS, "sampling": "random", "up": defaults.UP_AXIS}
-    chosen = {k: v if v is not None else trained.get(k, fallback[k]) for k, v in given.items()}
-    read = ReadOptions(seed=seed, **chosen)
+    read = ReadOptions(seed=seed, **{k: fallback[k] if v is None else v for k, v in chosen.items()})
     read.validate()
     return read
 

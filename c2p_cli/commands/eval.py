@@ -69,7 +69,11 @@ def eval_cmd(
     _prepare_out(out)
     read = {"n_points": points, "sampling": sampling, "up": up}
     if adapter is not None and adapter.is_dir():
-        read = _run_read_settings(adapter, read, console)
+        from ..adapters import merge_read_settings, read_run_config, run_read_settings
+
+        read, warnings = merge_read_settings(read, run_read_settings(read_run_config(adapter)))
+        for line in warnings:
+            console.print(f"[yellow]warning:[/] {line}")
     elif read["n_points"] is None:
         read["n_points"] = defaults.NUM_POINTS
     ds = open_dataset(data, dataset, split, seed=seed, variant=variant, **read)
@@ -132,29 +136,6 @@ def _prepare_out(out: Path) -> None:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UsageError(f"{out}: cannot create the report folder ({e.strerror or e})") from e
-
-
-_READ_OPTIONS = {"n_points": "--points", "sampling": "--sampling", "up": "--up"}
-
-
-def _run_read_settings(run: Path, given: dict, console) -> dict:
-    """How to read the data for a few-shot run: the run's own n_points / sampling / up (the adapter
-    learned features of clouds read that way), with a warning for each explicit option that differs."""
-    from ..adapters import read_run_config, run_read_settings
-
-    trained = run_read_settings(read_run_config(run))
-    read = {}
-    for key, value in given.items():
-        if value is None or trained[key] is None:
-            read[key] = trained[key] if value is None else value
-            continue
-        read[key] = value
-        if value != trained[key]:
-            console.print(
-                f"[yellow]warning:[/] {_READ_OPTIONS[key]} {value} differs from the run's {trained[key]} "
-                "(the adapter was trained on clouds read the run's way)"
-            )
-    return read
 
 
 def confusion_png(path: Path, confusion: list[list[int]], labels: list[str], cell: int = 22) -> None:
