@@ -46,13 +46,12 @@ def normalise_with_points(
     Both arrays must already be in the renderer's frame (up axis applied). Returns float32
     (vertices, points); the points end up in the unit sphere, the mesh in (almost) the same one.
     """
-    p = np.asarray(points, dtype=np.float64)
-    centre = p.mean(axis=0, keepdims=True)
-    p = p - centre
-    scale = float(np.sqrt((p * p).sum(axis=1).max())) if len(p) else 0.0
-    scale = scale if scale > 0 else 1.0
+    from c2p_cli.io import unit_sphere_transform
+
+    centre, scale = unit_sphere_transform(points)
     v = (np.asarray(vertices, dtype=np.float64) - centre) / scale
-    return v.astype(np.float32), (p / scale).astype(np.float32)
+    p = (np.asarray(points, dtype=np.float64) - centre) / scale
+    return v.astype(np.float32), p.astype(np.float32)
 
 
 def random_light(rng: np.random.Generator) -> np.ndarray:

@@ -374,7 +374,7 @@ def render_pair_views(
     """
     from c2p_cli.io import sample_surface
 
-    from .mesh_render import MeshRenderer, base_colour, random_light
+    from .mesh_render import MeshRenderer, base_colour, normalise_with_points, random_light
 
     if colour not in COLOURS:
         raise UsageError(f"--colour must be one of {', '.join(COLOURS)}, got {colour!r}")
@@ -382,18 +382,12 @@ def render_pair_views(
     points = sample_surface(vertices, faces, n_points, rng)
     verts = apply_up_axis(np.asarray(vertices, dtype=np.float32), up)
     points = apply_up_axis(points.astype(np.float32), up)
-    verts, points = _normalise_pair(verts, points)
+    verts, points = normalise_with_points(verts, points)
     rgb = base_colour(rng if colour == "random" else None)
     renderer = MeshRenderer(verts, faces, image_size=image_size, colour=rgb)
     bases = np.stack([camera_basis(e, a) for e, a in views])
     lights = np.stack([random_light(rng) for _ in views])
     return points, renderer.render(bases, lights)
-
-
-def _normalise_pair(verts: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    from .mesh_render import normalise_with_points
-
-    return normalise_with_points(verts, points)
 
 
 def write_model(folder: Path, points: np.ndarray, images: np.ndarray) -> None:
