@@ -404,18 +404,36 @@ def _load_shots(run: Path, dataset) -> ShotSplit:
     return ShotSplit(sorted(parts["train"]), sorted(parts["val"]), dict(saved.get("short_classes", {})))
 
 
-def _sample_readable_shots(dataset, opts: FewShotOptions) -> tuple[ShotSplit, list[dict]]:
+class _Preloaded:
+    """A dataset view that hands out samples already read (once each) before reading the files again."""
+
+    def __init__(self, dataset, loaded: dict[int, tuple]):
+        self._dataset, self._loaded = dataset, loaded
+
+    def __len__(self) -> int:
+        return len(self._dataset)
+
+    def __getitem__(self, i: int):
+        return self._loaded.pop(i) if i in self._loaded else self._dataset[i]
+
+    def __getattr__(self, name: str):
+        return getattr(self._dataset, name)
+
+
+def _sample_readable_shots(dataset, opts: FewShotOptions) -> tuple[ShotSplit, list[dict], _Preloaded]:
     """Seeded shots of which every one reads; a drawn file that fails is replaced by the class's
-    next member (deterministically) and listed as {"id", "error"}."""
+    next member (deterministically) and listed as {"id", "error"}. The returned view of `dataset`
+    serves the shots read for this check, so feature computation does not read them again."""
     from c2p_cli.errors import InputFileError
 
     from .datasets import sample_shots
 
     unreadable: list[dict] = []
+    loaded: dict[int, tuple] = {}
 
     def reads(i: int) -> bool:
         try:
-            dataset[i]
+            loaded[i] = dataset[i]
         except InputFileError as e:
             unreadable.append({"id": dataset.sample_ids[i], "error": str(e)})
             return False
@@ -423,7 +441,7 @@ def _sample_readable_shots(dataset, opts: FewShotOptions) -> tuple[ShotSplit, li
 
     split = sample_shots(dataset.targets, dataset.labels, opts.shots, opts.seed,
                          opts.val_fraction if opts.select == "val" else 0.0, usable=reads)
-    return split, unreadable
+    return split, unreadable, _Preloaded(dataset, loaded)
 
 
 def _shot_counts(labels: Sequence[str], train: FeatureSet, val: FeatureSet | None) -> dict[str, dict[str, int]]:
@@ -537,11 +555,12 @@ def run_fewshot(
             raise UsageError(f"{run}: cannot resume with different options: {', '.join(diffs)}")
 
     unreadable: list[dict] = []
+    shots_ds = train_ds
     if resume:
         split = _load_shots(run, train_ds)
     else:
         emit("stage", name="sampling shots")
-        split, unreadable = _sample_readable_shots(train_ds, opts)
+        split, unreadable, shots_ds = _sample_readable_shots(train_ds, opts)
     if not resume:
         # shots.json first: a config.json (what --resume looks for) always comes with its shots
         write_json(run / "shots.json", _shots_json(train_ds, split, opts.seed, opts.shots))
@@ -553,7 +572,7 @@ def run_fewshot(
         cache = Path(opts.cache_dir) if opts.cache_dir else default_cache_dir("features")
     t_feat = time.perf_counter()
     shot_feats, hit = cached_features(
-        train_ds, split.all, clf.depth_encoder, clf.clip_encoder, settings, encoder_ids, cache, device,
+        shots_ds, split.all, clf.depth_encoder, clf.clip_encoder, settings, encoder_ids, cache, device,
         opts.feature_batch_size, lambda d, t: emit("features", done=d, total=t, name="shots"),
     )
     feature_time = time.perf_counter() - t_feat
