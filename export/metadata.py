@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from c2p_cli.atomic import atomic_write_bytes
-from c2p_cli.errors import CheckpointError, UsageError
+from c2p_cli.errors import CheckpointError, ExportCheckError, UsageError
 
 FORMAT = "c2p-export"
 FORMAT_VERSION = 1
@@ -107,3 +107,24 @@ def profile_batches(max_batch: int, opt_batch: int | None = None) -> tuple[int, 
     if not 1 <= opt_batch <= max_batch:
         raise UsageError(f"--opt-batch must be between 1 and --max-batch ({max_batch}), got {opt_batch}")
     return 1, opt_batch, max_batch
+
+
+def refuse_failed_check(folder: str | Path, meta: dict[str, Any], graph: str) -> None:
+    """ExportCheckError when `graph`'s parity check, as recorded at export, did not pass.
+
+    `graph`: "classifier", "points_classifier" (checks in `check`) or "engine" (`tensorrt.check`).
+    `c2p export` records a failed check and raises, but leaves the files; a runtime must not use
+    them. A graph exported with the check skipped has no record and is used as is.
+    """
+    if graph == "engine":
+        check = meta.get("tensorrt", {}).get("check")
+    else:
+        check = meta.get("check", {}).get(graph)
+    if not isinstance(check, dict) or check.get("passed", True):
+        return
+    name = meta.get("graphs", {}).get(graph, {}).get("file", graph)
+    diff = check.get("max_abs_diff")
+    measured = f"max abs diff {diff:.3g}" if isinstance(diff, (int, float)) else "no measurement"
+    raise ExportCheckError(
+        f"{Path(folder) / name}: failed its check at export ({measured}); re-export it with `c2p export` before using it"
+    )

@@ -19,12 +19,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from c2p_cli.batching import FileResult, ReadOptions, gather_inputs, in_input_order, pad_clouds, read_one
-from c2p_cli.errors import BackendUnavailableError, C2PError, ExportCheckError, UsageError
+from c2p_cli.errors import BackendUnavailableError, C2PError, UsageError
 from c2p_cli.results_io import check_output_path, write_results
 
 from . import metadata as md
@@ -43,27 +42,6 @@ def _session(path: Path):
     return ort.InferenceSession(str(path), sess_options=options, providers=providers)
 
 
-def refuse_failed_check(folder: str | Path, meta: dict[str, Any], graph: str) -> None:
-    """ExportCheckError when `graph`'s parity check, as recorded at export, did not pass.
-
-    `graph`: "classifier", "points_classifier" (checks in `check`) or "engine" (`tensorrt.check`).
-    `c2p export` records a failed check and raises, but leaves the files; a runtime must not use
-    them. A graph exported with the check skipped has no record and is used as is.
-    """
-    if graph == "engine":
-        check = meta.get("tensorrt", {}).get("check")
-    else:
-        check = meta.get("check", {}).get(graph)
-    if not isinstance(check, dict) or check.get("passed", True):
-        return
-    name = meta.get("graphs", {}).get(graph, {}).get("file", graph)
-    diff = check.get("max_abs_diff")
-    measured = f"max abs diff {diff:.3g}" if isinstance(diff, (int, float)) else "no measurement"
-    raise ExportCheckError(
-        f"{Path(folder) / name}: failed its check at export ({measured}); re-export it with `c2p export` before using it"
-    )
-
-
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax in float64 (stable: the row maximum is subtracted first)."""
     z = np.asarray(logits, dtype=np.float64)
@@ -80,7 +58,7 @@ class OnnxPointsClassifier:
         self.meta = md.read_metadata(self.folder)
         self.labels: list[str] = list(self.meta["labels"])
         self.path = md.graph_path(self.folder, self.meta, "points_classifier")
-        refuse_failed_check(self.folder, self.meta, "points_classifier")
+        md.refuse_failed_check(self.folder, self.meta, "points_classifier")
         self.session = _session(self.path)
         self.providers = self.session.get_providers()
 

@@ -21,7 +21,6 @@ import torch
 from c2p_cli.errors import BackendUnavailableError, CheckpointError, UsageError
 
 from . import metadata as md
-from .run_onnx import refuse_failed_check
 
 BACKENDS = ("onnx", "trt")
 
@@ -156,11 +155,11 @@ def load_exported_classifier(
     folder = Path(folder)
     meta = md.read_metadata(folder)
     # The engine is built from classifier.onnx: a failed ONNX check disqualifies both backends.
-    refuse_failed_check(folder, meta, "classifier")
+    md.refuse_failed_check(folder, meta, "classifier")
     if backend == "trt":
         from .tensorrt import import_tensorrt, require_cuda
 
-        refuse_failed_check(folder, meta, "engine")
+        md.refuse_failed_check(folder, meta, "engine")
         import_tensorrt()  # "not installed" is the more useful message when neither TensorRT nor a GPU is here
         torch_device = require_cuda(device if device != "auto" else "cuda")
         head = TensorRTHead(md.graph_path(folder, meta, "engine"), torch_device)
