@@ -22,7 +22,7 @@ from pathlib import Path
 
 def _classify(clf, files, args, warm_up: bool = False):
     """(results, seconds) of one timed classification of `files` (after a warm-up batch if asked)."""
-    from c2p_cli.pipeline import ReadOptions, classify_files
+    from clip2point.pipeline import ReadOptions, classify_files
 
     read = ReadOptions(n_points=args.points)
     if warm_up:
@@ -40,8 +40,8 @@ def _agreement(ref, got) -> dict:
 
 def _trt_status() -> str | None:
     """None when TensorRT and a CUDA GPU are usable, else why not."""
-    from c2p_cli.errors import BackendUnavailableError
-    from export.tensorrt import import_tensorrt, require_cuda
+    from clip2point.errors import BackendUnavailableError
+    from clip2point.export.tensorrt import import_tensorrt, require_cuda
 
     try:
         import_tensorrt()
@@ -54,11 +54,11 @@ def _trt_status() -> str | None:
 def run(args) -> dict:
     import torch
 
-    from c2p_cli.classifier import load_classifier
-    from c2p_cli.devices import resolve_device
-    from c2p_cli.synth import SHAPES, write_dataset
-    from export.onnx import ExportOptions, export_classifier
-    from export.runtime import load_exported_classifier
+    from clip2point.classifier import load_classifier
+    from clip2point.devices import resolve_device
+    from clip2point.synth import SHAPES, write_dataset
+    from clip2point.export.onnx import ExportOptions, export_classifier
+    from clip2point.export.runtime import load_exported_classifier
 
     device = resolve_device(args.device)
     trt_missing = _trt_status() if device.type == "cuda" else "TensorRT needs a CUDA device (running on cpu)"
@@ -104,7 +104,7 @@ def run(args) -> dict:
             classifiers[key, "torch"] = clf
             classifiers[key, "onnx"] = load_exported_classifier(out, backend="onnx", device=str(device))
             if not trt_missing:
-                from export.tensorrt import build_and_check
+                from clip2point.export.tensorrt import build_and_check
 
                 started = time.perf_counter()
                 trt_meta = build_and_check(out, max_batch=max(args.batch_size, 1))

@@ -22,12 +22,12 @@ def _worker(args) -> None:
     """Classify the files in one mode and print a JSON line with timing and peak RSS."""
     import torch
 
-    from c2p_cli.classifier import load_classifier
+    from clip2point.classifier import load_classifier
 
     def sync():
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
-    from c2p_cli.pipeline import ReadOptions, classify_files, classify_files_sequential
+    from clip2point.pipeline import ReadOptions, classify_files, classify_files_sequential
 
     files = sorted(Path(args.data).rglob("*.ply"))[: args.files]
     clf = load_classifier(labels=args.labels, model=args.model, pretrained=args.pretrained, views=args.views, device=args.device)
@@ -72,7 +72,7 @@ def main() -> None:
         _worker(args)
         return
 
-    from c2p_cli.synth import SHAPES, write_dataset
+    from clip2point.synth import SHAPES, write_dataset
 
     with tempfile.TemporaryDirectory() as tmp:
         classes = list(SHAPES[:8])

@@ -24,7 +24,7 @@ from pathlib import Path
 
 
 def _run(root: Path, out: Path, args, recompute: bool, cache: Path) -> dict:
-    from training.fewshot import FewShotOptions, run_fewshot
+    from clip2point.training.fewshot import FewShotOptions, run_fewshot
 
     opts = FewShotOptions(
         shots=args.shots, epochs=args.epochs, model=args.model, pretrained="none", n_points=args.points,
@@ -52,8 +52,8 @@ def main() -> None:
 
     import torch
 
-    from c2p_cli.synth import SHAPES, write_dataset
-    from training.checkpoints import load_tensors
+    from clip2point.synth import SHAPES, write_dataset
+    from clip2point.training.checkpoints import load_tensors
 
     if args.threads:
         torch.set_num_threads(args.threads)

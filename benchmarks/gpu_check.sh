@@ -66,7 +66,7 @@ step_wheels() {
 }
 
 # `c2p` through its module, since the project is not installed here.
-c2p() { "$PYTHON" -m c2p_cli.app "$@"; }
+c2p() { "$PYTHON" -m clip2point "$@"; }
 
 step_classify_gpu() {
     # The same files on CUDA (Triton renderer) and on CPU (torch renderer): same labels expected.

@@ -1,7 +1,7 @@
 """Pre-training throughput (samples/s) with and without the image-feature cache, in one run.
 
 A fixed synthetic workload: procedural meshes rendered once into a pairs set (`c2p synth --pairs`
-equivalent), then `training.pretrain.pretrain` runs twice on it with identical settings: with
+equivalent), then `clip2point.training.pretrain.pretrain` runs twice on it with identical settings: with
 the cache (the frozen image encoder ran once, before training; training only renders depth maps
 and runs the trainable depth encoder) and without it (every step reads the PNG renders and runs
 the frozen image encoder too). samples/s is the median over optimiser steps after the first
@@ -24,7 +24,7 @@ from pathlib import Path
 
 
 def _run(pairs: Path, out: Path, args, cache: bool, feature_dir: Path) -> dict:
-    from training.pretrain import PretrainConfig, pretrain
+    from clip2point.training.pretrain import PretrainConfig, pretrain
 
     cfg = PretrainConfig(
         data=str(pairs), out=str(out), model=args.model, pretrained=args.pretrained, epochs=args.epochs,
@@ -49,8 +49,8 @@ def _run(pairs: Path, out: Path, args, cache: bool, feature_dir: Path) -> dict:
 def run(args) -> dict:
     import torch
 
-    from c2p_cli.devices import resolve_device
-    from training.pairs import synth_sources, write_pairs
+    from clip2point.devices import resolve_device
+    from clip2point.training.pairs import synth_sources, write_pairs
 
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
@@ -65,14 +65,14 @@ def run(args) -> dict:
         tmp = Path(tmp)
         pairs, render_s = Path(args.pairs) if args.pairs else tmp / "pairs", None
         if not args.pairs:
-            from c2p_cli.synth import SHAPES
+            from clip2point.synth import SHAPES
 
             per_class = -(-args.models // len(SHAPES))
             sources = synth_sources(list(SHAPES), per_class, seed=0)[: args.models]
             t0 = time.perf_counter()
             write_pairs(sources, pairs, n_points=2048, seed=0)
             render_s = round(time.perf_counter() - t0, 2)
-        from training.pairs import open_pairs
+        from clip2point.training.pairs import open_pairs
 
         args.models = len(open_pairs(pairs))
         # A discarded one-epoch run first, so that one-time costs (imports, allocator, kernel

@@ -22,9 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable without
 
 import torch  # noqa: E402
 
-from c2p_cli.views import camera_bases  # noqa: E402
-from kernels import render_depth  # noqa: E402
-from kernels._backend import interpreter_enabled, triton_import_error  # noqa: E402
+from clip2point.views import camera_bases  # noqa: E402
+from clip2point.kernels import render_depth  # noqa: E402
+from clip2point.kernels._backend import interpreter_enabled, triton_import_error  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 CPU_DEFAULT_BATCH = 16

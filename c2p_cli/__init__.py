@@ -1,6 +1,6 @@
 """clip2point: CLIP as a zero-shot and few-shot point-cloud classifier (CLIP2Point, ICCV 2023).
 
-The public API is imported lazily so that `import c2p_cli` (and `c2p --help`) stays light.
+The public API is imported lazily so that `import clip2point` (and `c2p --help`) stays light.
 """
 
 from __future__ import annotations
@@ -8,14 +8,14 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 _LAZY = {
-    "load_classifier": "c2p_cli.classifier",
-    "PointCloudClassifier": "c2p_cli.classifier",
-    "DepthMapClassifier": "c2p_cli.classifier",
-    "classify_points": "c2p_cli.api",
-    "classify_files": "c2p_cli.api",
-    "read_cloud": "c2p_cli.io",
+    "load_classifier": "clip2point.classifier",
+    "PointCloudClassifier": "clip2point.classifier",
+    "DepthMapClassifier": "clip2point.classifier",
+    "classify_points": "clip2point.api",
+    "classify_files": "clip2point.api",
+    "read_cloud": "clip2point.io",
     "render_depth": "kernels",
-    "camera_bases": "c2p_cli.views",
+    "camera_bases": "clip2point.views",
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -26,4 +26,4 @@ def __getattr__(name: str):
         import importlib
 
         return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'c2p_cli' has no attribute {name!r}")
+    raise AttributeError(f"module 'clip2point' has no attribute {name!r}")

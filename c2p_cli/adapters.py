@@ -267,7 +267,7 @@ def load_official_fewshot(
     `bundle` must be the CLIP the checkpoint was trained from (ViT-B-32, openai); its text tower
     encodes the prompts of `labels`.
     """
-    from training.checkpoints import load_state_dict_file
+    from clip2point.training.checkpoints import load_state_dict_file
 
     from . import encoders, prompts
 
@@ -325,7 +325,7 @@ def build_adapter_classifier(
 
 def read_run_config(run: str | Path) -> dict:
     """The config.json of a few-shot run folder; CheckpointError when it is not one."""
-    from training.checkpoints import read_json
+    from clip2point.training.checkpoints import read_json
 
     run = Path(run)
     if not run.is_dir():
@@ -386,7 +386,7 @@ def merge_read_settings(given: dict, trained: dict) -> tuple[dict, list[str]]:
 
 def load_run_adapter(run: str | Path, which: str = "best", device: str | torch.device = "cpu") -> AdapterClassifier:
     """The AdapterClassifier of a run folder (eval mode): encoders from its config, adapter from `which`.safetensors."""
-    from training.checkpoints import load_tensors
+    from clip2point.training.checkpoints import load_tensors
 
     from .encoders import load_clip
 

@@ -1,6 +1,6 @@
 """Classify arrays and files from Python, without the CLI.
 
-    >>> from c2p_cli import load_classifier, classify_files
+    >>> from clip2point import load_classifier, classify_files
     >>> clf = load_classifier(labels="chair,table", model="c2p-tiny", pretrained="none")
     >>> for r in classify_files(["scan.ply"], classifier=clf):
     ...     print(r.path, r.label, r.probability, r.error)

@@ -15,7 +15,7 @@ import typer
 
 from . import __version__
 
-# (command name, module under c2p_cli.commands, function name)
+# (command name, module under clip2point.commands, function name)
 COMMANDS = [
     ("classify", "classify", "classify"),
     ("render", "render", "render"),
@@ -50,7 +50,7 @@ def _root(
 
 
 for _name, _module, _func in COMMANDS:
-    _mod = importlib.import_module(f"c2p_cli.commands.{_module}")
+    _mod = importlib.import_module(f"clip2point.commands.{_module}")
     app.command(_name)(getattr(_mod, _func))
 
 

@@ -1,4 +1,4 @@
-"""Atomic file writes (standard library only, so torch-free code such as export.run_onnx can use it).
+"""Atomic file writes (standard library only, so torch-free code such as clip2point.export.run_onnx can use it).
 
 Data goes to a temporary file beside the target, is flushed to disk, then renamed over it: an
 interrupted write never leaves a half-written file where the previous good one was.

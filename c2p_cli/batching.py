@@ -1,5 +1,5 @@
-"""Torch-free pieces of batch classification, shared by `c2p classify` (c2p_cli.pipeline) and the
-torch-free ONNX runner (export.run_onnx): the per-file result, reading a file without raising,
+"""Torch-free pieces of batch classification, shared by `c2p classify` (clip2point.pipeline) and the
+torch-free ONNX runner (clip2point.export.run_onnx): the per-file result, reading a file without raising,
 expanding paths in order, and padding ragged clouds into one batch. numpy and the standard library only.
 """
 
@@ -50,7 +50,7 @@ class FileResult:
 
 @dataclass(frozen=True)
 class ReadOptions:
-    """How files become clouds (see c2p_cli.io.read_cloud)."""
+    """How files become clouds (see clip2point.io.read_cloud)."""
 
     n_points: int = 1024
     sampling: str = "random"

@@ -90,7 +90,7 @@ def _as_batch(
 
 
 class PointCloudClassifier:
-    """points -> depth maps (kernels.render_depth) -> head -> logits / probabilities.
+    """points -> depth maps (clip2point.kernels.render_depth) -> head -> logits / probabilities.
 
     `head` is any callable depth[B, V, C, S, S] -> logits[B, K]: a DepthMapClassifier, an
     AdapterClassifier, or a runner of an exported graph. `meta` records the model, weights, views,
@@ -129,7 +129,7 @@ class PointCloudClassifier:
 
     def render(self, points, lengths=None) -> torch.Tensor:
         """depth[B, V, C, S, S] of a batch (tensor [B, N, 3], array, or list of [n_i, 3] clouds)."""
-        from kernels import render_depth
+        from clip2point.kernels import render_depth
 
         batch, lengths = _as_batch(points, lengths, self.device)
         return render_depth(

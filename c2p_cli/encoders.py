@@ -3,7 +3,7 @@
 `load_clip` resolves weights itself instead of letting `open_clip.create_model(pretrained=tag)`
 download them, for two reasons: offline it must fail within seconds with a message saying what
 to do (open_clip would retry the network and raise a generic RuntimeError), and every file is read
-through `training.checkpoints.load_state_dict_file` (weights_only=True or safetensors; open_clip's
+through `clip2point.training.checkpoints.load_state_dict_file` (weights_only=True or safetensors; open_clip's
 own loader falls back to a full unpickle when torch.load raises TypeError).
 
 The folded stem. The renderer's 3-channel output is one depth map d copied to 3 channels and
@@ -252,7 +252,7 @@ def _strip_module_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tens
 
 
 def _read_state(path: Path) -> dict[str, torch.Tensor]:
-    from training.checkpoints import load_state_dict_file
+    from clip2point.training.checkpoints import load_state_dict_file
 
     if not path.is_file():
         raise WeightsUnavailableError(f"{path}: weights file not found")
@@ -517,7 +517,7 @@ def save_depth_encoder(encoder: DepthEncoder, path: str | Path, meta: dict | Non
     The state dict is the same whether the encoder is folded or not, so the file loads into any
     open_clip visual tower of the same architecture (and into `build_depth_encoder(weights=...)`).
     """
-    from training.checkpoints import save_tensors, write_json
+    from clip2point.training.checkpoints import save_tensors, write_json
 
     from . import __version__
 

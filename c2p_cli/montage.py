@@ -10,7 +10,7 @@ def depth_montage(cloud: np.ndarray, views, *, image_size: int = 224, columns: i
     import torch
     from PIL import Image, ImageDraw
 
-    from kernels import render_depth
+    from clip2point.kernels import render_depth
 
     from .defaults import POINT_RADIUS
     from .views import camera_bases

@@ -176,7 +176,7 @@ def text_features(
     model, weights id, templates, labels and project version. A corrupt cache entry is recomputed.
     Returned as float32 on the model's device.
     """
-    from training.checkpoints import load_tensors, save_tensors
+    from clip2point.training.checkpoints import load_tensors, save_tensors
 
     from .errors import CheckpointError
     from .paths import cache_dir as default_cache_dir

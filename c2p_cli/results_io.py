@@ -1,6 +1,6 @@
 """Writing classification results for machines: JSON Lines, JSON or CSV, chosen by extension.
 
-Standard library only (besides c2p_cli.batching), so the torch-free ONNX runner writes the same files.
+Standard library only (besides clip2point.batching), so the torch-free ONNX runner writes the same files.
 
 Files are written to a temporary name and renamed, so a failed run never clobbers an earlier
 result file.

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from c2p_cli.io import write_off, write_ply
-from c2p_cli.synth import random_cloud, random_mesh
+from clip2point.io import write_off, write_ply
+from clip2point.synth import random_cloud, random_mesh
 
 HERE = Path(__file__).resolve().parent
 N_POINTS = 1500

@@ -1,6 +1,6 @@
 """The export folder's layout and its `c2p_export.json`: what a runtime needs to use the graphs.
 
-Only the standard library is imported here: the torch-free runner (`export.run_onnx`) reads the
+Only the standard library is imported here: the torch-free runner (`clip2point.export.run_onnx`) reads the
 metadata too.
 
 An export folder holds
@@ -17,8 +17,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from c2p_cli.atomic import atomic_write_bytes
-from c2p_cli.errors import CheckpointError, ExportCheckError, UsageError
+from clip2point.atomic import atomic_write_bytes
+from clip2point.errors import CheckpointError, ExportCheckError, UsageError
 
 FORMAT = "c2p-export"
 FORMAT_VERSION = 1

@@ -8,10 +8,10 @@ with symbolic dimensions declared through `dynamic_shapes`, and its graph optimi
 constant parts (the folded stem's weight, the text feature matrix) into initializers. Exported
 graphs are written as one self-contained file (weights inline) below protobuf's 2 GB limit.
 
-Graphs (names from export.metadata):
+Graphs (names from clip2point.export.metadata):
     classifier.onnx         depth [B, V, C, S, S] float32 -> logits [B, K]; B dynamic, V, C, S fixed.
     points_classifier.onnx  points [B, N, 3] float32, lengths [B] int64 -> logits [B, K]; B and N
-                            dynamic. Points are clouds already read by `c2p_cli.io.read_cloud`
+                            dynamic. Points are clouds already read by `clip2point.io.read_cloud`
                             (up-axis rotation and unit-sphere normalisation applied), zero-padded
                             to a common N; points at index >= lengths[b] are ignored.
 
@@ -40,8 +40,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from c2p_cli import defaults
-from c2p_cli.errors import ExportCheckError, ModelError, UsageError
+from clip2point import defaults
+from clip2point.errors import ExportCheckError, ModelError, UsageError
 
 from . import metadata as md
 
@@ -51,7 +51,7 @@ DEFAULT_RTOL = 1e-3
 # The batch of the example inputs given to the exporter: not 0 or 1, which torch.export
 # specialises, so that the batch stays symbolic.
 EXAMPLE_BATCH = 2
-# Shape classes of c2p_cli.synth used as the "real" check inputs: varied silhouettes.
+# Shape classes of clip2point.synth used as the "real" check inputs: varied silhouettes.
 CHECK_SHAPES = ("chair", "mug", "torus", "table", "bottle", "cone")
 
 # Keys of PointCloudClassifier.meta copied to the top level of c2p_export.json.
@@ -155,14 +155,14 @@ def random_depth_maps(batch: int, num_views: int, channels: int, image_size: int
 
 
 def synthetic_clouds(count: int, n_points: int = defaults.NUM_POINTS, seed: int = 0, ragged: bool = True):
-    """Clouds of c2p_cli.synth shapes, prepared like `read_cloud` (z-up rotation, unit sphere).
+    """Clouds of clip2point.synth shapes, prepared like `read_cloud` (z-up rotation, unit sphere).
 
     Returns (points [count, n_points, 3] float32 zero-padded, lengths [count] int64). With
     `ragged`, every other cloud is shorter, so that the padding path is exercised too.
     """
-    from c2p_cli.io import normalize_unit_sphere
-    from c2p_cli.synth import random_cloud
-    from c2p_cli.views import apply_up_axis
+    from clip2point.io import normalize_unit_sphere
+    from clip2point.synth import random_cloud
+    from clip2point.views import apply_up_axis
 
     rng = np.random.default_rng(seed)
     points = np.zeros((count, n_points, 3), dtype=np.float32)
@@ -179,8 +179,8 @@ def synthetic_depth_maps(
     count: int, views, channels: int, image_size: int, radius: float, n_points: int = defaults.NUM_POINTS, seed: int = 0
 ) -> torch.Tensor:
     """Depth maps rendered (torch reference renderer) from `synthetic_clouds`."""
-    from c2p_cli.views import camera_bases
-    from kernels import render_depth
+    from clip2point.views import camera_bases
+    from clip2point.kernels import render_depth
 
     points, lengths = synthetic_clouds(count, n_points, seed)
     return render_depth(
@@ -198,7 +198,7 @@ class PointsToLogits(nn.Module):
 
     def __init__(self, head: nn.Module, views, *, in_channels: int, image_size: int, radius: float):
         super().__init__()
-        from c2p_cli.views import camera_bases
+        from clip2point.views import camera_bases
 
         self.head = head
         self.register_buffer("bases", camera_bases(views), persistent=False)
@@ -207,7 +207,7 @@ class PointsToLogits(nn.Module):
         self.radius = radius
 
     def forward(self, points: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        from kernels import render_depth
+        from clip2point.kernels import render_depth
 
         depth = render_depth(
             points,
@@ -336,7 +336,7 @@ def cpu_session(path: str | Path):
     try:
         import onnxruntime as ort
     except ImportError as e:
-        from c2p_cli.errors import BackendUnavailableError
+        from clip2point.errors import BackendUnavailableError
 
         raise BackendUnavailableError("onnxruntime is not installed: pip install 'clip2point[onnx]'") from e
     options = ort.SessionOptions()
@@ -403,13 +403,13 @@ def _versions() -> dict[str, str]:
     import onnx
     import onnxruntime
 
-    from c2p_cli import __version__
+    from clip2point import __version__
 
     return {"c2p": __version__, "torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
 
 
 def _as_views(views) -> list[list[float]]:
-    from c2p_cli.views import view_preset
+    from clip2point.views import view_preset
 
     if isinstance(views, int):
         views = view_preset(views)
@@ -528,7 +528,7 @@ def build_metadata(
     options: ExportOptions,
     extra_meta: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The content of c2p_export.json (see export.metadata for the folder layout)."""
+    """The content of c2p_export.json (see clip2point.export.metadata for the folder layout)."""
     model_meta = dict(getattr(classifier, "meta", None) or {})
     versions = _versions()
     meta: dict[str, Any] = {
@@ -559,7 +559,7 @@ def build_metadata(
         "points": {
             "n_points": options.n_points,
             "up_axis": defaults.UP_AXIS,
-            "preparation": "c2p_cli.io.read_cloud: sample, turn the up axis to +y, centre and scale into the unit sphere",
+            "preparation": "clip2point.io.read_cloud: sample, turn the up axis to +y, centre and scale into the unit sphere",
         },
         "opset": options.opset,
         "exporter": "torch.onnx.export(dynamo=True)",
@@ -573,12 +573,12 @@ def build_metadata(
             meta[key] = model_meta[key]
     depth_encoder = meta.get("depth_encoder")
     if depth_encoder and "depth_encoder_sha256" not in meta and Path(depth_encoder).is_file():
-        from c2p_cli.encoders import sha256_file
+        from clip2point.encoders import sha256_file
 
         meta["depth_encoder_sha256"] = sha256_file(depth_encoder)
     templates = model_meta.get("templates")
     if templates:
-        from c2p_cli.prompts import readable_name
+        from clip2point.prompts import readable_name
 
         meta["prompts"] = {label: [t.format(readable_name(label)) for t in templates] for label in labels}
     if extra_meta:

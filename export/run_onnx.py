@@ -1,11 +1,11 @@
 """Classify files with an export folder's points_classifier.onnx, without torch.
 
-    python -m export.run_onnx EXPORT_DIR FILES_OR_FOLDERS... [--output results.jsonl] [--top-k 3]
+    python -m clip2point.export.run_onnx EXPORT_DIR FILES_OR_FOLDERS... [--output results.jsonl] [--top-k 3]
 
-Only numpy, onnxruntime and the numpy-only modules of this project (c2p_cli.io, c2p_cli.views,
-c2p_cli.errors, c2p_cli.batching, c2p_cli.results_io, export.metadata) are imported: a machine with neither torch nor a GPU can
+Only numpy, onnxruntime and the numpy-only modules of this project (clip2point.io, clip2point.views,
+clip2point.errors, clip2point.batching, clip2point.results_io, clip2point.export.metadata) are imported: a machine with neither torch nor a GPU can
 classify. The graph holds the renderer and the encoder, so files only need to be read, sampled
-and normalised (c2p_cli.io.read_cloud) and padded into one batch. Each result has the keys of
+and normalised (clip2point.io.read_cloud) and padded into one batch. Each result has the keys of
 `c2p classify`'s results (path, label, probability, top_k, n_points, error); a file that cannot
 be read becomes a result with an error and never costs the rest of the batch.
 Output: a table on stdout, and --output FILE as JSON Lines (.jsonl), JSON (.json, with "meta") or CSV,
@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from c2p_cli.batching import FileResult, ReadOptions, gather_inputs, in_input_order, pad_clouds, read_one
-from c2p_cli.errors import BackendUnavailableError, C2PError, UsageError
-from c2p_cli.results_io import check_output_path, write_results
+from clip2point.batching import FileResult, ReadOptions, gather_inputs, in_input_order, pad_clouds, read_one
+from clip2point.errors import BackendUnavailableError, C2PError, UsageError
+from clip2point.results_io import check_output_path, write_results
 
 from . import metadata as md
 
@@ -67,7 +67,7 @@ class OnnxPointsClassifier:
         return self.session.run(None, feeds)[0]
 
     def predict(self, clouds: Sequence[np.ndarray]) -> np.ndarray:
-        """Probabilities [B, K] for clouds already prepared by `c2p_cli.io.read_cloud`."""
+        """Probabilities [B, K] for clouds already prepared by `clip2point.io.read_cloud`."""
         points, lengths = pad_clouds(clouds, min_points=2)
         return softmax(self.logits(points, lengths))
 
@@ -99,7 +99,7 @@ def classify_files(
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m export.run_onnx",
+        prog="python -m clip2point.export.run_onnx",
         description="Classify point clouds and meshes with a `c2p export --with-projection` folder, without torch.",
     )
     p.add_argument("export_dir", type=Path, help="A `c2p export` folder holding points_classifier.onnx.")

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from c2p_cli.errors import BackendUnavailableError, CheckpointError, UsageError
+from clip2point.errors import BackendUnavailableError, CheckpointError, UsageError
 
 from . import metadata as md
 
@@ -147,8 +147,8 @@ def load_exported_classifier(
     TensorRT and a CUDA GPU). Labels, views, channels, image size and radius come from the
     folder's c2p_export.json; `meta` says which export and runtime made the results.
     """
-    from c2p_cli.classifier import PointCloudClassifier
-    from c2p_cli.devices import resolve_device
+    from clip2point.classifier import PointCloudClassifier
+    from clip2point.devices import resolve_device
 
     if backend not in BACKENDS:
         raise UsageError(f"--backend for an export folder must be one of {', '.join(BACKENDS)}, got {backend!r}")

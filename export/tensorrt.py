@@ -12,7 +12,7 @@ scope.
 
 Check: the engine and ONNX Runtime (CPU provider) run the same random and synthetic depth maps;
 FP16 allows a looser tolerance than the ONNX check: max |diff| <= 1e-2 * max(1, max |logits|)
-and the same argmax except near ties (see export.onnx.compare_logits).
+and the same argmax except near ties (see clip2point.export.onnx.compare_logits).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from c2p_cli.atomic import atomic_write_bytes
-from c2p_cli.errors import BackendUnavailableError, CheckpointError, ModelError
+from clip2point.atomic import atomic_write_bytes
+from clip2point.errors import BackendUnavailableError, CheckpointError, ModelError
 
 from . import metadata as md
 

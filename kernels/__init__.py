@@ -1,8 +1,8 @@
 """Depth rendering of point clouds (the CLIP2Point paper's orthographic z-buffer splats).
 
-`render_depth` validates its arguments once (kernels.inputs), picks a backend (kernels._backend)
-and runs either the pure-torch reference (kernels.reference: CPU, ONNX export, test oracle) or the
-Triton kernel (kernels.triton_depth, imported only when used). Both give the same foreground
+`render_depth` validates its arguments once (clip2point.kernels.inputs), picks a backend (clip2point.kernels._backend)
+and runs either the pure-torch reference (clip2point.kernels.reference: CPU, ONNX export, test oracle) or the
+Triton kernel (clip2point.kernels.triton_depth, imported only when used). Both give the same foreground
 masks and the same depth values up to float rounding.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from c2p_cli.defaults import CAMERA_DISTANCE, IMAGE_SIZE, POINT_RADIUS
+from clip2point.defaults import CAMERA_DISTANCE, IMAGE_SIZE, POINT_RADIUS
 
 from ._backend import BACKENDS, resolve_backend
 from .inputs import check_inputs
@@ -32,7 +32,7 @@ def render_depth(
 ) -> torch.Tensor:
     """Render clouds [B, N, 3] from views `bases` [V, 3, 3] into depth maps [B, V, channels, S, S].
 
-    `bases` come from `c2p_cli.views.camera_bases` (rows right, up, forward): a point p lands at
+    `bases` come from `clip2point.views.camera_bases` (rows right, up, forward): a point p lands at
     NDC (p . right, p . up) with depth p . forward + distance (`distance`: a number or one per
     cloud, [B]). It covers the pixels whose centres lie within `radius` (NDC); the nearest covering
     point wins. Per map, covered pixels get (d - min) / max * 200/255 and the rest 1.0.

@@ -12,7 +12,7 @@ import os
 
 import torch
 
-from c2p_cli.errors import BackendUnavailableError, UsageError
+from clip2point.errors import BackendUnavailableError, UsageError
 
 BACKENDS = ("auto", "torch", "triton")
 ENV_VAR = "C2P_RENDER_BACKEND"

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from c2p_cli.defaults import CAMERA_DISTANCE, IMAGE_SIZE, POINT_RADIUS
-from c2p_cli.errors import UsageError
+from clip2point.defaults import CAMERA_DISTANCE, IMAGE_SIZE, POINT_RADIUS
+from clip2point.errors import UsageError
 
 INPUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 OUTPUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)

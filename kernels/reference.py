@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import torch
 
-from c2p_cli.defaults import BACKGROUND, CLIP_MEAN, CLIP_STD, DEPTH_SCALE
+from clip2point.defaults import BACKGROUND, CLIP_MEAN, CLIP_STD, DEPTH_SCALE
 
 from .inputs import RenderInputs, pixel_centers, squared_radius, window_radius
 

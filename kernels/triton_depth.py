@@ -7,7 +7,7 @@ Stage 2 (`_normalize_kernel`, grid = (B*V,)): one program per map reduces the fo
 over pixel blocks, then writes (d - min) / max * 200/255 (1.0 on background), optionally the
 3-channel CLIP normalisation, cast to the output dtype.
 
-Exactness against kernels.reference: the projection, the coverage test and the normalisation are
+Exactness against clip2point.kernels.reference: the projection, the coverage test and the normalisation are
 the same float32 operations in the same order, on the same pixel-centre table
 (`inputs.pixel_centers`); kernels are launched with `enable_fp_fusion=False` so that the GPU does
 not contract a*b + c into an FMA, and divisions use `tl.math.div_rn` (IEEE round-to-nearest; plain
@@ -22,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from c2p_cli.defaults import BACKGROUND, CLIP_MEAN, CLIP_STD, DEPTH_SCALE
+from clip2point.defaults import BACKGROUND, CLIP_MEAN, CLIP_STD, DEPTH_SCALE
 
 from ._backend import interpreter_enabled
 from .inputs import RenderInputs, pixel_centers, squared_radius, window_radius

@@ -14,7 +14,7 @@ class CliResult:
 
 
 def run_c2p(args: list[str], capsys, monkeypatch) -> CliResult:
-    from c2p_cli.app import main
+    from clip2point.app import main
 
     monkeypatch.setattr(sys, "argv", ["c2p", *map(str, args)])
     monkeypatch.setenv("COLUMNS", "200")  # rich wraps long paths otherwise

@@ -23,7 +23,7 @@ def one_thread():
 
 
 def make_pairs(out: Path, classes: list[str], per_class: int, n_points: int = 2048, seed: int = 0) -> Path:
-    from training.pairs import synth_sources, write_pairs
+    from clip2point.training.pairs import synth_sources, write_pairs
 
     meta = write_pairs(synth_sources(classes, per_class, seed), out, n_points=n_points, seed=seed)
     assert len(meta["models"]) == len(classes) * per_class and not meta["skipped"]
@@ -42,9 +42,9 @@ def spread_tiny_clip(pairs: Path, out: Path, shrink: float = 0.8) -> Path:
     """
     import torch.nn.functional as F
 
-    from c2p_cli.encoders import load_clip
-    from training.checkpoints import save_tensors
-    from training.pairs import image_to_tensor, load_image, open_pairs
+    from clip2point.encoders import load_clip
+    from clip2point.training.checkpoints import save_tensors
+    from clip2point.training.pairs import image_to_tensor, load_image, open_pairs
 
     index = open_pairs(pairs)
     images = torch.stack([image_to_tensor(load_image(p)) for m in index.models for p in m.image_paths])

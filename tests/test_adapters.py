@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from c2p_cli.adapters import (
+from clip2point.adapters import (
     AdapterClassifier,
     DualPathAdapter,
     ViewAggregator,
@@ -14,7 +14,7 @@ from c2p_cli.adapters import (
     convert_official_fewshot_state,
     load_official_fewshot,
 )
-from c2p_cli.errors import CheckpointError, ModelError, UsageError
+from clip2point.errors import CheckpointError, ModelError, UsageError
 
 V, D, K = 10, 16, 4
 
@@ -76,13 +76,13 @@ def test_logits_are_scaled_cosines_of_the_fused_feature():
 
 @pytest.fixture(scope="module")
 def tiny_bundle(tiny_model_name):
-    from c2p_cli.encoders import load_clip
+    from clip2point.encoders import load_clip
 
     return load_clip(tiny_model_name, "none")
 
 
 def test_adapter_classifier_is_a_traceable_depth_boundary(tiny_bundle):
-    from c2p_cli.prompts import text_features
+    from clip2point.prompts import text_features
 
     labels = ["cube", "sphere", "cone"]
     torch.manual_seed(0)
@@ -145,7 +145,7 @@ class _TheirSimplifiedAdapter(nn.Module):
 
 
 def test_official_input_normalisation_is_read_from_batch_norm_statistics():
-    from c2p_cli.adapters import inputs_were_normalised
+    from clip2point.adapters import inputs_were_normalised
 
     for norm, expected in ((1.0, True), (10.0, False)):
         state = {f"adapter1.{k}": v for k, v in _TheirSimplifiedAdapter(V, 512, norm).state_dict().items()}
@@ -175,7 +175,7 @@ def test_official_adapter_keys_map_onto_view_aggregator():
 
 
 def test_official_checkpoint_loads_into_the_mean_fusion_classifier(tmp_path, tiny_bundle):
-    from c2p_cli.prompts import text_features
+    from clip2point.prompts import text_features
 
     torch.manual_seed(1)
     visual = tiny_bundle.model.visual.state_dict()
@@ -204,7 +204,7 @@ def test_official_checkpoint_loads_into_the_mean_fusion_classifier(tmp_path, tin
         assert torch.allclose(clf(depth), expected, atol=1e-5)
 
     # The same file through the classify / eval entry point (labels given, as the file has none).
-    from c2p_cli.adapters import load_adapter_classifier
+    from clip2point.adapters import load_adapter_classifier
 
     pcc = load_adapter_classifier(path, device="cpu", labels=labels, model=tiny_bundle.model_name, pretrained="none")
     assert pcc.labels == labels and pcc.num_views == V and pcc.meta["fusion"] == "mean"

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from c2p_cli.classifier import DepthMapClassifier, PointCloudClassifier, load_classifier, logit_scale_of
-from c2p_cli.encoders import build_depth_encoder, load_clip
-from c2p_cli.errors import UsageError
-from c2p_cli.prompts import text_features
+from clip2point.classifier import DepthMapClassifier, PointCloudClassifier, load_classifier, logit_scale_of
+from clip2point.encoders import build_depth_encoder, load_clip
+from clip2point.errors import UsageError
+from clip2point.prompts import text_features
 
 LABELS = ["cube", "sphere", "cone", "torus"]
 

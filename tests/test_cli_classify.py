@@ -19,7 +19,7 @@ LABELS = "cube,sphere,torus"
 
 @pytest.fixture(scope="module")
 def scans(tmp_path_factory) -> Path:
-    from c2p_cli.synth import write_dataset
+    from clip2point.synth import write_dataset
 
     root = tmp_path_factory.mktemp("scans")
     write_dataset(root, classes=["cube", "sphere", "torus"], per_class=2, test_per_class=0, fmt="ply", n_points=512, seed=3)
@@ -59,8 +59,8 @@ def test_all_good_exits_zero_and_writes_csv_and_json(scans, tmp_path, capsys, mo
 
 
 def test_prefetching_workers_give_the_same_results_as_in_process_reading(scans):
-    from c2p_cli.classifier import load_classifier
-    from c2p_cli.pipeline import ReadOptions, classify_files, classify_files_sequential
+    from clip2point.classifier import load_classifier
+    from clip2point.pipeline import ReadOptions, classify_files, classify_files_sequential
 
     files = sorted(scans.rglob("*_000*.ply"))
     clf = load_classifier(labels=LABELS, model="c2p-tiny", pretrained="none", device="cpu")
@@ -106,15 +106,15 @@ def test_a_failed_run_leaves_an_earlier_output_file_untouched(scans, tmp_path, c
 
 
 def test_python_api_classifies_arrays_and_files(scans):
-    import c2p_cli
+    import clip2point
 
-    clf = c2p_cli.load_classifier(labels=LABELS, model="c2p-tiny", pretrained="none", device="cpu")
+    clf = clip2point.load_classifier(labels=LABELS, model="c2p-tiny", pretrained="none", device="cpu")
     rng = np.random.default_rng(0)
-    probs = c2p_cli.classify_points([rng.normal(size=(300, 3)), rng.normal(size=(120, 3)) * 5 + 2], classifier=clf)
+    probs = clip2point.classify_points([rng.normal(size=(300, 3)), rng.normal(size=(120, 3)) * 5 + 2], classifier=clf)
     assert tuple(probs.shape) == (2, 3)
     np.testing.assert_allclose(probs.sum(1).numpy(), 1.0, rtol=1e-5)
     files = sorted(scans.rglob("*.ply"))
-    results = c2p_cli.classify_files(files, classifier=clf)
+    results = clip2point.classify_files(files, classifier=clf)
     assert len(results) == len(files)
     assert sum(not r.ok for r in results) == 1 and "broken.ply" in next(r.error for r in results if not r.ok)
 
@@ -135,7 +135,7 @@ def test_render_writes_a_montage_png(scans, tmp_path, capsys, monkeypatch):
 def test_help_imports_neither_triton_nor_open3d_nor_tensorrt():
     code = (
         "import sys; sys.argv=['c2p','--help']\n"
-        "from c2p_cli.app import main\n"
+        "from clip2point.app import main\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
         "bad=[m for m in ('triton','open3d','tensorrt') if m in sys.modules]\n"
         "print('HEAVY', bad)\n"
@@ -151,14 +151,14 @@ def test_unknown_option_is_a_usage_error_not_a_traceback(capsys, monkeypatch):
 
 
 def test_api_takes_one_path_and_keeps_the_given_order(scans, tmp_path):
-    import c2p_cli
+    import clip2point
 
-    clf = c2p_cli.load_classifier(labels=LABELS, model="c2p-tiny", pretrained="none", device="cpu")
+    clf = clip2point.load_classifier(labels=LABELS, model="c2p-tiny", pretrained="none", device="cpu")
     one = sorted(scans.rglob("cube_*.ply"))[0]
-    assert [r.path for r in c2p_cli.classify_files(str(one), classifier=clf)] == [str(one)]
+    assert [r.path for r in clip2point.classify_files(str(one), classifier=clf)] == [str(one)]
     missing = tmp_path / "nope.ply"
     other = sorted(scans.rglob("torus_*.ply"))[0]
-    results = c2p_cli.classify_files([one, missing, other], classifier=clf)
+    results = clip2point.classify_files([one, missing, other], classifier=clf)
     assert [r.path for r in results] == [str(one), str(missing), str(other)]
     assert [r.ok for r in results] == [True, False, True]
 
@@ -170,20 +170,20 @@ def test_output_that_is_a_folder_fails_before_any_work(scans, tmp_path, capsys, 
 
 
 def test_classify_points_drops_nan_rows_and_refuses_empty_clouds():
-    import c2p_cli
-    from c2p_cli.errors import UsageError
+    import clip2point
+    from clip2point.errors import UsageError
 
-    clf = c2p_cli.load_classifier(labels=LABELS, model="c2p-tiny", pretrained="none", device="cpu")
+    clf = clip2point.load_classifier(labels=LABELS, model="c2p-tiny", pretrained="none", device="cpu")
     rng = np.random.default_rng(1)
     clean = rng.normal(size=(200, 3))
     dirty = np.vstack([clean, [[np.nan, 0, 0], [np.inf, 1, 1]]])
-    np.testing.assert_allclose(c2p_cli.classify_points(dirty, classifier=clf), c2p_cli.classify_points(clean, classifier=clf), atol=1e-6)
+    np.testing.assert_allclose(clip2point.classify_points(dirty, classifier=clf), clip2point.classify_points(clean, classifier=clf), atol=1e-6)
     with pytest.raises(UsageError):
-        c2p_cli.classify_points(np.full((5, 3), np.nan), classifier=clf)
+        clip2point.classify_points(np.full((5, 3), np.nan), classifier=clf)
 
 
 def test_classify_with_an_adapter_reads_files_the_way_the_adapter_was_trained(tmp_path, capsys, monkeypatch):
-    from c2p_cli.synth import write_dataset
+    from clip2point.synth import write_dataset
 
     write_dataset(tmp_path / "d", classes=["cube", "torus"], per_class=4, test_per_class=1, fmt="npy", n_points=512, seed=0)
     run = tmp_path / "run"
@@ -204,8 +204,8 @@ def test_result_files_get_ordinary_permissions(tmp_path):
     import os
     import stat
 
-    from c2p_cli.pipeline import FileResult
-    from c2p_cli.results_io import write_results
+    from clip2point.pipeline import FileResult
+    from clip2point.results_io import write_results
 
     old = os.umask(0o022)
     try:

@@ -8,16 +8,16 @@ import h5py
 import numpy as np
 import pytest
 
-from c2p_cli.errors import DatasetError, InputFileError, UsageError
-from c2p_cli.io import normalize_unit_sphere
-from c2p_cli.views import apply_up_axis
-from training.datasets import (
+from clip2point.errors import DatasetError, InputFileError, UsageError
+from clip2point.io import normalize_unit_sphere
+from clip2point.views import apply_up_axis
+from clip2point.training.datasets import (
     SCANOBJECTNN_LABELS,
     detect_layout,
     open_dataset,
     sample_shots,
 )
-from training.features import read_samples
+from clip2point.training.features import read_samples
 
 
 def _cloud(n: int = 64, seed: int = 0, scale=(1.0, 2.0, 3.0)) -> np.ndarray:
@@ -139,7 +139,7 @@ def test_h5_with_float_and_n_by_1_labels_reads(tmp_path):
 
 
 def test_synth_layout(tmp_path):
-    from c2p_cli.synth import write_dataset
+    from clip2point.synth import write_dataset
 
     write_dataset(tmp_path, classes=["cone", "cube"], per_class=2, test_per_class=1, fmt="npy", n_points=128)
     assert detect_layout(tmp_path) == "synth"

@@ -8,15 +8,15 @@ import time
 import pytest
 import torch
 
-from c2p_cli.devices import resolve_device
-from c2p_cli.encoders import (
+from clip2point.devices import resolve_device
+from clip2point.encoders import (
     build_depth_encoder,
     clip_visual_encoder,
     load_clip,
     read_depth_encoder_meta,
     save_depth_encoder,
 )
-from c2p_cli.errors import (
+from clip2point.errors import (
     BackendUnavailableError,
     CheckpointError,
     ModelError,
@@ -80,7 +80,7 @@ def test_tag_weights_come_from_the_hugging_face_cache(bundle, monkeypatch, tmp_p
     import open_clip.pretrained
     from open_clip.constants import HF_SAFE_WEIGHTS_NAME
 
-    from training.checkpoints import save_tensors
+    from clip2point.training.checkpoints import save_tensors
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
@@ -139,7 +139,7 @@ def test_random_init_is_seeded_and_leaves_global_rng_alone(bundle):
 
 @pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
 def test_full_clip_file_round_trip(bundle, tmp_path, suffix):
-    from training.checkpoints import save_tensors
+    from clip2point.training.checkpoints import save_tensors
 
     state = _perturbed(bundle.model.state_dict())
     path = tmp_path / f"clip{suffix}"
@@ -202,7 +202,7 @@ def test_depth_encoder_safetensors_round_trip(bundle, tmp_path):
 
 
 def test_depth_encoder_with_visual_prefix(bundle, tmp_path):
-    from training.checkpoints import save_tensors
+    from clip2point.training.checkpoints import save_tensors
 
     state = _perturbed(bundle.model.visual.state_dict())
     path = tmp_path / "prefixed.safetensors"
@@ -234,7 +234,7 @@ def test_official_clip2point_checkpoint(bundle, tmp_path, layout):
 
 
 def test_depth_weights_of_wrong_architecture(bundle, tmp_path):
-    from training.checkpoints import save_tensors
+    from clip2point.training.checkpoints import save_tensors
 
     other = load_clip("c2p-tiny-rn", "none")
     path = tmp_path / "rn_depth.safetensors"

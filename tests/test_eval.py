@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from c2p_cli.errors import UsageError
-from training.fewshot import accuracy_report, label_mapping
+from clip2point.errors import UsageError
+from clip2point.training.fewshot import accuracy_report, label_mapping
 
 CLASSES = ["cone", "cube", "torus"]
 
@@ -37,7 +37,7 @@ def test_label_mapping_by_name_and_by_position():
 
 
 def test_confusion_png(tmp_path):
-    from c2p_cli.commands.eval import confusion_png
+    from clip2point.commands.eval import confusion_png
 
     small, large = tmp_path / "small.png", tmp_path / "large.png"
     confusion_png(small, [[3, 1], [0, 4]], ["a", "b"])
@@ -51,7 +51,7 @@ def test_confusion_png(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_synth(tmp_path_factory):
-    from c2p_cli.synth import write_dataset
+    from clip2point.synth import write_dataset
 
     root = tmp_path_factory.mktemp("synth3")
     write_dataset(root, classes=CLASSES, per_class=3, test_per_class=2, fmt="npy", n_points=256, seed=0)
@@ -62,7 +62,7 @@ def tiny_synth(tmp_path_factory):
 def _invoke(args):
     from typer.testing import CliRunner
 
-    from c2p_cli.app import app
+    from clip2point.app import app
 
     return CliRunner().invoke(app, args)
 
@@ -83,7 +83,7 @@ def test_eval_zero_shot_reports_and_skips_the_bad_file(tiny_synth, tmp_path, tin
 
 
 def test_eval_with_an_adapter_run(tiny_synth, tmp_path, tiny_model_name):
-    from training.fewshot import FewShotOptions, run_fewshot
+    from clip2point.training.fewshot import FewShotOptions, run_fewshot
 
     run = tmp_path / "run"
     run_fewshot(tiny_synth, run, FewShotOptions(shots=3, epochs=2, model=tiny_model_name, pretrained="none",
@@ -115,8 +115,8 @@ def test_out_that_is_a_file_fails_before_any_model_is_loaded(tiny_synth, tmp_pat
 
 
 def test_adapter_eval_and_classifier_read_clouds_the_runs_way(tiny_synth, tmp_path, tiny_model_name):
-    from c2p_cli.adapters import load_adapter_classifier
-    from training.fewshot import FewShotOptions, run_fewshot
+    from clip2point.adapters import load_adapter_classifier
+    from clip2point.training.fewshot import FewShotOptions, run_fewshot
 
     run = tmp_path / "run"
     run_fewshot(tiny_synth, run, FewShotOptions(shots=2, epochs=1, model=tiny_model_name, pretrained="none",

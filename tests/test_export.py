@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from export import metadata as md
+from clip2point.export import metadata as md
 
 LABELS = ["chair", "mug", "torus", "table", "bottle"]
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,14 +24,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def zero_shot():
-    from c2p_cli.classifier import load_classifier
+    from clip2point.classifier import load_classifier
 
     return load_classifier(labels=LABELS, model="c2p-tiny", pretrained="none", device="cpu", render_backend="torch")
 
 
 @pytest.fixture(scope="module")
 def exported(zero_shot, tmp_path_factory) -> Path:
-    from export.onnx import ExportOptions, export_classifier
+    from clip2point.export.onnx import ExportOptions, export_classifier
 
     out = tmp_path_factory.mktemp("export") / "tiny"
     steps: list[str] = []
@@ -43,8 +43,8 @@ def exported(zero_shot, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> list[Path]:
     """Synthetic scans as real files (binary PLY and .npy), two clouds shorter than the default 1024 points."""
-    from c2p_cli.io import write_ply
-    from c2p_cli.synth import random_cloud
+    from clip2point.io import write_ply
+    from clip2point.synth import random_cloud
 
     folder = tmp_path_factory.mktemp("scans")
     rng = np.random.default_rng(7)
@@ -58,7 +58,7 @@ def files(tmp_path_factory) -> list[Path]:
 
 
 def _classify(clf, paths, batch_size=3):
-    from c2p_cli.pipeline import ReadOptions, classify_files
+    from clip2point.pipeline import ReadOptions, classify_files
 
     return list(classify_files(clf, paths, read=ReadOptions(), batch_size=batch_size, top_k=5, workers=0))
 
@@ -85,7 +85,7 @@ def test_metadata_describes_the_export(exported):
 
 
 def test_onnx_backend_matches_torch_on_files(zero_shot, exported, files):
-    from export.runtime import load_exported_classifier
+    from clip2point.export.runtime import load_exported_classifier
 
     onnx_clf = load_exported_classifier(exported, backend="onnx", device="cpu", render_backend="torch")
     assert onnx_clf.labels == LABELS and onnx_clf.in_channels == 1 and onnx_clf.meta["backend"] == "onnx"
@@ -100,8 +100,8 @@ def test_onnx_backend_matches_torch_on_files(zero_shot, exported, files):
 
 def test_points_graph_matches_the_torch_pipeline(zero_shot, exported, files):
     """points_classifier.onnx (renderer traced in) against render + head in torch, ragged batch."""
-    from c2p_cli.io import read_cloud
-    from export.run_onnx import OnnxPointsClassifier
+    from clip2point.io import read_cloud
+    from clip2point.export.run_onnx import OnnxPointsClassifier
 
     clouds = [read_cloud(p, n_points=1024) for p in files]
     assert len({len(c) for c in clouds}) > 1  # ragged: the padding path runs
@@ -112,7 +112,7 @@ def test_points_graph_matches_the_torch_pipeline(zero_shot, exported, files):
 
 
 def test_torch_free_runner_never_imports_torch(zero_shot, exported, files, tmp_path):
-    """python -m export.run_onnx with torch made unimportable gives the torch backend's results."""
+    """python -m clip2point.export.run_onnx with torch made unimportable gives the torch backend's results."""
     shim = tmp_path / "shim"
     shim.mkdir()
     (shim / "sitecustomize.py").write_text("import sys\nsys.modules['torch'] = None  # any 'import torch' now fails\n")
@@ -120,7 +120,7 @@ def test_torch_free_runner_never_imports_torch(zero_shot, exported, files, tmp_p
     bad.write_text("not a ply file\n")
     out = tmp_path / "results.json"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(shim), str(ROOT)])}
-    args = [sys.executable, "-m", "export.run_onnx", str(exported), *map(str, files), str(bad), "-o", str(out), "--top-k", "2"]
+    args = [sys.executable, "-m", "clip2point.export.run_onnx", str(exported), *map(str, files), str(bad), "-o", str(out), "--top-k", "2"]
     proc = subprocess.run(args, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert proc.returncode == 1, proc.stderr  # one file failed, the others were classified
     proc_check = subprocess.run(
@@ -143,8 +143,8 @@ def test_check_fails_on_a_tampered_graph(zero_shot, exported, tmp_path, monkeypa
     import onnx
     from onnx import numpy_helper
 
-    from c2p_cli.errors import ExportCheckError
-    from export import onnx as exp
+    from clip2point.errors import ExportCheckError
+    from clip2point.export import onnx as exp
 
     model = onnx.load(str(exported / md.CLASSIFIER_ONNX))
     k, d = zero_shot.head.text_features.shape
@@ -169,7 +169,7 @@ def test_check_fails_on_a_tampered_graph(zero_shot, exported, tmp_path, monkeypa
 
 
 def test_compare_logits_rule():
-    from export.onnx import compare_logits
+    from clip2point.export.onnx import compare_logits
 
     ref = np.array([[10.0, 2.0, 1.0], [5.0, 5.0005, 0.0]])
     ok = compare_logits(ref, ref + 1e-4, inputs="x")
@@ -190,8 +190,8 @@ def test_generic_export_of_an_open_clip_tower_with_dynamic_batch(tmp_path):
     """export_depth_graph on a stand-in head: open_clip's unfolded tiny visual tower + a linear layer."""
     import open_clip
 
-    from c2p_cli.encoders import register_model_configs
-    from export.onnx import cpu_session, export_depth_graph, random_depth_maps
+    from clip2point.encoders import register_model_configs
+    from clip2point.export.onnx import cpu_session, export_depth_graph, random_depth_maps
 
     register_model_configs()
     torch.manual_seed(0)
@@ -218,8 +218,8 @@ def test_generic_export_of_an_open_clip_tower_with_dynamic_batch(tmp_path):
 
 
 def test_opset_below_18_is_refused(tmp_path):
-    from c2p_cli.errors import UsageError
-    from export.onnx import export_depth_graph
+    from clip2point.errors import UsageError
+    from clip2point.export.onnx import export_depth_graph
 
     with pytest.raises(UsageError, match="opset"):
         export_depth_graph(torch.nn.Identity(), tmp_path / "x.onnx", num_views=1, in_channels=1, opset=17)
@@ -227,11 +227,11 @@ def test_opset_below_18_is_refused(tmp_path):
 
 def test_adapter_run_exports_through_the_cli_and_matches_torch(files, tmp_path, capsys, monkeypatch):
     """A real 1-epoch `c2p fewshot` run (GDPA, both encoder paths) exported with `c2p export --adapter`."""
-    from c2p_cli.adapters import load_adapter_classifier
-    from c2p_cli.synth import write_dataset
-    from export.runtime import load_exported_classifier
+    from clip2point.adapters import load_adapter_classifier
+    from clip2point.synth import write_dataset
+    from clip2point.export.runtime import load_exported_classifier
     from tests.cli_helpers import run_c2p
-    from training.fewshot import FewShotOptions, run_fewshot
+    from clip2point.training.fewshot import FewShotOptions, run_fewshot
 
     data = tmp_path / "data"
     write_dataset(data, classes=["chair", "mug", "torus"], per_class=2, test_per_class=1, fmt="npy", n_points=512, seed=1)
@@ -263,7 +263,7 @@ def test_adapter_run_exports_through_the_cli_and_matches_torch(files, tmp_path, 
 def test_torch_free_runner_refuses_a_points_graph_that_failed_its_check(exported, files, tmp_path, capsys):
     import shutil
 
-    from export import run_onnx
+    from clip2point.export import run_onnx
 
     copy = tmp_path / "failed"
     shutil.copytree(exported, copy)

@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 
-from c2p_cli.adapters import DualPathAdapter, load_adapter_classifier, load_run_adapter
-from c2p_cli.errors import CheckpointError, UsageError
-from training.checkpoints import load_tensors
-from training.features import FeatureSet
-from training.fewshot import FewShotOptions, evaluate_features, run_fewshot, train_adapter
+from clip2point.adapters import DualPathAdapter, load_adapter_classifier, load_run_adapter
+from clip2point.errors import CheckpointError, UsageError
+from clip2point.training.checkpoints import load_tensors
+from clip2point.training.features import FeatureSet
+from clip2point.training.fewshot import FewShotOptions, evaluate_features, run_fewshot, train_adapter
 
 V, D, K = 10, 16, 4
 CLASSES = ["cube", "sphere", "cone", "torus", "chair"]
@@ -102,7 +102,7 @@ def test_training_learns_random_class_features(tmp_path):
 
 @pytest.fixture(scope="module")
 def synth_root(tmp_path_factory):
-    from c2p_cli.synth import write_dataset
+    from clip2point.synth import write_dataset
 
     root = tmp_path_factory.mktemp("synth5")
     # Clean meshes (ModelNet-like .off), 16 training and 10 test shapes per class.
@@ -124,9 +124,9 @@ def trained_run(synth_root, tmp_path_factory, tiny_model_name):
 
 @pytest.mark.slow
 def test_fewshot_beats_chance_and_zero_shot_on_synthetic_shapes(trained_run, synth_root, tiny_model_name):
-    from c2p_cli.classifier import load_classifier
-    from training.datasets import open_dataset
-    from training.fewshot import evaluate_classifier
+    from clip2point.classifier import load_classifier
+    from clip2point.training.datasets import open_dataset
+    from clip2point.training.fewshot import evaluate_classifier
 
     run, summary, _ = trained_run
     fewshot_acc = summary["test"]["best"]["top1"]
@@ -145,12 +145,12 @@ def test_fewshot_beats_chance_and_zero_shot_on_synthetic_shapes(trained_run, syn
 
 
 def test_run_folder_contents(trained_run, tiny_model_name):
-    import c2p_cli
+    import clip2point
 
     run, summary, _ = trained_run
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["labels"] == CLASSES and cfg["fusion"] == "gated" and cfg["num_views"] == 10
-    assert cfg["model"] == tiny_model_name and cfg["version"] == c2p_cli.__version__
+    assert cfg["model"] == tiny_model_name and cfg["version"] == clip2point.__version__
     assert cfg["templates"] == ["image of a {}."]
     assert any("depth path starts from CLIP" in w for w in cfg["warnings"])
     shots = json.loads((run / "shots.json").read_text())
@@ -180,7 +180,7 @@ def test_feature_cache_is_reused_and_runs_are_protected(trained_run, synth_root,
 def test_fewshot_cli(synth_root, tmp_path, tiny_model_name):
     from typer.testing import CliRunner
 
-    from c2p_cli.app import app
+    from clip2point.app import app
 
     out = tmp_path / "cli-run"
     args = ["fewshot", str(synth_root), "--out", str(out), "--shots", "4", "--model", tiny_model_name,
@@ -201,7 +201,7 @@ def test_fewshot_cli(synth_root, tmp_path, tiny_model_name):
 
 
 def _small_synth(root, per_class=5):
-    from c2p_cli.synth import write_dataset
+    from clip2point.synth import write_dataset
 
     write_dataset(root, classes=CLASSES[:3], per_class=per_class, test_per_class=1, fmt="npy", n_points=128, seed=0)
     return root
@@ -246,7 +246,7 @@ def test_resume_keeps_the_shots_of_shots_json(tmp_path, tiny_model_name):
 
 
 def test_resume_compares_the_depth_encoder_by_content_not_path(tmp_path, tiny_model_name, monkeypatch):
-    from c2p_cli.encoders import build_depth_encoder, load_clip, save_depth_encoder
+    from clip2point.encoders import build_depth_encoder, load_clip, save_depth_encoder
 
     data = _small_synth(tmp_path / "data")
     encoder = build_depth_encoder(load_clip(tiny_model_name, "none"))
@@ -264,7 +264,7 @@ def test_resume_compares_the_depth_encoder_by_content_not_path(tmp_path, tiny_mo
 
 
 def test_an_unreadable_drawn_shot_is_replaced_from_its_class(tmp_path, tiny_model_name):
-    from training.datasets import open_dataset, sample_shots
+    from clip2point.training.datasets import open_dataset, sample_shots
 
     data = _small_synth(tmp_path / "data")
     broken = "train/cube/cube_0000.ply"
@@ -283,8 +283,8 @@ def test_an_unreadable_drawn_shot_is_replaced_from_its_class(tmp_path, tiny_mode
 def test_feature_cache_key_changes_with_the_torch_and_open_clip_versions(tmp_path, monkeypatch):
     import importlib.metadata
 
-    from training.datasets import open_dataset
-    from training.features import RenderSettings, feature_cache_key
+    from clip2point.training.datasets import open_dataset
+    from clip2point.training.features import RenderSettings, feature_cache_key
 
     ds = open_dataset(_small_synth(tmp_path / "data", per_class=2), split="train", n_points=64)
     args = (ds, range(len(ds)), {"clip": "m/none", "depth": "m/none"}, RenderSettings(10, 32, 0.02, 1))

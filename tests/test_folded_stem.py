@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from c2p_cli import defaults
-from c2p_cli.encoders import FoldedStemConv, build_depth_encoder, fold_first_conv, load_clip
-from c2p_cli.errors import ModelError
+from clip2point import defaults
+from clip2point.encoders import FoldedStemConv, build_depth_encoder, fold_first_conv, load_clip
+from clip2point.errors import ModelError
 
 MEAN = torch.tensor(defaults.CLIP_MEAN).view(1, 3, 1, 1)
 STD = torch.tensor(defaults.CLIP_STD).view(1, 3, 1, 1)
@@ -90,8 +90,8 @@ def test_unfoldable_towers():
 
 def test_folded_on_rendered_depth(bundle):
     """End to end with the renderer: channels=1 + folded encoder == channels=3 + unfolded encoder."""
-    from c2p_cli.views import camera_bases
-    from kernels import render_depth
+    from clip2point.views import camera_bases
+    from clip2point.kernels import render_depth
 
     g = torch.Generator().manual_seed(3)
     points = torch.rand(1, 300, 3, generator=g) * 1.2 - 0.6

@@ -1,4 +1,4 @@
-"""c2p_cli.io: every format round-trips, sampling and normalisation, clear errors."""
+"""clip2point.io: every format round-trips, sampling and normalisation, clear errors."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from c2p_cli import io
-from c2p_cli.errors import InputFileError, UsageError
+from clip2point import io
+from clip2point.errors import InputFileError, UsageError
 
 RNG = np.random.default_rng(123)
 PTS = RNG.normal(size=(50, 3)).round(4)  # 4 decimals: exact in text formats
@@ -496,7 +496,7 @@ def test_io_imports_no_torch():
     import subprocess
     import sys
 
-    code = "import sys, c2p_cli.io; print('torch' in sys.modules, 'open3d' in sys.modules)"
+    code = "import sys, clip2point.io; print('torch' in sys.modules, 'open3d' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
 

@@ -8,8 +8,8 @@ import os
 import numpy as np
 import pytest
 
-from c2p_cli.errors import InputFileError
-from c2p_cli.io import read_cloud, read_points, write_off
+from clip2point.errors import InputFileError
+from clip2point.io import read_cloud, read_points, write_off
 
 
 def _cloud(n=2000, seed=0):

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training.lamb import Lamb
-from training.losses import BalancedPretrainLoss, gather_with_grad, nt_xent
+from clip2point.training.lamb import Lamb
+from clip2point.training.losses import BalancedPretrainLoss, gather_with_grad, nt_xent
 
 
 def _nt_xent_loop(a: torch.Tensor, b: torch.Tensor, t: float) -> float:

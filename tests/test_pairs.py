@@ -10,11 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from c2p_cli.errors import DatasetError, InputFileError
-from c2p_cli.views import FEW_SHOT_VIEWS_10, camera_bases, camera_basis
+from clip2point.errors import DatasetError, InputFileError
+from clip2point.views import FEW_SHOT_VIEWS_10, camera_bases, camera_basis
 from tests.cli_helpers import run_c2p
-from training import pairs as P
-from training.mesh_render import MeshRenderer, random_light
+from clip2point.training import pairs as P
+from clip2point.training.mesh_render import MeshRenderer, random_light
 
 
 def _unit_cube():
@@ -51,8 +51,8 @@ def test_light_direction_changes_the_shading_but_not_the_silhouette():
 
 
 def test_rgb_render_and_depth_map_of_the_same_pair_line_up():
-    from c2p_cli import synth
-    from kernels import render_depth
+    from clip2point import synth
+    from clip2point.kernels import render_depth
 
     v, f = synth.random_mesh("chair", np.random.default_rng(3))
     points, images = P.render_pair_views(v, f, n_points=4096, image_size=112, seed=0)
@@ -158,8 +158,8 @@ def test_bad_pairs_inputs_raise_clear_errors(tmp_path):
 
 
 def test_make_pairs_cli(tmp_path, capsys, monkeypatch):
-    from c2p_cli import synth
-    from c2p_cli.io import write_off
+    from clip2point import synth
+    from clip2point.io import write_off
 
     meshes = tmp_path / "meshes"
     (meshes / "bowl").mkdir(parents=True)

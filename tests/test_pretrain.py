@@ -10,13 +10,13 @@ import signal
 
 import pytest
 
-from c2p_cli.errors import CheckpointError, UsageError
+from clip2point.errors import CheckpointError, UsageError
 from tests.cli_helpers import run_c2p
 from tests.pretrain_helpers import TINY, make_pairs, one_thread, spread_tiny_clip
-from training import pretrain as T
-from training.checkpoints import load_tensors, read_json
-from training.distributed import weights_digest
-from training.pairs import open_pairs
+from clip2point.training import pretrain as T
+from clip2point.training.checkpoints import load_tensors, read_json
+from clip2point.training.distributed import weights_digest
+from clip2point.training.pairs import open_pairs
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def _epochs(run) -> list[dict]:
 
 
 def test_pretraining_lowers_both_losses_and_aligns_depth_with_images(pairs16, spread_clip, tmp_path):
-    from c2p_cli.encoders import build_depth_encoder, load_clip
+    from clip2point.encoders import build_depth_encoder, load_clip
 
     run = tmp_path / "run"
     cfg = _config(pairs16, run, tmp_path, pretrained=str(spread_clip), epochs=40)
@@ -125,7 +125,7 @@ def test_interrupted_and_killed_runs_resume_to_the_same_result(pairs16, tmp_path
 
 
 def test_checkpoint_files_are_safetensors_and_json(pairs16, tmp_path):
-    from c2p_cli.synth import write_dataset
+    from clip2point.synth import write_dataset
 
     write_dataset(tmp_path / "val", ["cube", "torus"], per_class=0, test_per_class=2, fmt="npy", n_points=256)
     run = tmp_path / "run"
@@ -144,7 +144,7 @@ def test_checkpoint_files_are_safetensors_and_json(pairs16, tmp_path):
     assert config["effective_batch"] == 16 and config["negatives_per_loss"] == 8
     summary = read_json(run / "run.json")
     assert summary["ranks_in_sync"] and summary["steps"] == 1
-    from c2p_cli.encoders import read_depth_encoder_meta
+    from clip2point.encoders import read_depth_encoder_meta
 
     assert read_depth_encoder_meta(run / "depth_encoder.safetensors")["model"] == TINY
     (folder / "state.safetensors").write_bytes(b"garbage")
@@ -279,7 +279,7 @@ def test_image_feature_shards_add_up_to_the_whole_table(pairs16):
     """Ranks split the cache building into interleaved shares and sum their tables."""
     import torch
 
-    from c2p_cli.encoders import load_clip
+    from clip2point.encoders import load_clip
 
     index = open_pairs(pairs16)
     visual = load_clip(TINY, "none").model.visual

@@ -17,9 +17,9 @@ import pytest
 import torch
 
 from tests.pretrain_helpers import TINY, make_pairs, one_thread
-from training import pretrain as T
-from training.checkpoints import load_tensors, read_json
-from training.distributed import weights_digest
+from clip2point.training import pretrain as T
+from clip2point.training.checkpoints import load_tensors, read_json
+from clip2point.training.distributed import weights_digest
 
 
 def _metrics(run):
@@ -41,7 +41,7 @@ def test_two_gloo_ranks_train_like_one_process_with_the_global_batch(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", C2P_CACHE_DIR=str(tmp_path / "cache"),
                PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "c2p_cli.app", "pretrain", str(pairs), str(run), "-m", TINY, "--pretrained", "none",
+           "-m", "clip2point.app", "pretrain", str(pairs), str(run), "-m", TINY, "--pretrained", "none",
            "-b", "4", *common]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -60,8 +60,8 @@ def test_two_gloo_ranks_train_like_one_process_with_the_global_batch(tmp_path):
 
     # The two ranks built the image-feature cache together (half the renders each): it holds what one
     # process computes alone.
-    from c2p_cli.encoders import load_clip
-    from training.pairs import open_pairs
+    from clip2point.encoders import load_clip
+    from clip2point.training.pairs import open_pairs
 
     cache = read_json(run / "config.json")["image_feature_cache"]
     assert cache["hit"] is False
@@ -102,8 +102,8 @@ def test_process_group_gets_a_long_configurable_timeout(monkeypatch):
 
     import torch.distributed as dist
 
-    from c2p_cli.errors import UsageError
-    from training import distributed as D
+    from clip2point.errors import UsageError
+    from clip2point.training import distributed as D
 
     calls = []
     monkeypatch.setattr(dist, "is_initialized", lambda: False)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from c2p_cli.encoders import load_clip
-from c2p_cli.errors import UsageError
-from c2p_cli.prompts import (
+from clip2point.encoders import load_clip
+from clip2point.errors import UsageError
+from clip2point.prompts import (
     LABEL_SETS,
     SHAPENET55_SYNSETS,
     readable_name,

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from c2p_cli.views import camera_bases
-from kernels import render_depth
+from clip2point.views import camera_bases
+from clip2point.kernels import render_depth
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")

@@ -1,4 +1,4 @@
-"""The pure-torch depth renderer (kernels.reference via render_depth(backend="torch")) on its own."""
+"""The pure-torch depth renderer (clip2point.kernels.reference via render_depth(backend="torch")) on its own."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import math
 import pytest
 import torch
 
-from c2p_cli.defaults import CLIP_MEAN, CLIP_STD, DEPTH_SCALE
-from c2p_cli.errors import BackendUnavailableError, UsageError
-from c2p_cli.views import camera_bases
-from kernels import _backend, render_depth
-from kernels.inputs import check_inputs
-from kernels.reference import zbuffer
+from clip2point.defaults import CLIP_MEAN, CLIP_STD, DEPTH_SCALE
+from clip2point.errors import BackendUnavailableError, UsageError
+from clip2point.views import camera_bases
+from clip2point.kernels import _backend, render_depth
+from clip2point.kernels.inputs import check_inputs
+from clip2point.kernels.reference import zbuffer
 
 
 def _cloud(batch: int, n: int, seed: int = 0) -> torch.Tensor:
@@ -133,7 +133,7 @@ def test_dtypes(dtype):
 
 
 def test_chunking_does_not_change_the_result(monkeypatch):
-    import kernels.reference as ref
+    import clip2point.kernels.reference as ref
 
     points, bases = _cloud(5, 100), camera_bases(6)
     whole = _render(points, bases, image_size=32)

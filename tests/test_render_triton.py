@@ -15,11 +15,11 @@ import os
 import pytest
 import torch
 
-from c2p_cli.defaults import CLIP_MEAN, CLIP_STD
-from c2p_cli.views import camera_bases
-from kernels import _backend, render_depth
-from kernels.inputs import check_inputs
-from kernels.reference import zbuffer
+from clip2point.defaults import CLIP_MEAN, CLIP_STD
+from clip2point.views import camera_bases
+from clip2point.kernels import _backend, render_depth
+from clip2point.kernels.inputs import check_inputs
+from clip2point.kernels.reference import zbuffer
 
 pytestmark = pytest.mark.skipif(
     _backend.triton_import_error() is not None,
@@ -104,7 +104,7 @@ def test_triton_equals_reference(device, batch, n, views, size, channels, in_dty
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # inf * 0 in the interpreter
 @pytest.mark.parametrize("device", DEVICES)
 def test_zbuffers_are_identical(device):
-    from kernels.triton_depth import splat_zbuffer
+    from clip2point.kernels.triton_depth import splat_zbuffer
 
     points = _clouds(2, 777, torch.float32, device, 5)
     points[1, :5] = torch.tensor(

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from c2p_cli.errors import BackendUnavailableError, CheckpointError, UsageError
-from export import metadata as md
+from clip2point.errors import BackendUnavailableError, CheckpointError, UsageError
+from clip2point.export import metadata as md
 from tests.cli_helpers import run_c2p
 
 TINY = ["--model", "c2p-tiny", "--pretrained", "none"]
@@ -20,7 +20,7 @@ LABELS = "cube,sphere,torus,cone"
 
 @pytest.fixture(scope="module")
 def scans(tmp_path_factory) -> Path:
-    from c2p_cli.synth import write_dataset
+    from clip2point.synth import write_dataset
 
     root = tmp_path_factory.mktemp("rt-scans")
     write_dataset(root, classes=LABELS.split(","), per_class=2, test_per_class=0, fmt="ply", n_points=600, seed=5)
@@ -32,7 +32,7 @@ def unfolded_export(tmp_path_factory) -> Path:
     """`c2p export --no-fold`: the 3-channel (CLIP-normalised) input path, through the CLI."""
     from typer.testing import CliRunner
 
-    from c2p_cli.app import app
+    from clip2point.app import app
 
     out = tmp_path_factory.mktemp("rt-export") / "unfolded"
     result = CliRunner().invoke(app, ["export", "--out", str(out), "--labels", LABELS, *TINY, "--no-fold"])
@@ -68,7 +68,7 @@ def test_classify_with_engine_refuses_labels(unfolded_export, scans, capsys, mon
 
 
 def test_onnx_head_checks_shapes_and_keeps_the_device(unfolded_export):
-    from export.runtime import OnnxRuntimeHead
+    from clip2point.export.runtime import OnnxRuntimeHead
 
     head = OnnxRuntimeHead(unfolded_export / md.CLASSIFIER_ONNX, device="cpu")
     assert head.input_shape == ["batch", 6, 3, 224, 224] and head.active_providers == ["CPUExecutionProvider"]
@@ -81,7 +81,7 @@ def test_onnx_head_checks_shapes_and_keeps_the_device(unfolded_export):
 def test_provider_choice(monkeypatch):
     import onnxruntime
 
-    from export.runtime import ort_providers
+    from clip2point.export.runtime import ort_providers
 
     monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     assert ort_providers("cuda") == ["CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -94,7 +94,7 @@ def test_provider_choice(monkeypatch):
 def test_export_folder_errors(unfolded_export, tmp_path):
     import shutil
 
-    from export.runtime import load_exported_classifier
+    from clip2point.export.runtime import load_exported_classifier
 
     with pytest.raises(CheckpointError, match="no such folder"):
         load_exported_classifier(tmp_path / "missing")
@@ -122,7 +122,7 @@ def test_export_folder_errors(unfolded_export, tmp_path):
 def test_trt_backend_without_tensorrt_is_one_line(unfolded_export, monkeypatch):
     import sys
 
-    from export.runtime import load_exported_classifier
+    from clip2point.export.runtime import load_exported_classifier
 
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # not importable, whatever is installed
     with pytest.raises(BackendUnavailableError) as info:
@@ -146,8 +146,8 @@ def test_exports_that_failed_their_check_are_refused(unfolded_export, scans, tmp
     """`c2p export` leaves the files of a failed check behind; no runtime may use them."""
     import shutil
 
-    from c2p_cli.errors import ExportCheckError
-    from export.runtime import load_exported_classifier
+    from clip2point.errors import ExportCheckError
+    from clip2point.export.runtime import load_exported_classifier
 
     copy = tmp_path / "failed"
     shutil.copytree(unfolded_export, copy)

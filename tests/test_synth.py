@@ -1,4 +1,4 @@
-"""c2p_cli.synth and `c2p synth`: valid meshes, seeded determinism, dataset layout, CLI."""
+"""clip2point.synth and `c2p synth`: valid meshes, seeded determinism, dataset layout, CLI."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from c2p_cli import io, synth
-from c2p_cli.app import app
-from c2p_cli.errors import UsageError
+from clip2point import io, synth
+from clip2point.app import app
+from clip2point.errors import UsageError
 
 
 @pytest.mark.parametrize("name", synth.SHAPES)

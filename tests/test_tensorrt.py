@@ -4,8 +4,8 @@ order of TensorRT 10 API calls.
 TensorRT cannot be installed here (its wheels come from NVIDIA's index and need an NVIDIA GPU), so
 `FakeTensorRT` below stands in for the `tensorrt` module. It records every call and checks only
 what a real TensorRT would also refuse (unknown tensor names, shapes outside the profile).
-These are CALL-ORDER TESTS, NOT TENSORRT RUNS: they prove that `export.tensorrt` and
-`export.runtime.TensorRTHead` drive the TensorRT 10 Python API in the right order with the right
+These are CALL-ORDER TESTS, NOT TENSORRT RUNS: they prove that `clip2point.export.tensorrt` and
+`clip2point.export.runtime.TensorRTHead` drive the TensorRT 10 Python API in the right order with the right
 shapes, names and pointers; they say nothing about TensorRT's numerics (the engine-vs-ONNX
 Runtime check in `build_and_check` does that on a machine with TensorRT).
 """
@@ -24,9 +24,9 @@ import numpy as np
 import pytest
 import torch
 
-from c2p_cli.errors import BackendUnavailableError, ModelError, UsageError
-from export import metadata as md
-from export import tensorrt as ttrt
+from clip2point.errors import BackendUnavailableError, ModelError, UsageError
+from clip2point.export import metadata as md
+from clip2point.export import tensorrt as ttrt
 
 FIXED = (6, 1, 224, 224)
 
@@ -307,7 +307,7 @@ def test_build_and_check_records_the_engine_in_the_metadata(fake_trt, tmp_path):
 
 def test_engine_head_binds_pointers_and_chunks_batches(fake_trt, tmp_path, monkeypatch):
     """TensorRTHead against the fake engine (call-order test, CPU memory standing in for CUDA memory)."""
-    from export.runtime import TensorRTHead
+    from clip2point.export.runtime import TensorRTHead
 
     monkeypatch.setattr(ttrt, "require_cuda", lambda device="cuda": torch.device("cpu"))
     monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
@@ -326,7 +326,7 @@ def test_engine_head_binds_pointers_and_chunks_batches(fake_trt, tmp_path, monke
         head(torch.rand(2, 6, 3, 224, 224))
 
     (tmp_path / "bad.engine").write_bytes(b"garbage")
-    from c2p_cli.errors import CheckpointError
+    from clip2point.errors import CheckpointError
 
     with pytest.raises(CheckpointError, match="cannot load this engine"):
         TensorRTHead(tmp_path / "bad.engine")
@@ -334,7 +334,7 @@ def test_engine_head_binds_pointers_and_chunks_batches(fake_trt, tmp_path, monke
 
 def test_engine_context_is_created_and_run_on_the_engines_gpu(fake_trt, tmp_path, monkeypatch):
     """With another GPU current, TensorRT would allocate the context and enqueue on the wrong device."""
-    from export.runtime import TensorRTHead
+    from clip2point.export.runtime import TensorRTHead
 
     current = ["cuda:0"]  # the process's current device, not the engine's
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from c2p_cli.atomic import atomic_write_bytes
-from c2p_cli.errors import CheckpointError
+from clip2point.atomic import atomic_write_bytes
+from clip2point.errors import CheckpointError
 
 
 def write_json(path: str | Path, obj: Any) -> None:

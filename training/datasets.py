@@ -2,7 +2,7 @@
 
 Every dataset class reads one split ("train" or "test") of one layout and yields
 `(points float32 [n, 3], label index)`; points are subsampled, turned y-up and scaled into the unit
-sphere exactly like `c2p_cli.io.read_cloud` does for a single file. Each sample has a stable id
+sphere exactly like `clip2point.io.read_cloud` does for a single file. Each sample has a stable id
 (`sample_ids[i]`: a path relative to the root, or "file.h5:index") and a fingerprint (id + file
 size + modification time) that feature caches are keyed by.
 
@@ -10,7 +10,7 @@ Bad input policy:
 - A layout that is not what the class expects raises `DatasetError` at construction, naming the
   root and what was looked for.
 - One unreadable sample raises `InputFileError` (naming the file) from `__getitem__`, and only for
-  that sample: callers (`training.features`, `c2p eval`) skip it, record the message, and report
+  that sample: callers (`clip2point.training.features`, `c2p eval`) skip it, record the message, and report
   the list, so one broken file never loses the rest of the dataset.
 
 Per-sample randomness (random subsampling, FPS start, mesh surface samples) is seeded from
@@ -28,10 +28,10 @@ Layouts (`open_dataset(root, kind="auto")` recognises them, in this order):
   up = y, farthest point sampling by default, as in the paper).
 - `modelnet`: ModelNet40 / ModelNet10 meshes `ROOT/<class>/{train,test}/*.off` (z-up).
 - `folder`: folder per class, either `ROOT/{train,test}/<class>/*` or `ROOT/<class>/*` split with a
-  seeded ratio; any format `c2p_cli.io` reads; the up axis is the user's choice.
+  seeded ratio; any format `clip2point.io` reads; the up axis is the user's choice.
 
 Image-depth pairs for pre-training (CLIP2Point's rendered layout and this project's own) are read
-by `training.pairs`; `open_pairs` and `PretrainSamples` are re-exported here so every data reader
+by `clip2point.training.pairs`; `open_pairs` and `PretrainSamples` are re-exported here so every data reader
 can be found from this module.
 """
 
@@ -46,10 +46,10 @@ from pathlib import Path
 
 import numpy as np
 
-from c2p_cli import defaults
-from c2p_cli.errors import DatasetError, InputFileError, UsageError
-from c2p_cli.io import SUPPORTED_EXTENSIONS, normalize_unit_sphere, read_cloud, subsample
-from c2p_cli.views import apply_up_axis
+from clip2point import defaults
+from clip2point.errors import DatasetError, InputFileError, UsageError
+from clip2point.io import SUPPORTED_EXTENSIONS, normalize_unit_sphere, read_cloud, subsample
+from clip2point.views import apply_up_axis
 
 SPLITS = ("train", "test")
 KINDS = ("auto", "synth", "modelnet", "modelnet-h5", "modelnet-resampled", "scanobjectnn", "folder")

@@ -20,7 +20,7 @@ from datetime import timedelta
 
 import torch
 
-from c2p_cli.errors import BackendUnavailableError, UsageError
+from clip2point.errors import BackendUnavailableError, UsageError
 
 TIMEOUT_ENV = "C2P_DIST_TIMEOUT_MIN"
 DEFAULT_TIMEOUT_MIN = 120

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from c2p_cli.batching import pad_clouds
-from c2p_cli.errors import CheckpointError, DatasetError, InputFileError
+from clip2point.batching import pad_clouds
+from clip2point.errors import CheckpointError, DatasetError, InputFileError
 
 FEATURE_CACHE_VERSION = 1
 
@@ -78,8 +78,8 @@ def encode_clouds(
     device: torch.device,
 ) -> list[torch.Tensor]:
     """Render a batch of clouds at the fixed views and run every encoder: one [B, V, D] per encoder."""
-    from c2p_cli.views import camera_bases
-    from kernels import render_depth
+    from clip2point.views import camera_bases
+    from clip2point.kernels import render_depth
 
     bases = camera_bases(settings.views, device=device)
     points, lengths = (torch.from_numpy(a) for a in pad_clouds(clouds))
@@ -143,7 +143,7 @@ def feature_cache_key(dataset, indices: Sequence[int], encoder_ids: dict, settin
     """sha256 of everything the features of `dataset[indices]` depend on."""
     from importlib.metadata import PackageNotFoundError, version
 
-    from c2p_cli import __version__
+    from clip2point import __version__
 
     try:
         open_clip_version = version("open_clip_torch")
@@ -169,7 +169,7 @@ def feature_cache_key(dataset, indices: Sequence[int], encoder_ids: dict, settin
 def _load_cached(path: Path, key: str, dataset) -> FeatureSet | None:
     from safetensors import safe_open
 
-    from training.checkpoints import load_tensors
+    from clip2point.training.checkpoints import load_tensors
 
     try:
         tensors = load_tensors(path)
@@ -203,7 +203,7 @@ def cached_features(
     `cache_dir=None` computes without saving. A cache that cannot be written only costs the next
     run the recomputation.
     """
-    from training.checkpoints import save_tensors
+    from clip2point.training.checkpoints import save_tensors
 
     if cache_dir is None:
         return compute_features(dataset, indices, depth_encoder, clip_encoder, settings, device, batch_size, progress), False

@@ -35,8 +35,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from c2p_cli import defaults
-from c2p_cli.errors import CheckpointError, UsageError
+from clip2point import defaults
+from clip2point.errors import CheckpointError, UsageError
 
 from .checkpoints import load_tensors, read_json, save_tensors, write_json
 from .features import FeatureSet
@@ -84,7 +84,7 @@ class FewShotOptions:
     recompute_features_every_epoch: bool = False
 
     def check(self) -> None:
-        from c2p_cli.adapters import FUSIONS
+        from clip2point.adapters import FUSIONS
 
         if self.fusion not in FUSIONS:
             raise UsageError(f"--fusion must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
@@ -424,7 +424,7 @@ def _sample_readable_shots(dataset, opts: FewShotOptions) -> tuple[ShotSplit, li
     """Seeded shots of which every one reads; a drawn file that fails is replaced by the class's
     next member (deterministically) and listed as {"id", "error"}. The returned view of `dataset`
     serves the shots read for this check, so feature computation does not read them again."""
-    from c2p_cli.errors import InputFileError
+    from clip2point.errors import InputFileError
 
     from .datasets import sample_shots
 
@@ -455,7 +455,7 @@ def _shot_counts(labels: Sequence[str], train: FeatureSet, val: FeatureSet | Non
 
 
 def _encoder_ids(bundle, depth_encoder: str | None) -> tuple[dict, str | None]:
-    from c2p_cli.encoders import sha256_file
+    from clip2point.encoders import sha256_file
 
     sha = sha256_file(depth_encoder) if depth_encoder else None
     return {"clip": bundle.weights_id, "depth": f"sha256:{sha}" if sha else bundle.weights_id}, sha
@@ -473,12 +473,12 @@ def run_fewshot(
     Events for progress displays: on_event("stage", name=...), ("features", done=, total=, name=),
     ("epoch", metrics=, epochs=).
     """
-    from c2p_cli import __version__, prompts
-    from c2p_cli.adapters import RUN_FORMAT, build_adapter_classifier
-    from c2p_cli.devices import resolve_device
-    from c2p_cli.encoders import load_clip
-    from c2p_cli.paths import cache_dir as default_cache_dir
-    from c2p_cli.views import view_preset
+    from clip2point import __version__, prompts
+    from clip2point.adapters import RUN_FORMAT, build_adapter_classifier
+    from clip2point.devices import resolve_device
+    from clip2point.encoders import load_clip
+    from clip2point.paths import cache_dir as default_cache_dir
+    from clip2point.views import view_preset
 
     from .datasets import open_dataset
     from .features import RenderSettings, cached_features, compute_features
@@ -489,7 +489,7 @@ def run_fewshot(
 
     opts.check()
     if opts.depth_encoder:
-        from c2p_cli.encoders import resolve_depth_encoder
+        from clip2point.encoders import resolve_depth_encoder
 
         # a `c2p pretrain` run folder stands for its depth_encoder.safetensors
         opts.depth_encoder = str(resolve_depth_encoder(opts.depth_encoder))
@@ -620,7 +620,7 @@ def run_fewshot(
 
 def _evaluate_test(data, opts, ds_kw, labels, clf, settings, encoder_ids, cache, device, run, emit) -> dict | None:
     """Test accuracy of the best and last adapters (after training; never used for selection)."""
-    from c2p_cli.errors import DatasetError
+    from clip2point.errors import DatasetError
 
     from .datasets import open_dataset
     from .features import cached_features

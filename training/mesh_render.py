@@ -1,6 +1,6 @@
 """Shaded RGB renders of triangle meshes for image-depth pairs: headless, on CPU, deterministic.
 
-The camera is the depth renderer's (`c2p_cli.views.camera_bases`): orthographic, rows right, up,
+The camera is the depth renderer's (`clip2point.views.camera_bases`): orthographic, rows right, up,
 forward; pixel (i, j) of an S x S image looks along `forward` through the NDC point
 `x_j = -1 + (2j + 1) / S`, `y_i = 1 - (2i + 1) / S`. So a mesh normalised like its point cloud
 (`normalise_with_points`) gives an RGB image aligned pixel for pixel with the cloud's depth map.
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from c2p_cli import defaults
+from clip2point import defaults
 
 NEUTRAL_GREY = (0.7, 0.7, 0.7)
 
@@ -46,7 +46,7 @@ def normalise_with_points(
     Both arrays must already be in the renderer's frame (up axis applied). Returns float32
     (vertices, points); the points end up in the unit sphere, the mesh in (almost) the same one.
     """
-    from c2p_cli.io import unit_sphere_transform
+    from clip2point.io import unit_sphere_transform
 
     centre, scale = unit_sphere_transform(points)
     v = (np.asarray(vertices, dtype=np.float64) - centre) / scale

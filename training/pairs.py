@@ -1,7 +1,7 @@
 """Image-depth pairs for pre-training: two on-disk layouts, the writer of ours, the training samples.
 
 A *pairs set* is a list of 3D models, each with a point cloud and RGB renders from the paper's
-10 pre-training views (`c2p_cli.views.FEW_SHOT_VIEWS_10`, in that order: view id k is the k-th
+10 pre-training views (`clip2point.views.FEW_SHOT_VIEWS_10`, in that order: view id k is the k-th
 (elevation, azimuth) of the preset). Renders and points share one frame, so the depth map of the
 points from view k lines up with render k.
 
@@ -39,9 +39,9 @@ from pathlib import Path
 
 import numpy as np
 
-from c2p_cli import defaults
-from c2p_cli.errors import C2PError, DatasetError, InputFileError, UsageError
-from c2p_cli.views import FEW_SHOT_VIEWS_10, View, apply_up_axis, camera_basis
+from clip2point import defaults
+from clip2point.errors import C2PError, DatasetError, InputFileError, UsageError
+from clip2point.views import FEW_SHOT_VIEWS_10, View, apply_up_axis, camera_basis
 
 PAIRS_FORMAT = "c2p-pairs"
 PAIRS_VERSION = 1
@@ -114,7 +114,7 @@ def open_pairs(path: str | Path, layout: str = "auto", split: str = "train", **c
 
 def read_c2p_pairs(root: str | Path) -> PairsIndex:
     """This project's layout (see the module docstring)."""
-    from training.checkpoints import read_json
+    from clip2point.training.checkpoints import read_json
 
     root = Path(root)
     try:
@@ -279,7 +279,7 @@ def image_to_tensor(image: np.ndarray):
 
 def normalize_sample(points: np.ndarray) -> np.ndarray:
     """Centre and scale a subsampled cloud into the unit sphere (as `io.read_cloud` does at test time)."""
-    from c2p_cli.io import normalize_unit_sphere
+    from clip2point.io import normalize_unit_sphere
 
     return normalize_unit_sphere(points)
 
@@ -372,7 +372,7 @@ def render_pair_views(
     the samples (like `io.read_cloud` normalises a cloud). One light direction per view and, for
     `colour="random"`, the base colour are drawn from a generator seeded with `seed`.
     """
-    from c2p_cli.io import sample_surface
+    from clip2point.io import sample_surface
 
     from .mesh_render import MeshRenderer, base_colour, normalise_with_points, random_light
 
@@ -420,7 +420,7 @@ class MeshSource:
     def load(self) -> tuple[np.ndarray, np.ndarray]:
         if self.vertices is not None and self.faces is not None:
             return self.vertices, self.faces
-        from c2p_cli.io import read_mesh
+        from clip2point.io import read_mesh
 
         return read_mesh(self.path)
 
@@ -431,7 +431,7 @@ def mesh_sources(mesh_dir: str | Path) -> list[MeshSource]:
     Label: the first folder below `mesh_dir` (e.g. ModelNet40/chair/train/x.off -> chair); files
     directly in `mesh_dir` have none. Raises `InputFileError` when the folder holds no mesh.
     """
-    from c2p_cli.io import MESH_EXTENSIONS
+    from clip2point.io import MESH_EXTENSIONS
 
     root = Path(mesh_dir)
     if not root.is_dir():
@@ -471,8 +471,8 @@ def write_pairs(
     batch is kept). Each model's randomness is seeded by (seed, its position), so the result is
     deterministic. `on_model(source, problem_or_None)` is called after each model (progress).
     """
-    from c2p_cli import __version__
-    from training.checkpoints import write_json
+    from clip2point import __version__
+    from clip2point.training.checkpoints import write_json
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -519,12 +519,12 @@ def write_pairs(
 
 
 def synth_sources(classes: Sequence[str] | None = None, per_class: int = 4, seed: int = 0) -> list[MeshSource]:
-    """Procedural meshes of `c2p_cli.synth` (z-up), `per_class` per class, labelled by class.
+    """Procedural meshes of `clip2point.synth` (z-up), `per_class` per class, labelled by class.
 
     Each mesh comes from the generator `synth.sample_rng(seed, "train", class, i)`, so the shapes
     are those of `c2p synth --format off` with the same seed.
     """
-    from c2p_cli import synth
+    from clip2point import synth
 
     names = synth.check_classes(classes)
     sources = []

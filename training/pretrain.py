@@ -1,9 +1,9 @@
 """Image-depth pre-training (CLIP2Point sec. 3): a depth encoder learns to land where CLIP puts images.
 
-Per sample (see `training.pairs.PretrainSamples`): one of the 10 views at random, its RGB render,
+Per sample (see `clip2point.training.pairs.PretrainSamples`): one of the 10 views at random, its RGB render,
 and two depth maps of that view rendered at distances d1, d2 = 1 + u/5, u ~ U(-0.5, 0.5). The
 depth encoder (a copy of CLIP's visual tower, folded stem, trainable) encodes both maps; CLIP's
-own visual tower (frozen) encodes the image. Loss: `training.losses.BalancedPretrainLoss`.
+own visual tower (frozen) encodes the image. Loss: `clip2point.training.losses.BalancedPretrainLoss`.
 
 Image-feature cache. The image encoder is frozen and the renders never change, so the features of
 all (model, view) renders are computed once, before training, and stored as safetensors under
@@ -13,7 +13,7 @@ an image file.
 
 Batches, under torchrun with R processes: `batch_size` is per process and per micro-batch; the
 contrastive negatives of each loss term are the R x batch_size samples of one micro-batch across
-all ranks (features are gathered, `training.losses.gather_with_grad`); an optimiser step sees
+all ranks (features are gathered, `clip2point.training.losses.gather_with_grad`); an optimiser step sees
 R x batch_size x accumulate samples (the effective batch). The paper's reference is an effective
 batch of 256 with all 256 as negatives: accumulation adds samples per step, not negatives.
 
@@ -44,13 +44,13 @@ any feature caching (more --epochs is allowed). Per-sample randomness (view, dis
 subset) is seeded by (seed, epoch, sample index), and the batch order by (seed, epoch), so a
 resumed run sees exactly the batches the uninterrupted one would have.
 
-Under torchrun: `torchrun --nproc_per_node N -m c2p_cli.app pretrain DATA RUN ...` (add
+Under torchrun: `torchrun --nproc_per_node N -m clip2point pretrain DATA RUN ...` (add
 --nnodes / --node-rank / --rdzv-endpoint for several machines). NCCL on CUDA (one GPU per
 LOCAL_RANK), gloo on CPU; DistributedDataParallel over the depth encoder and w. All ranks build
 the image-feature cache together (each an interleaved share of the renders, see
 `cached_image_features`); rank 0 alone validates, writes files and shows progress. The others
 wait while rank 0 validates after an epoch, so the process group's collective timeout is 2 hours,
-not NCCL's 10 minutes (`C2P_DIST_TIMEOUT_MIN` changes it; see `training.distributed`).
+not NCCL's 10 minutes (`C2P_DIST_TIMEOUT_MIN` changes it; see `clip2point.training.distributed`).
 """
 
 from __future__ import annotations
@@ -71,8 +71,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from c2p_cli import defaults
-from c2p_cli.errors import CheckpointError, UsageError
+from clip2point import defaults
+from clip2point.errors import CheckpointError, UsageError
 
 from . import distributed as dist_utils
 from .losses import BalancedPretrainLoss
@@ -198,7 +198,7 @@ def render_view_pairs(
     Each cloud is turned into its camera's frame first (p @ basis.T), so one identity basis renders
     a batch whose samples all look from different views.
     """
-    from kernels import render_depth
+    from clip2point.kernels import render_depth
 
     rot = bases[views]
     in_camera = torch.einsum("bnk,bjk->bnj", points, rot)
@@ -228,8 +228,8 @@ def feature_cache_path(bundle, index, image_size: int, cache_dir: str | os.PathL
     """Where the image features of a pairs set under a given CLIP model are cached."""
     import hashlib
 
-    from c2p_cli import __version__
-    from c2p_cli.paths import cache_dir as default_cache_dir
+    from clip2point import __version__
+    from clip2point.paths import cache_dir as default_cache_dir
 
     key = json.dumps(
         {
@@ -323,7 +323,7 @@ def cached_image_features(
     renders, and sum their tables (the shares are disjoint); rank 0 writes the file. No rank
     waits while another one works alone. Returns (features, path, whether they came from the cache).
     """
-    from training.checkpoints import load_tensors, save_tensors
+    from clip2point.training.checkpoints import load_tensors, save_tensors
 
     path = feature_cache_path(bundle, index, image_size, cache_dir)
 
@@ -469,7 +469,7 @@ def load_optimizer_state(opt: torch.optim.Optimizer, tensors: dict[str, torch.Te
 
 def latest_checkpoint(out: str | os.PathLike) -> Path | None:
     """The folder of RUN's last complete checkpoint, or None."""
-    from training.checkpoints import read_json
+    from clip2point.training.checkpoints import read_json
 
     pointer = Path(out) / "checkpoints" / "latest.json"
     if not pointer.is_file():
@@ -490,7 +490,7 @@ def save_checkpoint(
     keep: int = 1,
 ) -> Path:
     """Write RUN/checkpoints/step-N atomically and point latest.json at it; prune older ones."""
-    from training.checkpoints import save_tensors, write_json
+    from clip2point.training.checkpoints import save_tensors, write_json
 
     root = out / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
@@ -529,7 +529,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
                 keep.append(line)
         except json.JSONDecodeError:
             continue  # a line cut by a kill
-    from c2p_cli.atomic import atomic_write_bytes
+    from clip2point.atomic import atomic_write_bytes
 
     atomic_write_bytes(path, ("\n".join(keep) + "\n" if keep else "").encode())
 
@@ -551,16 +551,16 @@ def zero_shot_accuracy(
     render_backend: str = "auto",
     bf16: bool = True,
 ) -> dict:
-    """Top-1 zero-shot accuracy of a depth encoder on a labelled dataset (`training.datasets`).
+    """Top-1 zero-shot accuracy of a depth encoder on a labelled dataset (`clip2point.training.datasets`).
 
     Uses `classifier.DepthMapClassifier` with the prompt "image of a {}." Samples that cannot be
     read are skipped and counted.
     """
-    from c2p_cli.classifier import DepthMapClassifier, logit_scale_of
-    from c2p_cli.errors import InputFileError
-    from c2p_cli.prompts import text_features
-    from c2p_cli.views import camera_bases
-    from kernels import render_depth
+    from clip2point.classifier import DepthMapClassifier, logit_scale_of
+    from clip2point.errors import InputFileError
+    from clip2point.prompts import text_features
+    from clip2point.views import camera_bases
+    from clip2point.kernels import render_depth
 
     text = text_features(bundle, list(dataset.labels)).to(device)
     head = DepthMapClassifier(encoder, text, logit_scale_of(bundle.model), dataset.labels, views).to(device)
@@ -649,10 +649,10 @@ def pretrain(config: PretrainConfig, on_event: EventHook | None = None) -> Pretr
     `on_event(kind, info)` is called on rank 0 only, with kinds "start", "features" (cache
     progress: done, total), "step" (the metrics line), "epoch", "checkpoint" and "interrupted".
     """
-    from c2p_cli import __version__
-    from c2p_cli.devices import resolve_device
-    from c2p_cli.encoders import build_depth_encoder, load_clip, save_depth_encoder
-    from c2p_cli.views import camera_bases
+    from clip2point import __version__
+    from clip2point.devices import resolve_device
+    from clip2point.encoders import build_depth_encoder, load_clip, save_depth_encoder
+    from clip2point.views import camera_bases
 
     from .pairs import PretrainSamples, open_pairs
 
@@ -714,7 +714,7 @@ def pretrain(config: PretrainConfig, on_event: EventHook | None = None) -> Pretr
                 _truncate_metrics(out / "metrics.jsonl", step)
             else:
                 (out / "metrics.jsonl").unlink(missing_ok=True)
-            from training.checkpoints import write_json
+            from clip2point.training.checkpoints import write_json
 
             write_json(out / "config.json", {
                 "config": asdict(cfg), "world_size": ctx.world_size,
@@ -731,7 +731,7 @@ def pretrain(config: PretrainConfig, on_event: EventHook | None = None) -> Pretr
 
         val_set = None
         if cfg.val:
-            from training.datasets import open_dataset
+            from clip2point.training.datasets import open_dataset
 
             val_set = open_dataset(cfg.val, "auto", "test", n_points=cfg.n_points, seed=cfg.seed, up=cfg.val_up)
 
@@ -843,7 +843,7 @@ def pretrain(config: PretrainConfig, on_event: EventHook | None = None) -> Pretr
         result = PretrainResult(out, step, epoch, interrupted, last, digests, out / "depth_encoder.safetensors",
                                 ctx.world_size)
         if ctx.is_main:
-            from training.checkpoints import write_json
+            from clip2point.training.checkpoints import write_json
 
             write_json(out / "run.json", {
                 "steps": step, "epochs_done": epoch, "interrupted": interrupted, "world_size": ctx.world_size,
@@ -859,7 +859,7 @@ def pretrain(config: PretrainConfig, on_event: EventHook | None = None) -> Pretr
 
 def _write_outputs(out, model, optimizer, scheduler, cfg, bundle, step, epoch, position, *, keep, save_encoder, emit,
                    world_size) -> None:
-    from c2p_cli import __version__
+    from clip2point import __version__
 
     info = {"step": step, "epoch": epoch, "position": position, "config": asdict(cfg), "world_size": world_size,
             "version": __version__}
@@ -878,7 +878,7 @@ def check_resumable(folder: Path, cfg: PretrainConfig, world_size: int) -> dict:
     batch positions, the batch order and the schedule's period depend on them, and the restored
     optimiser and scheduler states would silently keep the old lr, floor and decay.
     """
-    from training.checkpoints import read_json
+    from clip2point.training.checkpoints import read_json
 
     meta = read_json(folder / "state.json")
     if meta.get("format") != CHECKPOINT_FORMAT:
@@ -896,7 +896,7 @@ def check_resumable(folder: Path, cfg: PretrainConfig, world_size: int) -> dict:
 
 def _restore(folder: Path, model, optimizer, scheduler, cfg: PretrainConfig, ctx, batches: int) -> tuple[int, int, int]:
     """Load a checkpoint into the model, optimiser and scheduler; returns (step, epoch, position)."""
-    from training.checkpoints import load_tensors
+    from clip2point.training.checkpoints import load_tensors
 
     meta = check_resumable(folder, cfg, ctx.world_size)
     tensors = load_tensors(folder / "state.safetensors", device="cpu")
@@ -937,7 +937,7 @@ def alignment_margin(
     """
     import torch.nn.functional as F
 
-    from c2p_cli.views import camera_bases
+    from clip2point.views import camera_bases
 
     from .pairs import load_points, normalize_sample
 

@@ -109,7 +109,7 @@ def _build_classifier(console, *, labels, label_set, prompt, model, pretrained, 
                 raise UsageError(f"--backend {backend} needs --engine DIR (a `c2p export` folder)")
             if adapter is not None or labels or label_set:
                 raise UsageError("--engine carries its own labels and adapter: drop --labels/--label-set/--adapter")
-            from export.runtime import load_exported_classifier
+            from clip2point.export.runtime import load_exported_classifier
 
             return load_exported_classifier(engine, backend=backend, device=device)
         if engine is not None:

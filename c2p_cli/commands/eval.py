@@ -57,9 +57,9 @@ def eval_cmd(
     """
     from rich.console import Console
 
-    from training.checkpoints import write_json
-    from training.datasets import open_dataset
-    from training.fewshot import evaluate_classifier, label_mapping
+    from clip2point.training.checkpoints import write_json
+    from clip2point.training.datasets import open_dataset
+    from clip2point.training.fewshot import evaluate_classifier, label_mapping
 
     from .. import __version__
     from ..errors import UsageError

@@ -57,14 +57,14 @@ def export(
         raise UsageError(f"--points must be at least 1, got {points}")
     if trt:
         # Before minutes of export work: say at once when TensorRT or the GPU is missing.
-        from export.metadata import profile_batches
-        from export.tensorrt import import_tensorrt, require_cuda
+        from clip2point.export.metadata import profile_batches
+        from clip2point.export.tensorrt import import_tensorrt, require_cuda
 
         profile_batches(max_batch, opt_batch)
         import_tensorrt()
         require_cuda()
 
-    from export.onnx import ExportOptions, export_classifier
+    from clip2point.export.onnx import ExportOptions, export_classifier
 
     with console.status("loading the model", spinner="dots") as status:
         clf = _load(labels=labels, label_set=label_set, prompt=prompt, adapter=adapter, model=model, pretrained=pretrained,
@@ -73,7 +73,7 @@ def export(
         options = ExportOptions(opset=opset, with_projection=with_projection, n_points=points)
         meta = export_classifier(clf, out, options, extra_meta=extra, on_step=status.update)
         if trt:
-            from export.tensorrt import build_and_check
+            from clip2point.export.tensorrt import build_and_check
 
             status.update(f"building the TensorRT engine (FP16, batch 1..{max_batch})")
             meta = build_and_check(out, max_batch=max_batch, opt_batch=opt_batch, workspace_gib=workspace_gib)
@@ -112,7 +112,7 @@ def _summary(console, out: Path, meta: dict) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from export import metadata as md
+    from clip2point.export import metadata as md
 
     table = Table(title=f"c2p export -> {out}")
     table.add_column("artefact", no_wrap=True)

@@ -62,7 +62,7 @@ def fewshot(
     """
     from rich.console import Console
 
-    from training.fewshot import FewShotOptions, run_fewshot
+    from clip2point.training.fewshot import FewShotOptions, run_fewshot
 
     from ..progress import progress_bar
 

@@ -25,7 +25,7 @@ def make_pairs(
     Labels come from the first folder below MESH_DIR (ModelNet-style class folders). Meshes that
     cannot be read are skipped and listed. Train on the result with `c2p pretrain OUT RUN`.
     """
-    from training.pairs import mesh_sources
+    from clip2point.training.pairs import mesh_sources
 
     from ._pairs_output import write_pairs_with_progress
 

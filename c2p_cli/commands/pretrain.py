@@ -46,14 +46,14 @@ def pretrain(
 ) -> None:
     """Pre-train a depth encoder so that depth maps land where CLIP puts the matching RGB renders.
 
-    Runs the same under `torchrun --nproc_per_node N -m c2p_cli.app pretrain ...` (DDP: NCCL on
+    Runs the same under `torchrun --nproc_per_node N -m clip2point pretrain ...` (DDP: NCCL on
     GPUs, gloo on CPU; only rank 0 writes). Ctrl-C saves a checkpoint and exits; continue with
     --resume. The result loads with `c2p classify --depth-encoder RUN/depth_encoder.safetensors`.
     """
     from rich.console import Console
 
-    from training.pretrain import PretrainConfig
-    from training.pretrain import pretrain as run_pretrain
+    from clip2point.training.pretrain import PretrainConfig
+    from clip2point.training.pretrain import pretrain as run_pretrain
 
     config = PretrainConfig(
         data=str(data), out=str(run), layout=layout, split=split, model=model, pretrained=pretrained,

@@ -51,7 +51,7 @@ def synth(
         raise UsageError("c2p synth needs an output folder: c2p synth OUT [options]")
     names = lib.check_classes([c.strip() for c in classes.split(",") if c.strip()] if classes else None)
     if pairs:
-        from training.pairs import synth_sources
+        from clip2point.training.pairs import synth_sources
 
         from ._pairs_output import write_pairs_with_progress
 
