@@ -53,12 +53,11 @@ def _trt_status() -> str | None:
 
 def run(args) -> dict:
     import torch
-
     from clip2point.classifier import load_classifier
     from clip2point.devices import resolve_device
-    from clip2point.synth import SHAPES, write_dataset
     from clip2point.export.onnx import ExportOptions, export_classifier
     from clip2point.export.runtime import load_exported_classifier
+    from clip2point.synth import SHAPES, write_dataset
 
     device = resolve_device(args.device)
     trt_missing = _trt_status() if device.type == "cuda" else "TensorRT needs a CUDA device (running on cpu)"

@@ -38,10 +38,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
-
 from clip2point import defaults
 from clip2point.errors import ExportCheckError, ModelError, UsageError
+from torch import nn
 
 from . import metadata as md
 
@@ -179,8 +178,8 @@ def synthetic_depth_maps(
     count: int, views, channels: int, image_size: int, radius: float, n_points: int = defaults.NUM_POINTS, seed: int = 0
 ) -> torch.Tensor:
     """Depth maps rendered (torch reference renderer) from `synthetic_clouds`."""
-    from clip2point.views import camera_bases
     from clip2point.kernels import render_depth
+    from clip2point.views import camera_bases
 
     points, lengths = synthetic_clouds(count, n_points, seed)
     return render_depth(
@@ -402,7 +401,6 @@ def _file_entry(folder: Path, name: str, shapes: dict[str, list], outputs: dict[
 def _versions() -> dict[str, str]:
     import onnx
     import onnxruntime
-
     from clip2point import __version__
 
     return {"c2p": __version__, "torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}

@@ -11,7 +11,6 @@ import logging
 import os
 
 import torch
-
 from clip2point.errors import BackendUnavailableError, UsageError
 
 BACKENDS = ("auto", "torch", "triton")

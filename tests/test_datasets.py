@@ -7,10 +7,8 @@ import os
 import h5py
 import numpy as np
 import pytest
-
 from clip2point.errors import DatasetError, InputFileError, UsageError
 from clip2point.io import normalize_unit_sphere
-from clip2point.views import apply_up_axis
 from clip2point.training.datasets import (
     SCANOBJECTNN_LABELS,
     detect_layout,
@@ -18,6 +16,7 @@ from clip2point.training.datasets import (
     sample_shots,
 )
 from clip2point.training.features import read_samples
+from clip2point.views import apply_up_axis
 
 
 def _cloud(n: int = 64, seed: int = 0, scale=(1.0, 2.0, 3.0)) -> np.ndarray:

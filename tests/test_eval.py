@@ -6,10 +6,9 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from clip2point.errors import UsageError
 from clip2point.training.fewshot import accuracy_report, label_mapping
+from PIL import Image
 
 CLASSES = ["cone", "cube", "torus"]
 
@@ -60,9 +59,8 @@ def tiny_synth(tmp_path_factory):
 
 
 def _invoke(args):
-    from typer.testing import CliRunner
-
     from clip2point.app import app
+    from typer.testing import CliRunner
 
     return CliRunner().invoke(app, args)
 

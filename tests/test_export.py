@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from clip2point.export import metadata as md
 
 LABELS = ["chair", "mug", "torus", "table", "bottle"]
@@ -100,8 +99,8 @@ def test_onnx_backend_matches_torch_on_files(zero_shot, exported, files):
 
 def test_points_graph_matches_the_torch_pipeline(zero_shot, exported, files):
     """points_classifier.onnx (renderer traced in) against render + head in torch, ragged batch."""
-    from clip2point.io import read_cloud
     from clip2point.export.run_onnx import OnnxPointsClassifier
+    from clip2point.io import read_cloud
 
     clouds = [read_cloud(p, n_points=1024) for p in files]
     assert len({len(c) for c in clouds}) > 1  # ragged: the padding path runs
@@ -141,10 +140,9 @@ def test_torch_free_runner_never_imports_torch(zero_shot, exported, files, tmp_p
 def test_check_fails_on_a_tampered_graph(zero_shot, exported, tmp_path, monkeypatch):
     """Perturb the text-feature initializer: the export must fail and record the measured difference."""
     import onnx
-    from onnx import numpy_helper
-
     from clip2point.errors import ExportCheckError
     from clip2point.export import onnx as exp
+    from onnx import numpy_helper
 
     model = onnx.load(str(exported / md.CLASSIFIER_ONNX))
     k, d = zero_shot.head.text_features.shape
@@ -189,7 +187,6 @@ def test_compare_logits_rule():
 def test_generic_export_of_an_open_clip_tower_with_dynamic_batch(tmp_path):
     """export_depth_graph on a stand-in head: open_clip's unfolded tiny visual tower + a linear layer."""
     import open_clip
-
     from clip2point.encoders import register_model_configs
     from clip2point.export.onnx import cpu_session, export_depth_graph, random_depth_maps
 
@@ -228,10 +225,11 @@ def test_opset_below_18_is_refused(tmp_path):
 def test_adapter_run_exports_through_the_cli_and_matches_torch(files, tmp_path, capsys, monkeypatch):
     """A real 1-epoch `c2p fewshot` run (GDPA, both encoder paths) exported with `c2p export --adapter`."""
     from clip2point.adapters import load_adapter_classifier
-    from clip2point.synth import write_dataset
     from clip2point.export.runtime import load_exported_classifier
-    from tests.cli_helpers import run_c2p
+    from clip2point.synth import write_dataset
     from clip2point.training.fewshot import FewShotOptions, run_fewshot
+
+    from tests.cli_helpers import run_c2p
 
     data = tmp_path / "data"
     write_dataset(data, classes=["chair", "mug", "torus"], per_class=2, test_per_class=1, fmt="npy", n_points=512, seed=1)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from clip2point import defaults
 from clip2point.encoders import FoldedStemConv, build_depth_encoder, fold_first_conv, load_clip
 from clip2point.errors import ModelError
+from torch import nn
 
 MEAN = torch.tensor(defaults.CLIP_MEAN).view(1, 3, 1, 1)
 STD = torch.tensor(defaults.CLIP_STD).view(1, 3, 1, 1)
@@ -90,8 +89,8 @@ def test_unfoldable_towers():
 
 def test_folded_on_rendered_depth(bundle):
     """End to end with the renderer: channels=1 + folded encoder == channels=3 + unfolded encoder."""
-    from clip2point.views import camera_bases
     from clip2point.kernels import render_depth
+    from clip2point.views import camera_bases
 
     g = torch.Generator().manual_seed(3)
     points = torch.rand(1, 300, 3, generator=g) * 1.2 - 0.6

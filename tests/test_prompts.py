@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from clip2point.encoders import load_clip
 from clip2point.errors import UsageError
 from clip2point.prompts import (

@@ -12,9 +12,8 @@ import warnings
 import numpy as np
 import pytest
 import torch
-
-from clip2point.views import camera_bases
 from clip2point.kernels import render_depth
+from clip2point.views import camera_bases
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")

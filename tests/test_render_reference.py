@@ -7,13 +7,12 @@ import math
 
 import pytest
 import torch
-
 from clip2point.defaults import CLIP_MEAN, CLIP_STD, DEPTH_SCALE
 from clip2point.errors import BackendUnavailableError, UsageError
-from clip2point.views import camera_bases
 from clip2point.kernels import _backend, render_depth
 from clip2point.kernels.inputs import check_inputs
 from clip2point.kernels.reference import zbuffer
+from clip2point.views import camera_bases
 
 
 def _cloud(batch: int, n: int, seed: int = 0) -> torch.Tensor:

@@ -14,12 +14,11 @@ import os
 
 import pytest
 import torch
-
 from clip2point.defaults import CLIP_MEAN, CLIP_STD
-from clip2point.views import camera_bases
 from clip2point.kernels import _backend, render_depth
 from clip2point.kernels.inputs import check_inputs
 from clip2point.kernels.reference import zbuffer
+from clip2point.views import camera_bases
 
 pytestmark = pytest.mark.skipif(
     _backend.triton_import_error() is not None,

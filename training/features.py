@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from clip2point.batching import pad_clouds
 from clip2point.errors import CheckpointError, DatasetError, InputFileError
 
@@ -78,8 +77,8 @@ def encode_clouds(
     device: torch.device,
 ) -> list[torch.Tensor]:
     """Render a batch of clouds at the fixed views and run every encoder: one [B, V, D] per encoder."""
-    from clip2point.views import camera_bases
     from clip2point.kernels import render_depth
+    from clip2point.views import camera_bases
 
     bases = camera_bases(settings.views, device=device)
     points, lengths = (torch.from_numpy(a) for a in pad_clouds(clouds))
@@ -167,9 +166,8 @@ def feature_cache_key(dataset, indices: Sequence[int], encoder_ids: dict, settin
 
 
 def _load_cached(path: Path, key: str, dataset) -> FeatureSet | None:
-    from safetensors import safe_open
-
     from clip2point.training.checkpoints import load_tensors
+    from safetensors import safe_open
 
     try:
         tensors = load_tensors(path)

@@ -69,10 +69,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
-
 from clip2point import defaults
 from clip2point.errors import CheckpointError, UsageError
+from torch import nn
 
 from . import distributed as dist_utils
 from .losses import BalancedPretrainLoss
@@ -558,9 +557,9 @@ def zero_shot_accuracy(
     """
     from clip2point.classifier import DepthMapClassifier, logit_scale_of
     from clip2point.errors import InputFileError
+    from clip2point.kernels import render_depth
     from clip2point.prompts import text_features
     from clip2point.views import camera_bases
-    from clip2point.kernels import render_depth
 
     text = text_features(bundle, list(dataset.labels)).to(device)
     head = DepthMapClassifier(encoder, text, logit_scale_of(bundle.model), dataset.labels, views).to(device)
@@ -936,7 +935,6 @@ def alignment_margin(
     top1 1 / models.
     """
     import torch.nn.functional as F
-
     from clip2point.views import camera_bases
 
     from .pairs import load_points, normalize_sample
