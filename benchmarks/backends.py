@@ -53,6 +53,7 @@ def _trt_status() -> str | None:
 
 def run(args) -> dict:
     import torch
+
     from clip2point.classifier import load_classifier
     from clip2point.devices import resolve_device
     from clip2point.export.onnx import ExportOptions, export_classifier

@@ -21,6 +21,7 @@ from pathlib import Path
 def _worker(args) -> None:
     """Classify the files in one mode and print a JSON line with timing and peak RSS."""
     import torch
+
     from clip2point.classifier import load_classifier
 
     def sync():

@@ -51,6 +51,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     import torch
+
     from clip2point.synth import SHAPES, write_dataset
     from clip2point.training.checkpoints import load_tensors
 

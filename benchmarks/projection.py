@@ -21,6 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable without installing the project
 
 import torch  # noqa: E402
+
 from clip2point.kernels import render_depth  # noqa: E402
 from clip2point.kernels._backend import interpreter_enabled, triton_import_error  # noqa: E402
 from clip2point.views import camera_bases  # noqa: E402

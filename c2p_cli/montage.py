@@ -8,8 +8,9 @@ import numpy as np
 def depth_montage(cloud: np.ndarray, views, *, image_size: int = 224, columns: int = 5):
     """A PIL image of the cloud's depth maps (one tile per view, captioned with elevation/azimuth)."""
     import torch
-    from clip2point.kernels import render_depth
     from PIL import Image, ImageDraw
+
+    from clip2point.kernels import render_depth
 
     from .defaults import POINT_RADIUS
     from .views import camera_bases

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
 from clip2point.io import write_off, write_ply
 from clip2point.synth import random_cloud, random_mesh
 

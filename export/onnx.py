@@ -38,9 +38,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+
 from clip2point import defaults
 from clip2point.errors import ExportCheckError, ModelError, UsageError
-from torch import nn
 
 from . import metadata as md
 
@@ -401,6 +402,7 @@ def _file_entry(folder: Path, name: str, shapes: dict[str, list], outputs: dict[
 def _versions() -> dict[str, str]:
     import onnx
     import onnxruntime
+
     from clip2point import __version__
 
     return {"c2p": __version__, "torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
 from clip2point.batching import FileResult, ReadOptions, gather_inputs, in_input_order, pad_clouds, read_one
 from clip2point.errors import BackendUnavailableError, C2PError, UsageError
 from clip2point.results_io import check_output_path, write_results

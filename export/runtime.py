@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from clip2point.errors import BackendUnavailableError, CheckpointError, UsageError
 
 from . import metadata as md

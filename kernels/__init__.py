@@ -9,6 +9,7 @@ masks and the same depth values up to float rounding.
 from __future__ import annotations
 
 import torch
+
 from clip2point.defaults import CAMERA_DISTANCE, IMAGE_SIZE, POINT_RADIUS
 
 from ._backend import BACKENDS, resolve_backend

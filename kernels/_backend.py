@@ -11,6 +11,7 @@ import logging
 import os
 
 import torch
+
 from clip2point.errors import BackendUnavailableError, UsageError
 
 BACKENDS = ("auto", "torch", "triton")

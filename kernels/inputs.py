@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+
 from clip2point.defaults import CAMERA_DISTANCE, IMAGE_SIZE, POINT_RADIUS
 from clip2point.errors import UsageError
 

@@ -25,6 +25,7 @@ chunk, with no Python arithmetic on its size. Views, image size, radius and chan
 from __future__ import annotations
 
 import torch
+
 from clip2point.defaults import BACKGROUND, CLIP_MEAN, CLIP_STD, DEPTH_SCALE
 
 from .inputs import RenderInputs, pixel_centers, squared_radius, window_radius

@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
 from clip2point.defaults import BACKGROUND, CLIP_MEAN, CLIP_STD, DEPTH_SCALE
 
 from ._backend import interpreter_enabled

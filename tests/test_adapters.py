@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
+
 from clip2point.adapters import (
     AdapterClassifier,
     DualPathAdapter,
@@ -13,7 +15,6 @@ from clip2point.adapters import (
     load_official_fewshot,
 )
 from clip2point.errors import CheckpointError, ModelError, UsageError
-from torch import nn
 
 V, D, K = 10, 16, 4
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from clip2point.classifier import DepthMapClassifier, PointCloudClassifier, load_classifier, logit_scale_of
 from clip2point.encoders import build_depth_encoder, load_clip
 from clip2point.errors import UsageError

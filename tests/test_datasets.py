@@ -7,6 +7,7 @@ import os
 import h5py
 import numpy as np
 import pytest
+
 from clip2point.errors import DatasetError, InputFileError, UsageError
 from clip2point.io import normalize_unit_sphere
 from clip2point.training.datasets import (

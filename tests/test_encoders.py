@@ -7,6 +7,7 @@ import time
 
 import pytest
 import torch
+
 from clip2point.devices import resolve_device
 from clip2point.encoders import (
     build_depth_encoder,
@@ -77,8 +78,9 @@ def test_tag_weights_come_from_the_hugging_face_cache(bundle, monkeypatch, tmp_p
     """A tag whose file is in the HF cache loads offline (hub layout: refs/main -> snapshots/<commit>/file)."""
     import huggingface_hub.constants
     import open_clip.pretrained
-    from clip2point.training.checkpoints import save_tensors
     from open_clip.constants import HF_SAFE_WEIGHTS_NAME
+
+    from clip2point.training.checkpoints import save_tensors
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))

@@ -6,9 +6,10 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from clip2point.errors import UsageError
 from clip2point.training.fewshot import accuracy_report, label_mapping
-from PIL import Image
 
 CLASSES = ["cone", "cube", "torus"]
 
@@ -59,8 +60,9 @@ def tiny_synth(tmp_path_factory):
 
 
 def _invoke(args):
-    from clip2point.app import app
     from typer.testing import CliRunner
+
+    from clip2point.app import app
 
     return CliRunner().invoke(app, args)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from clip2point.export import metadata as md
 
 LABELS = ["chair", "mug", "torus", "table", "bottle"]
@@ -140,9 +141,10 @@ def test_torch_free_runner_never_imports_torch(zero_shot, exported, files, tmp_p
 def test_check_fails_on_a_tampered_graph(zero_shot, exported, tmp_path, monkeypatch):
     """Perturb the text-feature initializer: the export must fail and record the measured difference."""
     import onnx
+    from onnx import numpy_helper
+
     from clip2point.errors import ExportCheckError
     from clip2point.export import onnx as exp
-    from onnx import numpy_helper
 
     model = onnx.load(str(exported / md.CLASSIFIER_ONNX))
     k, d = zero_shot.head.text_features.shape
@@ -187,6 +189,7 @@ def test_compare_logits_rule():
 def test_generic_export_of_an_open_clip_tower_with_dynamic_batch(tmp_path):
     """export_depth_graph on a stand-in head: open_clip's unfolded tiny visual tower + a linear layer."""
     import open_clip
+
     from clip2point.encoders import register_model_configs
     from clip2point.export.onnx import cpu_session, export_depth_graph, random_depth_maps
 
@@ -228,7 +231,6 @@ def test_adapter_run_exports_through_the_cli_and_matches_torch(files, tmp_path, 
     from clip2point.export.runtime import load_exported_classifier
     from clip2point.synth import write_dataset
     from clip2point.training.fewshot import FewShotOptions, run_fewshot
-
     from tests.cli_helpers import run_c2p
 
     data = tmp_path / "data"

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+
 from clip2point.adapters import DualPathAdapter, load_adapter_classifier, load_run_adapter
 from clip2point.errors import CheckpointError, UsageError
 from clip2point.training.checkpoints import load_tensors
@@ -177,8 +178,9 @@ def test_feature_cache_is_reused_and_runs_are_protected(trained_run, synth_root,
 
 
 def test_fewshot_cli(synth_root, tmp_path, tiny_model_name):
-    from clip2point.app import app
     from typer.testing import CliRunner
+
+    from clip2point.app import app
 
     out = tmp_path / "cli-run"
     args = ["fewshot", str(synth_root), "--out", str(out), "--shots", "4", "--model", tiny_model_name,

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from clip2point import defaults
 from clip2point.encoders import FoldedStemConv, build_depth_encoder, fold_first_conv, load_clip
 from clip2point.errors import ModelError
-from torch import nn
 
 MEAN = torch.tensor(defaults.CLIP_MEAN).view(1, 3, 1, 1)
 STD = torch.tensor(defaults.CLIP_STD).view(1, 3, 1, 1)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from clip2point import io
 from clip2point.errors import InputFileError, UsageError
 

@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 import pytest
+
 from clip2point.errors import InputFileError
 from clip2point.io import read_cloud, read_points, write_off
 

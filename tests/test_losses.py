@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+
 from clip2point.training.lamb import Lamb
 from clip2point.training.losses import BalancedPretrainLoss, gather_with_grad, nt_xent
 

@@ -8,12 +8,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+
 from clip2point.errors import DatasetError, InputFileError
 from clip2point.training import pairs as P
 from clip2point.training.mesh_render import MeshRenderer, random_light
 from clip2point.views import FEW_SHOT_VIEWS_10, camera_bases, camera_basis
-from PIL import Image
-
 from tests.cli_helpers import run_c2p
 
 

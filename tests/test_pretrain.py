@@ -9,12 +9,12 @@ import json
 import signal
 
 import pytest
+
 from clip2point.errors import CheckpointError, UsageError
 from clip2point.training import pretrain as T
 from clip2point.training.checkpoints import load_tensors, read_json
 from clip2point.training.distributed import weights_digest
 from clip2point.training.pairs import open_pairs
-
 from tests.cli_helpers import run_c2p
 from tests.pretrain_helpers import TINY, make_pairs, one_thread, spread_tiny_clip
 
@@ -278,6 +278,7 @@ def test_a_run_skips_and_reports_models_with_unreadable_files(pairs16, tmp_path,
 def test_image_feature_shards_add_up_to_the_whole_table(pairs16):
     """Ranks split the cache building into interleaved shares and sum their tables."""
     import torch
+
     from clip2point.encoders import load_clip
 
     index = open_pairs(pairs16)

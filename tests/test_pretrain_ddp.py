@@ -15,10 +15,10 @@ import sys
 
 import pytest
 import torch
+
 from clip2point.training import pretrain as T
 from clip2point.training.checkpoints import load_tensors, read_json
 from clip2point.training.distributed import weights_digest
-
 from tests.pretrain_helpers import TINY, make_pairs, one_thread
 
 
@@ -101,6 +101,7 @@ def test_process_group_gets_a_long_configurable_timeout(monkeypatch):
     from datetime import timedelta
 
     import torch.distributed as dist
+
     from clip2point.errors import UsageError
     from clip2point.training import distributed as D
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from clip2point.encoders import load_clip
 from clip2point.errors import UsageError
 from clip2point.prompts import (

@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+
 from clip2point.kernels import render_depth
 from clip2point.views import camera_bases
 

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+
 from clip2point.defaults import CLIP_MEAN, CLIP_STD, DEPTH_SCALE
 from clip2point.errors import BackendUnavailableError, UsageError
 from clip2point.kernels import _backend, render_depth

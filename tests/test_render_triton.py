@@ -14,6 +14,7 @@ import os
 
 import pytest
 import torch
+
 from clip2point.defaults import CLIP_MEAN, CLIP_STD
 from clip2point.kernels import _backend, render_depth
 from clip2point.kernels.inputs import check_inputs

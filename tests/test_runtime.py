@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from clip2point.errors import BackendUnavailableError, CheckpointError, UsageError
 from clip2point.export import metadata as md
-
 from tests.cli_helpers import run_c2p
 
 TINY = ["--model", "c2p-tiny", "--pretrained", "none"]
@@ -30,8 +30,9 @@ def scans(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def unfolded_export(tmp_path_factory) -> Path:
     """`c2p export --no-fold`: the 3-channel (CLIP-normalised) input path, through the CLI."""
-    from clip2point.app import app
     from typer.testing import CliRunner
+
+    from clip2point.app import app
 
     out = tmp_path_factory.mktemp("rt-export") / "unfolded"
     result = CliRunner().invoke(app, ["export", "--out", str(out), "--labels", LABELS, *TINY, "--no-fold"])
@@ -79,6 +80,7 @@ def test_onnx_head_checks_shapes_and_keeps_the_device(unfolded_export):
 
 def test_provider_choice(monkeypatch):
     import onnxruntime
+
     from clip2point.export.runtime import ort_providers
 
     monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])

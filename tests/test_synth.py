@@ -7,10 +7,11 @@ import math
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
+
 from clip2point import io, synth
 from clip2point.app import app
 from clip2point.errors import UsageError
-from typer.testing import CliRunner
 
 
 @pytest.mark.parametrize("name", synth.SHAPES)

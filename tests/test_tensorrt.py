@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from clip2point.errors import BackendUnavailableError, ModelError, UsageError
 from clip2point.export import metadata as md
 from clip2point.export import tensorrt as ttrt

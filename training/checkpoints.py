@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from clip2point.atomic import atomic_write_bytes
 from clip2point.errors import CheckpointError
 

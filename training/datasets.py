@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from clip2point import defaults
 from clip2point.errors import DatasetError, InputFileError, UsageError
 from clip2point.io import SUPPORTED_EXTENSIONS, normalize_unit_sphere, read_cloud, subsample

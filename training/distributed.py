@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import torch
+
 from clip2point.errors import BackendUnavailableError, UsageError
 
 TIMEOUT_ENV = "C2P_DIST_TIMEOUT_MIN"

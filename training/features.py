@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from clip2point.batching import pad_clouds
 from clip2point.errors import CheckpointError, DatasetError, InputFileError
 
@@ -166,8 +167,9 @@ def feature_cache_key(dataset, indices: Sequence[int], encoder_ids: dict, settin
 
 
 def _load_cached(path: Path, key: str, dataset) -> FeatureSet | None:
-    from clip2point.training.checkpoints import load_tensors
     from safetensors import safe_open
+
+    from clip2point.training.checkpoints import load_tensors
 
     try:
         tensors = load_tensors(path)

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 import torch.nn.functional as F
+
 from clip2point import defaults
 from clip2point.errors import CheckpointError, UsageError
 

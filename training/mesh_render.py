@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from clip2point import defaults
 
 NEUTRAL_GREY = (0.7, 0.7, 0.7)

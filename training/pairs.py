@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
 from clip2point import defaults
 from clip2point.errors import C2PError, DatasetError, InputFileError, UsageError
 from clip2point.views import FEW_SHOT_VIEWS_10, View, apply_up_axis, camera_basis

@@ -69,9 +69,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+
 from clip2point import defaults
 from clip2point.errors import CheckpointError, UsageError
-from torch import nn
 
 from . import distributed as dist_utils
 from .losses import BalancedPretrainLoss
@@ -935,6 +936,7 @@ def alignment_margin(
     top1 1 / models.
     """
     import torch.nn.functional as F
+
     from clip2point.views import camera_bases
 
     from .pairs import load_points, normalize_sample

@@ -7,9 +7,10 @@ from pathlib import Path
 
 def write_pairs_with_progress(sources, out: Path, *, n_points: int, up: str, colour: str, seed: int) -> dict:
     """Render `sources` into the pairs set `out` (clip2point.training.pairs.write_pairs), showing progress on stderr."""
-    from clip2point.training.pairs import write_pairs
     from rich.console import Console
     from rich.table import Table
+
+    from clip2point.training.pairs import write_pairs
 
     from ..progress import progress_bar
 

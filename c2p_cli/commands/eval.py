@@ -55,10 +55,11 @@ def eval_cmd(
     and OUT/confusion.png. Zero-shot prompts use the dataset's class names unless --labels renames
     them (same order) or --label-set gives a named set the classes are looked up in.
     """
+    from rich.console import Console
+
     from clip2point.training.checkpoints import write_json
     from clip2point.training.datasets import open_dataset
     from clip2point.training.fewshot import evaluate_classifier, label_mapping
-    from rich.console import Console
 
     from .. import __version__
     from ..errors import UsageError

@@ -109,9 +109,10 @@ def _load(*, labels, label_set, prompt, adapter, model, pretrained, depth_encode
 
 
 def _summary(console, out: Path, meta: dict) -> None:
-    from clip2point.export import metadata as md
     from rich.table import Table
     from rich.text import Text
+
+    from clip2point.export import metadata as md
 
     table = Table(title=f"c2p export -> {out}")
     table.add_column("artefact", no_wrap=True)

@@ -60,8 +60,9 @@ def fewshot(
     each epoch only trains the adapter. Use the run with `c2p classify --adapter RUN` and
     `c2p eval DATA --adapter RUN`.
     """
-    from clip2point.training.fewshot import FewShotOptions, run_fewshot
     from rich.console import Console
+
+    from clip2point.training.fewshot import FewShotOptions, run_fewshot
 
     from ..progress import progress_bar
 

@@ -50,9 +50,10 @@ def pretrain(
     GPUs, gloo on CPU; only rank 0 writes). Ctrl-C saves a checkpoint and exits; continue with
     --resume. The result loads with `c2p classify --depth-encoder RUN/depth_encoder.safetensors`.
     """
+    from rich.console import Console
+
     from clip2point.training.pretrain import PretrainConfig
     from clip2point.training.pretrain import pretrain as run_pretrain
-    from rich.console import Console
 
     config = PretrainConfig(
         data=str(data), out=str(run), layout=layout, split=split, model=model, pretrained=pretrained,
