@@ -52,8 +52,8 @@ def main() -> None:
 
     import torch
 
+    from clip2point.checkpoints import load_tensors
     from clip2point.synth import SHAPES, write_dataset
-    from clip2point.training.checkpoints import load_tensors
 
     if args.threads:
         torch.set_num_threads(args.threads)

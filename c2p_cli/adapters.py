@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import CheckpointError, ModelError, UsageError
+from .errors import CheckpointError, ModelError, Opt, OptionError, OptionText, UsageError
 
 FUSIONS = ("gated", "mean")
 ADAPTER_DROPOUT = 0.075
@@ -107,7 +107,7 @@ class DualPathAdapter(nn.Module):
     ):
         super().__init__()
         if fusion not in FUSIONS:
-            raise UsageError(f"--fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
+            raise OptionError(Opt("fusion"), f" must be one of {', '.join(FUSIONS)}, got {fusion!r}")
         if text_features.ndim != 2 or text_features.shape[1] != dim:
             raise ModelError(
                 f"text features of shape {list(text_features.shape)} do not match the visual feature size {dim}"
@@ -267,7 +267,7 @@ def load_official_fewshot(
     `bundle` must be the CLIP the checkpoint was trained from (ViT-B-32, openai); its text tower
     encodes the prompts of `labels`.
     """
-    from clip2point.training.checkpoints import load_state_dict_file
+    from clip2point.checkpoints import load_state_dict_file
 
     from . import encoders, prompts
 
@@ -325,7 +325,7 @@ def build_adapter_classifier(
 
 def read_run_config(run: str | Path) -> dict:
     """The config.json of a few-shot run folder; CheckpointError when it is not one."""
-    from clip2point.training.checkpoints import read_json
+    from clip2point.checkpoints import read_json
 
     run = Path(run)
     if not run.is_dir():
@@ -365,10 +365,7 @@ def run_read_settings(cfg: dict) -> dict:
     return {"n_points": int(ds.get("n_points", defaults.NUM_POINTS)), "sampling": ds.get("sampling"), "up": ds.get("up")}
 
 
-READ_FLAGS = {"n_points": "--points", "sampling": "--sampling", "up": "--up"}
-
-
-def merge_read_settings(given: dict, trained: dict) -> tuple[dict, list[str]]:
+def merge_read_settings(given: dict, trained: dict) -> tuple[dict, list[OptionText]]:
     """Reading settings for data classified with an adapter: each option left unset (None) takes the
     run's value, an explicit one wins. Returns (settings, one warning line per explicit option that
     differs from the run's). Values still None mean "the caller's default"."""
@@ -377,16 +374,16 @@ def merge_read_settings(given: dict, trained: dict) -> tuple[dict, list[str]]:
         run_value = trained.get(key)
         chosen[key] = run_value if value is None else value
         if value is not None and run_value is not None and value != run_value:
-            warnings.append(
-                f"{READ_FLAGS.get(key, key)} {value} differs from the run's {run_value}: clouds are read in a way "
+            warnings.append(OptionText(
+                Opt(key, value), f" differs from the run's {run_value}: clouds are read in a way "
                 "that differs from the adapter's training"
-            )
+            ))
     return chosen, warnings
 
 
 def load_run_adapter(run: str | Path, which: str = "best", device: str | torch.device = "cpu") -> AdapterClassifier:
     """The AdapterClassifier of a run folder (eval mode): encoders from its config, adapter from `which`.safetensors."""
-    from clip2point.training.checkpoints import load_tensors
+    from clip2point.checkpoints import load_tensors
 
     from .encoders import load_clip
 

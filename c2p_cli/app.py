@@ -55,6 +55,7 @@ for _name, _module, _func in COMMANDS:
 
 
 def main() -> None:
+    from .commands._messages import cli_text
     from .errors import C2PError
 
     try:
@@ -66,7 +67,7 @@ def main() -> None:
         from rich.console import Console
         from rich.text import Text
 
-        Console(stderr=True).print(Text.assemble(("error: ", "bold red"), str(e)), soft_wrap=True)
+        Console(stderr=True).print(Text.assemble(("error: ", "bold red"), cli_text(e)), soft_wrap=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)

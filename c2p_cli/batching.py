@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import C2PError, UsageError
+from .errors import C2PError, Opt, OptionError
 
 
 @dataclass
@@ -59,11 +59,11 @@ class ReadOptions:
 
     def validate(self) -> None:
         if self.n_points < 1:
-            raise UsageError(f"--points must be at least 1, got {self.n_points}")
+            raise OptionError(Opt("n_points"), f" must be at least 1, got {self.n_points}")
         if self.sampling not in ("random", "fps"):
-            raise UsageError(f"--sampling must be random or fps, got {self.sampling!r}")
+            raise OptionError(Opt("sampling"), f" must be random or fps, got {self.sampling!r}")
         if self.up not in ("z", "y"):
-            raise UsageError(f"--up must be z or y, got {self.up!r}")
+            raise OptionError(Opt("up"), f" must be z or y, got {self.up!r}")
 
 
 def read_one(path: str | Path, options: ReadOptions) -> tuple[np.ndarray | None, str | None]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .errors import BackendUnavailableError, UsageError
+from .errors import BackendUnavailableError, Opt, OptionError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N")
 
@@ -19,15 +19,15 @@ def resolve_device(spec: str = "auto"):
     if text == "cuda" or text.startswith("cuda:"):
         index = text.partition(":")[2]
         if index and not index.isdigit():
-            raise UsageError(f"--device must be one of {', '.join(DEVICE_CHOICES)}, got {spec!r}")
+            raise OptionError(Opt("device"), f" must be one of {', '.join(DEVICE_CHOICES)}, got {spec!r}")
         if not torch.cuda.is_available():
             raise BackendUnavailableError(
-                f"--device {spec}: CUDA is not available here (torch {torch.__version__}, "
-                f"built for CUDA {torch.version.cuda or 'none'}); use --device cpu or auto"
+                f"device {spec!r}: CUDA is not available here (torch {torch.__version__}, "
+                f"built for CUDA {torch.version.cuda or 'none'}); use the cpu or auto device"
             )
         if index and int(index) >= torch.cuda.device_count():
             raise BackendUnavailableError(
-                f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) visible"
+                f"device {spec!r}: only {torch.cuda.device_count()} CUDA device(s) visible"
             )
         return torch.device(text)
-    raise UsageError(f"--device must be one of {', '.join(DEVICE_CHOICES)}, got {spec!r}")
+    raise OptionError(Opt("device"), f" must be one of {', '.join(DEVICE_CHOICES)}, got {spec!r}")

@@ -3,7 +3,7 @@
 `load_clip` resolves weights itself instead of letting `open_clip.create_model(pretrained=tag)`
 download them, for two reasons: offline it must fail within seconds with a message saying what
 to do (open_clip would retry the network and raise a generic RuntimeError), and every file is read
-through `clip2point.training.checkpoints.load_state_dict_file` (weights_only=True or safetensors; open_clip's
+through `clip2point.checkpoints.load_state_dict_file` (weights_only=True or safetensors; open_clip's
 own loader falls back to a full unpickle when torch.load raises TypeError).
 
 The folded stem. The renderer's 3-channel output is one depth map d copied to 3 channels and
@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import defaults
-from .errors import CheckpointError, ModelError, UsageError, WeightsUnavailableError
+from .errors import CheckpointError, ModelError, Opt, OptionError, WeightsUnavailableError
 
 # open_clip's random init is not seeded; we seed it so that `--pretrained none` is reproducible.
 RANDOM_INIT_SEED = 0
@@ -47,8 +47,8 @@ DEPTH_ENCODER_FORMAT = "clip2point-depth-encoder"
 # (DataParallel "module.", the "point_model" depth branch, a model holder, CLIP's "visual.").
 _WRAPPER_PREFIXES = ("point_model.", "depth_model.", "model.", "visual.")
 _WEIGHTS_HINT = (
-    "Run once with network access, or pass --pretrained /path/to/weights.bin, "
-    "or --pretrained none for random weights"
+    "Run once with network access, or give a local weights file (c2p: --pretrained /path/to/weights.bin), "
+    "or 'none' for random weights"
 )
 
 _configs_registered = False
@@ -174,8 +174,8 @@ def _fetch_tag_weights(model: str, tag: str, cfg: dict) -> Path:
     hf_hub = cfg.get("hf_hub", "")
     if not hf_hub:
         raise WeightsUnavailableError(
-            f"{what}: open_clip lists only a URL for it ({cfg.get('url', '?')}); download it and pass "
-            f"--pretrained /path/to/file"
+            f"{what}: open_clip lists only a URL for it ({cfg.get('url', '?')}); download it and give the "
+            f"file instead (c2p: --pretrained /path/to/file)"
         )
     try:
         from huggingface_hub import hf_hub_download
@@ -252,7 +252,7 @@ def _strip_module_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tens
 
 
 def _read_state(path: Path) -> dict[str, torch.Tensor]:
-    from clip2point.training.checkpoints import load_state_dict_file
+    from clip2point.checkpoints import load_state_dict_file
 
     if not path.is_file():
         raise WeightsUnavailableError(f"{path}: weights file not found")
@@ -326,8 +326,8 @@ def load_clip(model: str = defaults.MODEL, pretrained: str = defaults.PRETRAINED
         weights_id = f"{name}/sha256:{sha256_file(weights_path)[:12]}"
     else:
         valid = ", ".join(tags) if tags else f"{name} has no pretrained tags"
-        raise UsageError(
-            f"--pretrained {spec!r} is not a tag of {name} (valid: {valid}), a weights file "
+        raise OptionError(
+            Opt("pretrained"), f" {spec!r} is not a tag of {name} (valid: {valid}), a weights file "
             f"({'/'.join(LOCAL_WEIGHT_SUFFIXES)}) or none"
         )
 
@@ -517,7 +517,7 @@ def save_depth_encoder(encoder: DepthEncoder, path: str | Path, meta: dict | Non
     The state dict is the same whether the encoder is folded or not, so the file loads into any
     open_clip visual tower of the same architecture (and into `build_depth_encoder(weights=...)`).
     """
-    from clip2point.training.checkpoints import save_tensors, write_json
+    from clip2point.checkpoints import save_tensors, write_json
 
     from . import __version__
 

@@ -17,6 +17,60 @@ class UsageError(C2PError):
     exit_code = 2
 
 
+class Opt:
+    """An option named inside an `OptionError` message: `Opt("batch_size")`, `Opt("select", "last")`."""
+
+    __slots__ = ("name", "value")
+
+    def __init__(self, name: str, value: object = None):
+        self.name, self.value = name, value
+
+
+def python_spelling(option: Opt) -> str:
+    """How the Python API names an option: `batch_size`, `select='last'`."""
+    return option.name if option.value is None else f"{option.name}={option.value!r}"
+
+
+class OptionText:
+    """A message that names options, given in pieces (text and `Opt`s) and never formatted with
+    str.format (values may hold braces). `str()` spells options the Python way; `render(spell)`
+    lets the CLI spell them as flags."""
+
+    def __init__(self, *pieces: str | Opt):
+        self.pieces = pieces
+
+    @property
+    def options(self) -> list[str]:
+        return [p.name for p in self.pieces if isinstance(p, Opt)]
+
+    def render(self, spell) -> str:
+        """The message with each `Opt` spelled by `spell(opt)`."""
+        return "".join(spell(p) if isinstance(p, Opt) else str(p) for p in self.pieces)
+
+    def __str__(self) -> str:
+        return self.render(python_spelling)
+
+
+class OptionError(UsageError):
+    """A bad value of a named option, or a contradiction between options.
+
+    `OptionError(Opt("batch_size"), " must be at least 1, got 0")` reads
+    `batch_size must be at least 1, got 0` from Python, and the CLI prints
+    `--batch-size must be at least 1, got 0` (`e.render(spell)`; see `OptionText`).
+    """
+
+    def __init__(self, *pieces: str | Opt):
+        self.text = OptionText(*pieces)
+        super().__init__(str(self.text))
+
+    @property
+    def options(self) -> list[str]:
+        return self.text.options
+
+    def render(self, spell) -> str:
+        return self.text.render(spell)
+
+
 class InputFileError(C2PError):
     """A point-cloud or mesh file that cannot be used; names the file and the problem."""
 

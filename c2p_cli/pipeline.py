@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .batching import FileResult, ReadOptions, gather_inputs, in_input_order, pad_clouds, read_one
-from .errors import UsageError
+from .errors import Opt, OptionError
 
 __all__ = ["FileResult", "ReadOptions", "classify_files", "classify_files_sequential", "gather_inputs", "in_input_order"]
 
@@ -68,9 +68,9 @@ def classify_files(
     """
     read.validate()
     if batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
+        raise OptionError(Opt("batch_size"), f" must be at least 1, got {batch_size}")
     if top_k < 1:
-        raise UsageError(f"--top-k must be at least 1, got {top_k}")
+        raise OptionError(Opt("top_k"), f" must be at least 1, got {top_k}")
     paths = [Path(p) for p in paths]
     if not paths:
         return

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import defaults
-from .errors import UsageError
+from .errors import Opt, OptionError, UsageError
 
 if TYPE_CHECKING:  # torch is imported where features are computed, so label sets stay cheap to import
     import torch
@@ -82,14 +82,14 @@ def resolve_labels(labels: str | Sequence[str] | None, label_set: str | None) ->
     UsageError for both or neither, an empty or duplicated label, or an unknown set.
     """
     if (labels is None) == (label_set is None):
-        raise UsageError(
-            "give exactly one of --labels (comma-separated class names) and --label-set "
-            f"({', '.join(LABEL_SETS)})"
+        raise OptionError(
+            "give exactly one of ", Opt("labels"), " (comma-separated class names) and ", Opt("label_set"),
+            f" ({', '.join(LABEL_SETS)})"
         )
     if label_set is not None:
         key = label_set.strip().lower().replace("-", "")
         if key not in LABEL_SETS:
-            raise UsageError(f"unknown --label-set {label_set!r}; choose one of {', '.join(LABEL_SETS)}")
+            raise OptionError("unknown ", Opt("label_set"), f" {label_set!r}; choose one of {', '.join(LABEL_SETS)}")
         return list(LABEL_SETS[key])
     items = labels.split(",") if isinstance(labels, str) else list(labels)
     out: list[str] = []
@@ -98,12 +98,12 @@ def resolve_labels(labels: str | Sequence[str] | None, label_set: str | None) ->
             raise UsageError(f"label {i + 1} is not text: {item!r}")
         name = item.strip()
         if not name:
-            raise UsageError(f"--labels: label {i + 1} is empty (check for a stray comma)")
+            raise OptionError(Opt("labels"), f": label {i + 1} is empty (check for a stray comma)")
         if name in out:
-            raise UsageError(f"--labels: {name!r} is given twice")
+            raise OptionError(Opt("labels"), f": {name!r} is given twice")
         out.append(name)
     if not out:
-        raise UsageError("--labels: no labels given")
+        raise OptionError(Opt("labels"), ": no labels given")
     return out
 
 
@@ -114,11 +114,11 @@ def resolve_templates(prompts: Sequence[str] | None) -> list[str]:
     out: list[str] = []
     for template in prompts:
         if not isinstance(template, str) or template.count("{}") != 1:
-            raise UsageError(f"--prompt {template!r} must contain '{{}}' exactly once (where the label goes)")
+            raise OptionError(Opt("templates"), f" {template!r} must contain '{{}}' exactly once (where the label goes)")
         try:
             template.format("x")
         except (IndexError, KeyError, ValueError) as e:
-            raise UsageError(f"--prompt {template!r}: braces other than '{{}}' must be doubled ({e})") from e
+            raise OptionError(Opt("templates"), f" {template!r}: braces other than '{{}}' must be doubled ({e})") from e
         if template not in out:
             out.append(template)
     return out
@@ -176,7 +176,7 @@ def text_features(
     model, weights id, templates, labels and project version. A corrupt cache entry is recomputed.
     Returned as float32 on the model's device.
     """
-    from clip2point.training.checkpoints import load_tensors, save_tensors
+    from clip2point.checkpoints import load_tensors, save_tensors
 
     from .errors import CheckpointError
     from .paths import cache_dir as default_cache_dir

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .batching import FileResult
-from .errors import UsageError
+from .errors import Opt, OptionError, UsageError
 
 FORMATS = (".jsonl", ".json", ".csv")
 
@@ -26,12 +26,12 @@ def check_output_path(path: Path) -> None:
 
     path = Path(path)
     if path.suffix.lower() not in FORMATS:
-        raise UsageError(f"--output {path}: unknown format '{path.suffix}' (use one of {', '.join(FORMATS)})")
+        raise OptionError(Opt("output"), f" {path}: unknown format '{path.suffix}' (use one of {', '.join(FORMATS)})")
     if path.is_dir():
-        raise UsageError(f"--output {path}: is a folder; give a file name such as {path / 'results.csv'}")
+        raise OptionError(Opt("output"), f" {path}: is a folder; give a file name such as {path / 'results.csv'}")
     parent = path.parent if str(path.parent) else Path(".")
     if parent.exists() and not os.access(parent, os.W_OK):
-        raise UsageError(f"--output {path}: cannot write in {parent}")
+        raise OptionError(Opt("output"), f" {path}: cannot write in {parent}")
 
 
 def render_results(results: Sequence[FileResult], suffix: str, meta: dict | None = None) -> str:
@@ -66,4 +66,4 @@ def write_results(path: str | Path, results: Sequence[FileResult], meta: dict | 
     try:
         atomic_write_bytes(path, render_results(results, path.suffix, meta).encode())
     except OSError as e:
-        raise C2PError(f"--output {path}: cannot write ({e.strerror or e})") from e
+        raise C2PError(f"{path}: cannot write the results ({e.strerror or e})") from e

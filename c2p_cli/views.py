@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from .errors import UsageError
+from .errors import Opt, OptionError
 
 View = tuple[float, float]
 
@@ -30,7 +30,7 @@ PRESETS: dict[int, tuple[View, ...]] = {6: ZERO_SHOT_VIEWS_6, 10: FEW_SHOT_VIEWS
 def view_preset(n: int) -> tuple[View, ...]:
     """The 6-view (zero-shot) or 10-view (few-shot, pre-training) preset of the paper."""
     if n not in PRESETS:
-        raise UsageError(f"--views must be one of {sorted(PRESETS)}, got {n}")
+        raise OptionError(Opt("views"), f" must be one of {sorted(PRESETS)}, got {n}")
     return PRESETS[n]
 
 
@@ -85,4 +85,4 @@ def apply_up_axis(points: np.ndarray, up: str) -> np.ndarray:
         return points
     if up == "z":
         return (points @ Z_UP_ROTATION).astype(points.dtype, copy=False)
-    raise UsageError(f"--up must be one of {', '.join(UP_AXES)}, got {up!r}")
+    raise OptionError(Opt("up"), f" must be one of {', '.join(UP_AXES)}, got {up!r}")

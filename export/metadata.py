@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from clip2point.atomic import atomic_write_bytes
-from clip2point.errors import CheckpointError, ExportCheckError, UsageError
+from clip2point.errors import CheckpointError, ExportCheckError, Opt, OptionError
 
 FORMAT = "c2p-export"
 FORMAT_VERSION = 1
@@ -99,13 +99,13 @@ def profile_batches(max_batch: int, opt_batch: int | None = None) -> tuple[int, 
     batch the engine is tuned for, typical of `c2p classify`'s batches, while still leaving room.
     """
     if max_batch < 1:
-        raise UsageError(f"--max-batch must be at least 1, got {max_batch}")
+        raise OptionError(Opt("max_batch"), f" must be at least 1, got {max_batch}")
     if opt_batch is None:
         opt_batch = 1
         while opt_batch * 2 <= max(1, max_batch // 2):
             opt_batch *= 2
     if not 1 <= opt_batch <= max_batch:
-        raise UsageError(f"--opt-batch must be between 1 and --max-batch ({max_batch}), got {opt_batch}")
+        raise OptionError(Opt("opt_batch"), " must be between 1 and ", Opt("max_batch"), f" ({max_batch}), got {opt_batch}")
     return 1, opt_batch, max_batch
 
 

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from clip2point import defaults
-from clip2point.errors import ExportCheckError, ModelError, UsageError
+from clip2point.errors import ExportCheckError, ModelError, Opt, OptionError, UsageError
 
 from . import metadata as md
 
@@ -223,7 +223,7 @@ class PointsToLogits(nn.Module):
 
 def _check_opset(opset: int) -> int:
     if opset < MIN_OPSET:
-        raise UsageError(f"--opset must be at least {MIN_OPSET} (ScatterElements with reduction='min'), got {opset}")
+        raise OptionError(Opt("opset"), f" must be at least {MIN_OPSET} (ScatterElements with reduction='min'), got {opset}")
     return int(opset)
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from clip2point.errors import BackendUnavailableError, CheckpointError, UsageError
+from clip2point.errors import BackendUnavailableError, CheckpointError, Opt, OptionError, UsageError
 
 from . import metadata as md
 
@@ -151,7 +151,7 @@ def load_exported_classifier(
     from clip2point.devices import resolve_device
 
     if backend not in BACKENDS:
-        raise UsageError(f"--backend for an export folder must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        raise OptionError(Opt("backend"), f" for an export folder must be one of {', '.join(BACKENDS)}, got {backend!r}")
     folder = Path(folder)
     meta = md.read_metadata(folder)
     # The engine is built from classifier.onnx: a failed ONNX check disqualifies both backends.

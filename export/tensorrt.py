@@ -31,7 +31,7 @@ TRT_RTOL = 1e-2
 DEFAULT_WORKSPACE_GIB = 4.0
 INSTALL_HINT = (
     "TensorRT is not installed: pip install tensorrt (from NVIDIA's index) on a machine with an NVIDIA GPU; "
-    "the ONNX Runtime backend (--backend onnx) works without it"
+    "the ONNX Runtime backend (c2p: --backend onnx) works without it"
 )
 
 log = logging.getLogger("c2p.tensorrt")
@@ -60,7 +60,7 @@ def require_cuda(device: Any = "cuda"):
     if not torch.cuda.is_available():
         raise BackendUnavailableError(
             f"TensorRT needs an NVIDIA GPU with CUDA, and torch {torch.__version__} sees none here "
-            f"(built for CUDA {torch.version.cuda or 'none'}); use --backend onnx"
+            f"(built for CUDA {torch.version.cuda or 'none'}); use the ONNX Runtime backend (c2p: --backend onnx)"
         )
     dev = torch.device("cuda" if str(device) in ("auto", "cpu") else device)
     if dev.type != "cuda":

@@ -59,7 +59,7 @@ def test_gated_fusion_starts_as_dpa_and_then_learns_a_gate():
 
 
 def test_adapter_rejects_bad_options():
-    with pytest.raises(UsageError, match="--fusion must be one of"):
+    with pytest.raises(UsageError, match="fusion must be one of"):
         DualPathAdapter(V, D, _text(), 10.0, "max")
     with pytest.raises(ModelError, match="do not match the visual feature size"):
         DualPathAdapter(V, D, _text(d=D + 1), 10.0, "mean")

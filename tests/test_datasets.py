@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from clip2point.errors import DatasetError, InputFileError, UsageError
+from clip2point.evaluate import read_samples
 from clip2point.io import normalize_unit_sphere
 from clip2point.training.datasets import (
     SCANOBJECTNN_LABELS,
@@ -16,7 +17,6 @@ from clip2point.training.datasets import (
     open_dataset,
     sample_shots,
 )
-from clip2point.training.features import read_samples
 from clip2point.views import apply_up_axis
 
 
@@ -261,7 +261,7 @@ def test_unrecognised_layout_names_what_was_looked_for(tmp_path):
         open_dataset(tmp_path)
     with pytest.raises(DatasetError, match="no such folder"):
         open_dataset(tmp_path / "missing")
-    with pytest.raises(UsageError, match="--dataset must be one of"):
+    with pytest.raises(UsageError, match="dataset must be one of"):
         open_dataset(tmp_path, kind="imagenet")
     with pytest.raises(UsageError, match="variant does not apply to folder"):
         _write_npy_folder(tmp_path, ["x"], 2)

@@ -53,7 +53,7 @@ def test_offline_tag_fails_fast_with_advice(monkeypatch, tmp_path):
     assert time.monotonic() - start < 10  # "fail fast" is the behaviour under test
     message = str(info.value)
     assert "ViT-B-32" in message and "'openai'" in message and "HF_HUB_OFFLINE" in message
-    assert "--pretrained none" in message and "--pretrained /path/to/weights" in message
+    assert "'none' for random weights" in message and "--pretrained /path/to/weights" in message
     assert "\n" not in message
 
 
@@ -80,7 +80,7 @@ def test_tag_weights_come_from_the_hugging_face_cache(bundle, monkeypatch, tmp_p
     import open_clip.pretrained
     from open_clip.constants import HF_SAFE_WEIGHTS_NAME
 
-    from clip2point.training.checkpoints import save_tensors
+    from clip2point.checkpoints import save_tensors
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
@@ -139,7 +139,7 @@ def test_random_init_is_seeded_and_leaves_global_rng_alone(bundle):
 
 @pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
 def test_full_clip_file_round_trip(bundle, tmp_path, suffix):
-    from clip2point.training.checkpoints import save_tensors
+    from clip2point.checkpoints import save_tensors
 
     state = _perturbed(bundle.model.state_dict())
     path = tmp_path / f"clip{suffix}"
@@ -202,7 +202,7 @@ def test_depth_encoder_safetensors_round_trip(bundle, tmp_path):
 
 
 def test_depth_encoder_with_visual_prefix(bundle, tmp_path):
-    from clip2point.training.checkpoints import save_tensors
+    from clip2point.checkpoints import save_tensors
 
     state = _perturbed(bundle.model.visual.state_dict())
     path = tmp_path / "prefixed.safetensors"
@@ -234,7 +234,7 @@ def test_official_clip2point_checkpoint(bundle, tmp_path, layout):
 
 
 def test_depth_weights_of_wrong_architecture(bundle, tmp_path):
-    from clip2point.training.checkpoints import save_tensors
+    from clip2point.checkpoints import save_tensors
 
     other = load_clip("c2p-tiny-rn", "none")
     path = tmp_path / "rn_depth.safetensors"
@@ -248,7 +248,7 @@ def test_depth_weights_of_wrong_architecture(bundle, tmp_path):
 def test_resolve_device():
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
-    with pytest.raises(UsageError, match="--device"):
+    with pytest.raises(UsageError, match="device"):
         resolve_device("tpu")
     with pytest.raises(UsageError):
         resolve_device("cuda:x")

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from clip2point.errors import UsageError
-from clip2point.training.fewshot import accuracy_report, label_mapping
+from clip2point.evaluate import accuracy_report, label_mapping
 
 CLASSES = ["cone", "cube", "torus"]
 
@@ -32,7 +32,7 @@ def test_label_mapping_by_name_and_by_position():
     with pytest.raises(UsageError, match="no label for dataset class"):
         label_mapping(["a", "z"], ["a", "b"])
     assert label_mapping(["night_stand", "sofa"], ["nightstand", "couch"], positional=True) == [0, 1]
-    with pytest.raises(UsageError, match="gives 1 names for a dataset with 2 classes"):
+    with pytest.raises(UsageError, match="1 label names were given for a dataset with 2 classes"):
         label_mapping(["a", "b"], ["x"], positional=True)
 
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from clip2point.adapters import DualPathAdapter, load_adapter_classifier, load_run_adapter
+from clip2point.checkpoints import load_tensors
 from clip2point.errors import CheckpointError, UsageError
-from clip2point.training.checkpoints import load_tensors
 from clip2point.training.features import FeatureSet
 from clip2point.training.fewshot import FewShotOptions, evaluate_features, run_fewshot, train_adapter
 
@@ -125,8 +125,8 @@ def trained_run(synth_root, tmp_path_factory, tiny_model_name):
 @pytest.mark.slow
 def test_fewshot_beats_chance_and_zero_shot_on_synthetic_shapes(trained_run, synth_root, tiny_model_name):
     from clip2point.classifier import load_classifier
+    from clip2point.evaluate import evaluate_classifier
     from clip2point.training.datasets import open_dataset
-    from clip2point.training.fewshot import evaluate_classifier
 
     run, summary, _ = trained_run
     fewshot_acc = summary["test"]["best"]["top1"]
@@ -214,7 +214,7 @@ def _quick_opts(tiny_model_name, **kw) -> FewShotOptions:
 
 
 def test_batch_size_one_is_a_usage_error():
-    with pytest.raises(UsageError, match="--batch-size must be at least 2"):
+    with pytest.raises(UsageError, match="batch_size must be at least 2"):
         FewShotOptions(batch_size=1).check()
 
 

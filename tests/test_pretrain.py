@@ -10,9 +10,9 @@ import signal
 
 import pytest
 
+from clip2point.checkpoints import load_tensors, read_json
 from clip2point.errors import CheckpointError, UsageError
 from clip2point.training import pretrain as T
-from clip2point.training.checkpoints import load_tensors, read_json
 from clip2point.training.distributed import weights_digest
 from clip2point.training.pairs import open_pairs
 from tests.cli_helpers import run_c2p
@@ -101,7 +101,7 @@ def test_interrupted_and_killed_runs_resume_to_the_same_result(pairs16, tmp_path
     assert read_json(run / "checkpoints/latest.json")["step"] == 6
     assert read_json(T.latest_checkpoint(run) / "state.json")["position"] == 2  # two batches into epoch 2
 
-    with pytest.raises(UsageError, match="--resume"):
+    with pytest.raises(UsageError, match="continue it with resume"):
         T.pretrain(_config(pairs16, run, tmp_path, **kw))
 
     class Killed(Exception):
@@ -184,7 +184,7 @@ def test_epoch_batches_shard_ranks_and_skip_on_resume():
 def test_config_validation():
     with pytest.raises(UsageError, match="optimizer"):
         T.PretrainConfig(data="d", out="o", optimizer="sgd").resolved()
-    with pytest.raises(UsageError, match="batch-size"):
+    with pytest.raises(UsageError, match="batch_size"):
         T.PretrainConfig(data="d", out="o", batch_size=1).resolved()
     lamb = T.PretrainConfig(data="d", out="o", optimizer="lamb").resolved()
     assert (lamb.lr, lamb.weight_decay, lamb.min_lr) == (6e-3, 1e-4, pytest.approx(1e-5))

@@ -16,8 +16,8 @@ import sys
 import pytest
 import torch
 
+from clip2point.checkpoints import load_tensors, read_json
 from clip2point.training import pretrain as T
-from clip2point.training.checkpoints import load_tensors, read_json
 from clip2point.training.distributed import weights_digest
 from tests.pretrain_helpers import TINY, make_pairs, one_thread
 

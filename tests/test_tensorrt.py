@@ -243,9 +243,9 @@ def test_profile_shapes():
     assert md.profile_batches(3) == (1, 1, 3)
     assert md.profile_batches(100) == (1, 32, 100)
     assert md.profile_batches(16, opt_batch=16) == (1, 16, 16)
-    with pytest.raises(UsageError, match="--opt-batch"):
+    with pytest.raises(UsageError, match="opt_batch must be between 1 and max_batch"):
         md.profile_batches(8, opt_batch=9)
-    with pytest.raises(UsageError, match="--max-batch"):
+    with pytest.raises(UsageError, match="max_batch must be at least 1"):
         md.profile_batches(0)
     assert ttrt.profile_shapes(FIXED, 8) == {
         "min": [1, 6, 1, 224, 224], "opt": [4, 6, 1, 224, 224], "max": [8, 6, 1, 224, 224],

@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from clip2point import defaults
-from clip2point.errors import DatasetError, InputFileError, UsageError
+from clip2point.errors import DatasetError, InputFileError, Opt, OptionError, UsageError
 from clip2point.io import SUPPORTED_EXTENSIONS, normalize_unit_sphere, read_cloud, subsample
 from clip2point.views import apply_up_axis
 
@@ -547,7 +547,7 @@ def open_dataset(root: str | Path, kind: str = "auto", split: str = "train", **k
     """
     kind = KIND_ALIASES.get(kind, kind)
     if kind not in KINDS:
-        raise UsageError(f"--dataset must be one of {', '.join(KINDS + tuple(KIND_ALIASES))}, got {kind!r}")
+        raise OptionError(Opt("dataset"), f" must be one of {', '.join(KINDS + tuple(KIND_ALIASES))}, got {kind!r}")
     if kind == "auto":
         kind = detect_layout(root)
     cls = _READERS[kind]
@@ -600,7 +600,7 @@ def sample_shots(
     counts the accepted samples of a class that could not fill its shots.
     """
     if shots < 1:
-        raise UsageError(f"--shots must be at least 1, got {shots}")
+        raise OptionError(Opt("shots"), f" must be at least 1, got {shots}")
     if not 0.0 <= val_fraction < 1.0:
         raise UsageError(f"the validation fraction must be in [0, 1), got {val_fraction}")
     t = np.asarray(targets, dtype=np.int64)

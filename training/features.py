@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from clip2point.batching import pad_clouds
-from clip2point.errors import CheckpointError, DatasetError, InputFileError
+from clip2point.errors import CheckpointError, DatasetError
+from clip2point.evaluate import read_samples
 
 FEATURE_CACHE_VERSION = 1
 
@@ -55,19 +56,6 @@ class RenderSettings:
     def key(self) -> dict:
         views = self.views if isinstance(self.views, int) else [list(v) for v in self.views]
         return {"views": views, "image_size": self.image_size, "radius": self.radius, "in_channels": self.in_channels}
-
-
-def read_samples(dataset, indices: Sequence[int]) -> tuple[list[tuple[int, np.ndarray, int]], list[dict]]:
-    """(index, points, label) of the readable samples and {"id", "error"} of the others."""
-    ok, skipped = [], []
-    for i in indices:
-        try:
-            points, label = dataset[i]
-        except InputFileError as e:
-            skipped.append({"id": dataset.sample_ids[i], "error": str(e)})
-            continue
-        ok.append((i, points, label))
-    return ok, skipped
 
 
 @torch.inference_mode()
@@ -169,7 +157,7 @@ def feature_cache_key(dataset, indices: Sequence[int], encoder_ids: dict, settin
 def _load_cached(path: Path, key: str, dataset) -> FeatureSet | None:
     from safetensors import safe_open
 
-    from clip2point.training.checkpoints import load_tensors
+    from clip2point.checkpoints import load_tensors
 
     try:
         tensors = load_tensors(path)
@@ -203,7 +191,7 @@ def cached_features(
     `cache_dir=None` computes without saving. A cache that cannot be written only costs the next
     run the recomputation.
     """
-    from clip2point.training.checkpoints import save_tensors
+    from clip2point.checkpoints import save_tensors
 
     if cache_dir is None:
         return compute_features(dataset, indices, depth_encoder, clip_encoder, settings, device, batch_size, progress), False

@@ -31,14 +31,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from clip2point import defaults
-from clip2point.errors import CheckpointError, UsageError
+from clip2point.checkpoints import (
+    load_optimizer_state,
+    load_tensors,
+    optimizer_state,
+    read_json,
+    save_tensors,
+    write_json,
+)
+from clip2point.errors import CheckpointError, Opt, OptionError, UsageError
+from clip2point.evaluate import accuracy_report
 
-from .checkpoints import load_tensors, read_json, save_tensors, write_json
 from .features import FeatureSet
 
 if TYPE_CHECKING:
@@ -87,17 +94,17 @@ class FewShotOptions:
         from clip2point.adapters import FUSIONS
 
         if self.fusion not in FUSIONS:
-            raise UsageError(f"--fusion must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
+            raise OptionError(Opt("fusion"), f" must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
         if self.select not in SELECTIONS:
-            raise UsageError(f"--select must be one of {', '.join(SELECTIONS)}, got {self.select!r}")
+            raise OptionError(Opt("select"), f" must be one of {', '.join(SELECTIONS)}, got {self.select!r}")
         for name in ("shots", "epochs", "batch_size", "feature_batch_size", "save_every"):
             if getattr(self, name) < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+                raise OptionError(Opt(name), f" must be at least 1, got {getattr(self, name)}")
         if self.batch_size < 2:
             # batch norm in the adapter cannot train on batches of one sample
-            raise UsageError(f"--batch-size must be at least 2, got {self.batch_size}")
+            raise OptionError(Opt("batch_size"), f" must be at least 2, got {self.batch_size}")
         if not self.lr > 0 or self.weight_decay < 0:
-            raise UsageError("--lr must be positive and --weight-decay not negative")
+            raise OptionError(Opt("lr"), " must be positive and ", Opt("weight_decay"), " not negative")
 
 
 # Options that must match for --resume to continue a run (the number of epochs may grow). The
@@ -108,8 +115,8 @@ RESUME_KEYS = (
     "views", "n_points", "sampling", "up", "templates", "radius", "fold", "dataset_kind", "variant",
 )
 RESUME_IDENTITY = {
-    "weights_id": "CLIP weights (--pretrained)",
-    "depth_encoder_sha256": "depth encoder file (--depth-encoder)",
+    "weights_id": "CLIP weights (pretrained)",
+    "depth_encoder_sha256": "depth encoder file (depth_encoder)",
     "encoder_ids": "encoder ids",
 }
 # Recorded in config.json "options" for information; paths may differ on resume.
@@ -119,29 +126,6 @@ RECORDED_KEYS = (*RESUME_KEYS, "epochs", "pretrained", "depth_encoder")
 # ---------------------------------------------------------------------------------------------
 # Metrics
 # ---------------------------------------------------------------------------------------------
-
-
-def accuracy_report(targets: Sequence[int], preds: Sequence[int], labels: Sequence[str]) -> dict:
-    """Top-1, per-class accuracy (None for classes without samples), their mean, and the confusion matrix."""
-    t = np.asarray(targets, dtype=np.int64)
-    p = np.asarray(preds, dtype=np.int64)
-    k = len(labels)
-    confusion = np.zeros((k, k), dtype=np.int64)
-    np.add.at(confusion, (t, p), 1)
-    counts = confusion.sum(axis=1)
-    per_class = {
-        lab: {"accuracy": (float(confusion[i, i] / counts[i]) if counts[i] else None), "count": int(counts[i])}
-        for i, lab in enumerate(labels)
-    }
-    present = [v["accuracy"] for v in per_class.values() if v["accuracy"] is not None]
-    return {
-        "top1": float((t == p).mean()) if len(t) else 0.0,
-        "mean_class_accuracy": float(np.mean(present)) if present else 0.0,
-        "n": int(len(t)),
-        "per_class": per_class,
-        "confusion": confusion.tolist(),
-        "labels": list(labels),
-    }
 
 
 @torch.no_grad()
@@ -178,37 +162,13 @@ def subset(feats: FeatureSet, keep: Sequence[int]) -> FeatureSet:
 # ---------------------------------------------------------------------------------------------
 
 
-def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    sd = opt.state_dict()
-    tensors, scalars = {}, {}
-    for pid, st in sd["state"].items():
-        for name, value in st.items():
-            if torch.is_tensor(value):
-                tensors[f"optim.{pid}.{name}"] = value
-            else:
-                scalars[f"{pid}.{name}"] = value
-    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
-
-
-def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
-    state: dict[int, dict] = {}
-    for key, value in tensors.items():
-        if key.startswith("optim."):
-            _, pid, name = key.split(".", 2)
-            state.setdefault(int(pid), {})[name] = value
-    for key, value in meta.get("scalars", {}).items():
-        pid, name = key.split(".", 1)
-        state.setdefault(int(pid), {})[name] = value
-    return {"state": state, "param_groups": meta["param_groups"]}
-
-
 def adapter_tensors(adapter: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The adapter's state dict as a flat dict of tensors (what best / last.safetensors hold)."""
     return {k: v for k, v in adapter.state_dict().items()}
 
 
 def _save_state(run: Path, adapter, opt, gen: torch.Generator, epoch: int, best: dict, device: torch.device) -> None:
-    opt_tensors, opt_meta = _flatten_optimizer(opt)
+    opt_tensors, opt_meta = optimizer_state(opt)
     tensors = {f"adapter.{k}": v for k, v in adapter_tensors(adapter).items()}
     tensors.update(opt_tensors)
     tensors["rng.torch"] = torch.get_rng_state()
@@ -224,7 +184,7 @@ def _load_state(run: Path, adapter, opt, gen: torch.Generator, device: torch.dev
     tensors = load_tensors(run / "state.safetensors")
     try:
         adapter.load_state_dict({k[len("adapter."):]: v for k, v in tensors.items() if k.startswith("adapter.")})
-        opt.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
+        load_optimizer_state(opt, tensors, meta["optimizer"])
         torch.set_rng_state(tensors["rng.torch"])
         gen.set_state(tensors["rng.shuffle"])
         if device.type == "cuda" and "rng.cuda" in tensors:
@@ -280,7 +240,7 @@ def train_adapter(
     if len(train) < 2:
         raise UsageError(f"need at least 2 training samples, got {len(train)}")
     if select == "val" and (val is None or len(val) == 0):
-        raise UsageError("validation selection needs validation shots; use --select last or more shots")
+        raise OptionError("validation selection needs validation shots; use ", Opt("select", "last"), " or more shots")
     run = Path(run)
     device = next(adapter.parameters()).device
     opt = torch.optim.AdamW(adapter.parameters(), lr=lr, weight_decay=weight_decay)
@@ -496,11 +456,11 @@ def run_fewshot(
     t_start = time.perf_counter()
     run = Path(out)
     if run.exists() and not run.is_dir():
-        raise UsageError(f"{run}: --out must be a run folder, but it is a file")
+        raise OptionError(Opt("out"), f" {run} must be a run folder, but it is a file")
     if resume and not (run / "config.json").is_file():
-        raise CheckpointError(f"{run}: nothing to resume (no config.json; start the run without --resume)")
+        raise CheckpointError(f"{run}: nothing to resume (no config.json; start the run without resuming)")
     if not resume and (run / "state.json").exists():
-        raise UsageError(f"{run} already holds a few-shot run; pass --resume to continue it or choose another --out")
+        raise OptionError(f"{run} already holds a few-shot run; continue it with ", Opt("resume"), " or choose another ", Opt("out"))
     # Created before any model or data is loaded, so a bad --out fails in a second, not after training.
     try:
         run.mkdir(parents=True, exist_ok=True)
@@ -528,7 +488,7 @@ def run_fewshot(
     encoder_ids, depth_sha = _encoder_ids(bundle, opts.depth_encoder)
     warnings = []
     if not opts.depth_encoder:
-        warnings.append("no --depth-encoder: the depth path starts from CLIP's own visual weights (both paths see the same encoder)")
+        warnings.append("no depth encoder: the depth path starts from CLIP's own visual weights (both paths see the same encoder)")
 
     settings = RenderSettings(view_list, clf.depth_encoder.image_size, opts.radius, clf.in_channels, opts.render_backend)
     config = {
@@ -645,64 +605,3 @@ def _evaluate_test(data, opts, ds_kw, labels, clf, settings, encoder_ids, cache,
         out[which] = {"top1": acc, "mean_class_accuracy": report["mean_class_accuracy"],
                       "per_class": {k: v["accuracy"] for k, v in report["per_class"].items()}}
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Evaluation of any point-cloud classifier on a dataset split (`c2p eval`)
-# ---------------------------------------------------------------------------------------------
-
-
-def label_mapping(dataset_labels: Sequence[str], classifier_labels: Sequence[str], positional: bool = False) -> list[int]:
-    """For each dataset class, the index of the classifier's label for it.
-
-    By name (an adapter may know more classes than the dataset holds), or by position when the
-    classifier's labels are the dataset's classes renamed (`--labels` for zero-shot prompts).
-    """
-    if positional:
-        if len(classifier_labels) != len(dataset_labels):
-            raise UsageError(
-                f"--labels gives {len(classifier_labels)} names for a dataset with {len(dataset_labels)} classes "
-                f"({', '.join(dataset_labels)})"
-            )
-        return list(range(len(dataset_labels)))
-    index = {name: i for i, name in enumerate(classifier_labels)}
-    missing = [name for name in dataset_labels if name not in index]
-    if missing:
-        raise UsageError(
-            f"the classifier has no label for dataset class(es) {', '.join(missing)} "
-            f"(it knows: {', '.join(classifier_labels)})"
-        )
-    return [index[name] for name in dataset_labels]
-
-
-def evaluate_classifier(
-    clf,
-    dataset,
-    mapping: Sequence[int],
-    batch_size: int = 32,
-    progress: Callable[[int, int], None] | None = None,
-) -> dict:
-    """Top-1, per-class accuracy and confusion of `clf` (a PointCloudClassifier) on every sample of
-    `dataset`. Unreadable samples are skipped and listed under "skipped"; rows of the confusion
-    matrix are true classes, columns predictions, both in the classifier's label order."""
-    from .features import read_samples
-
-    targets, preds, skipped = [], [], []
-    ids: list[str] = []
-    total = len(dataset)
-    for start in range(0, total, batch_size):
-        ok, bad = read_samples(dataset, range(start, min(start + batch_size, total)))
-        skipped += bad
-        if ok:
-            logits = clf.logits([p for _, p, _ in ok])
-            preds += logits.argmax(-1).tolist()
-            targets += [mapping[t] for _, _, t in ok]
-            ids += [dataset.sample_ids[i] for i, _, _ in ok]
-        if progress is not None:
-            progress(min(start + batch_size, total), total)
-    report = accuracy_report(targets, preds, clf.labels)
-    report["skipped"] = skipped
-    report["predictions"] = [
-        {"id": sid, "label": clf.labels[t], "predicted": clf.labels[p]} for sid, t, p in zip(ids, targets, preds, strict=True)
-    ]
-    return report

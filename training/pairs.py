@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from clip2point import defaults
-from clip2point.errors import C2PError, DatasetError, InputFileError, UsageError
+from clip2point.errors import C2PError, DatasetError, InputFileError, Opt, OptionError
 from clip2point.views import FEW_SHOT_VIEWS_10, View, apply_up_axis, camera_basis
 
 PAIRS_FORMAT = "c2p-pairs"
@@ -102,7 +102,7 @@ def open_pairs(path: str | Path, layout: str = "auto", split: str = "train", **c
     """
     root = Path(path)
     if layout not in LAYOUTS:
-        raise UsageError(f"--layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+        raise OptionError(Opt("layout"), f" must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     if not root.is_dir():
         raise DatasetError(f"{root}: not a folder")
     if layout == "auto":
@@ -114,7 +114,7 @@ def open_pairs(path: str | Path, layout: str = "auto", split: str = "train", **c
 
 def read_c2p_pairs(root: str | Path) -> PairsIndex:
     """This project's layout (see the module docstring)."""
-    from clip2point.training.checkpoints import read_json
+    from clip2point.checkpoints import read_json
 
     root = Path(root)
     try:
@@ -377,7 +377,7 @@ def render_pair_views(
     from .mesh_render import MeshRenderer, base_colour, normalise_with_points, random_light
 
     if colour not in COLOURS:
-        raise UsageError(f"--colour must be one of {', '.join(COLOURS)}, got {colour!r}")
+        raise OptionError(Opt("colour"), f" must be one of {', '.join(COLOURS)}, got {colour!r}")
     rng = np.random.default_rng(seed)
     points = sample_surface(vertices, faces, n_points, rng)
     verts = apply_up_axis(np.asarray(vertices, dtype=np.float32), up)
@@ -472,12 +472,12 @@ def write_pairs(
     deterministic. `on_model(source, problem_or_None)` is called after each model (progress).
     """
     from clip2point import __version__
-    from clip2point.training.checkpoints import write_json
+    from clip2point.checkpoints import write_json
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if n_points < 16:
-        raise UsageError(f"--points must be at least 16, got {n_points}")
+        raise OptionError(Opt("n_points"), f" must be at least 16, got {n_points}")
     models, skipped = [], []
     for position, src in enumerate(sources):
         problem = None

@@ -66,13 +66,12 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 from clip2point import defaults
-from clip2point.errors import CheckpointError, UsageError
+from clip2point.errors import CheckpointError, Opt, OptionError, UsageError
 
 from . import distributed as dist_utils
 from .losses import BalancedPretrainLoss
@@ -128,18 +127,18 @@ class PretrainConfig:
     def resolved(self) -> PretrainConfig:
         """A copy with the optimiser-dependent defaults filled in, after checking every option."""
         if self.optimizer not in OPTIMIZERS:
-            raise UsageError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+            raise OptionError(Opt("optimizer"), f" must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         for name in ("epochs", "batch_size", "accumulate", "restart_epochs", "n_points", "keep_checkpoints"):
             if getattr(self, name) < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+                raise OptionError(Opt(name), f" must be at least 1, got {getattr(self, name)}")
         if self.batch_size < 2:
-            raise UsageError("--batch-size must be at least 2 (the other samples of a batch are the negatives)")
+            raise OptionError(Opt("batch_size"), " must be at least 2 (the other samples of a batch are the negatives)")
         if self.workers < 0:
-            raise UsageError(f"--workers must not be negative, got {self.workers}")
+            raise OptionError(Opt("workers"), f" must not be negative, got {self.workers}")
         lr = DEFAULT_LR[self.optimizer] if self.lr is None else float(self.lr)
         wd = DEFAULT_WEIGHT_DECAY[self.optimizer] if self.weight_decay is None else float(self.weight_decay)
         if lr <= 0 or wd < 0:
-            raise UsageError(f"--lr must be positive and --weight-decay not negative (got {lr}, {wd})")
+            raise OptionError(Opt("lr"), " must be positive and ", Opt("weight_decay"), f" not negative (got {lr}, {wd})")
         min_lr = lr * MIN_LR_RATIO if self.min_lr is None else float(self.min_lr)
         d = asdict(self)
         d.update(lr=lr, weight_decay=wd, min_lr=min_lr)
@@ -323,7 +322,7 @@ def cached_image_features(
     renders, and sum their tables (the shares are disjoint); rank 0 writes the file. No rank
     waits while another one works alone. Returns (features, path, whether they came from the cache).
     """
-    from clip2point.training.checkpoints import load_tensors, save_tensors
+    from clip2point.checkpoints import load_tensors, save_tensors
 
     path = feature_cache_path(bundle, index, image_size, cache_dir)
 
@@ -429,47 +428,9 @@ def build_optimizer(model: nn.Module, cfg: PretrainConfig) -> torch.optim.Optimi
     return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return list(value)
-    return value
-
-
-def optimizer_state(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    """Optimiser state split into tensors (for safetensors) and JSON scalars (never pickled)."""
-    sd = opt.state_dict()
-    tensors: dict[str, torch.Tensor] = {}
-    scalars: dict[str, dict] = {}
-    for pid, st in sd["state"].items():
-        for k, v in st.items():
-            if torch.is_tensor(v):
-                tensors[f"optim.{pid}.{k}"] = v
-            else:
-                scalars.setdefault(str(pid), {})[k] = _jsonable(v)
-    groups = [{k: _jsonable(v) for k, v in g.items()} for g in sd["param_groups"]]
-    return tensors, {"param_groups": groups, "scalars": scalars}
-
-
-def load_optimizer_state(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    state: dict[int, dict] = {}
-    for key, v in tensors.items():
-        if key.startswith("optim."):
-            _, pid, name = key.split(".", 2)
-            state.setdefault(int(pid), {})[name] = v
-    for pid, d in meta.get("scalars", {}).items():
-        state.setdefault(int(pid), {}).update(d)
-    groups = []
-    for g in meta["param_groups"]:
-        g = dict(g)
-        if "betas" in g:
-            g["betas"] = tuple(g["betas"])
-        groups.append(g)
-    opt.load_state_dict({"state": state, "param_groups": groups})
-
-
 def latest_checkpoint(out: str | os.PathLike) -> Path | None:
     """The folder of RUN's last complete checkpoint, or None."""
-    from clip2point.training.checkpoints import read_json
+    from clip2point.checkpoints import read_json
 
     pointer = Path(out) / "checkpoints" / "latest.json"
     if not pointer.is_file():
@@ -490,7 +451,7 @@ def save_checkpoint(
     keep: int = 1,
 ) -> Path:
     """Write RUN/checkpoints/step-N atomically and point latest.json at it; prune older ones."""
-    from clip2point.training.checkpoints import save_tensors, write_json
+    from clip2point.checkpoints import optimizer_state, save_tensors, write_json
 
     root = out / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
@@ -551,48 +512,33 @@ def zero_shot_accuracy(
     render_backend: str = "auto",
     bf16: bool = True,
 ) -> dict:
-    """Top-1 zero-shot accuracy of a depth encoder on a labelled dataset (`clip2point.training.datasets`).
-
-    Uses `classifier.DepthMapClassifier` with the prompt "image of a {}." Samples that cannot be
-    read are skipped and counted.
-    """
-    from clip2point.classifier import DepthMapClassifier, logit_scale_of
-    from clip2point.errors import InputFileError
-    from clip2point.kernels import render_depth
+    """Top-1 zero-shot accuracy of the depth encoder being trained, on a labelled dataset
+    (`clip2point.training.datasets`), through `clip2point.evaluate.evaluate_classifier` with the
+    default prompt. Samples that cannot be read are skipped and counted."""
+    from clip2point.classifier import DepthMapClassifier, PointCloudClassifier, logit_scale_of
+    from clip2point.evaluate import evaluate_classifier
     from clip2point.prompts import text_features
-    from clip2point.views import camera_bases
 
-    text = text_features(bundle, list(dataset.labels)).to(device)
-    head = DepthMapClassifier(encoder, text, logit_scale_of(bundle.model), dataset.labels, views).to(device)
-    bases = camera_bases(views, device=device)
+    labels = list(dataset.labels)
+    text = text_features(bundle, labels).to(device)
+    head = DepthMapClassifier(encoder, text, logit_scale_of(bundle.model), labels, views).to(device)
+
+    def run_head(depth: torch.Tensor) -> torch.Tensor:
+        with _autocast(device, bf16):
+            return head(depth)
+
+    clf = PointCloudClassifier(run_head, labels, views, in_channels=head.in_channels, device=device,
+                               image_size=getattr(encoder, "image_size", defaults.IMAGE_SIZE),
+                               render_backend=render_backend)
     was_training = encoder.training
     encoder.eval()
-    n = len(dataset) if limit is None else min(limit, len(dataset))
-    correct = total = skipped = 0
     try:
-        for start in range(0, n, batch_size):
-            pts, targets = [], []
-            for i in range(start, min(start + batch_size, n)):
-                try:
-                    p, y = dataset[i]
-                except InputFileError:
-                    skipped += 1
-                    continue
-                pts.append(torch.as_tensor(p, dtype=torch.float32))
-                targets.append(int(y))
-            if not pts:
-                continue
-            lengths = torch.tensor([len(p) for p in pts], device=device)
-            padded = torch.nn.utils.rnn.pad_sequence(pts, batch_first=True).to(device)
-            with torch.no_grad(), _autocast(device, bf16):
-                depth = render_depth(padded, bases, lengths=lengths, image_size=getattr(encoder, "image_size", 224),
-                                     channels=head.in_channels, backend=render_backend)
-                logits = head(depth)
-            correct += int((logits.argmax(dim=1).cpu() == torch.tensor(targets)).sum())
-            total += len(targets)
+        report = evaluate_classifier(clf, dataset, list(range(len(labels))), batch_size, limit=limit)
     finally:
         encoder.train(was_training)
-    return {"val_acc": correct / total if total else float("nan"), "val_samples": total, "val_skipped": skipped}
+    total = report["n"]
+    return {"val_acc": report["top1"] if total else float("nan"), "val_samples": total,
+            "val_skipped": len(report["skipped"])}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -664,7 +610,7 @@ def pretrain(config: PretrainConfig, on_event: EventHook | None = None) -> Pretr
     try:
         checkpoint = latest_checkpoint(out) if out.exists() else None
         if checkpoint is not None and not cfg.resume:
-            raise UsageError(f"{out} holds a checkpoint ({checkpoint.name}); pass --resume to continue it, or choose a new folder")
+            raise OptionError(f"{out} holds a checkpoint ({checkpoint.name}); continue it with ", Opt("resume"), ", or choose a new folder")
         if checkpoint is not None:
             check_resumable(checkpoint, cfg, ctx.world_size)  # before minutes of feature caching
         torch.manual_seed(cfg.seed)
@@ -714,7 +660,7 @@ def pretrain(config: PretrainConfig, on_event: EventHook | None = None) -> Pretr
                 _truncate_metrics(out / "metrics.jsonl", step)
             else:
                 (out / "metrics.jsonl").unlink(missing_ok=True)
-            from clip2point.training.checkpoints import write_json
+            from clip2point.checkpoints import write_json
 
             write_json(out / "config.json", {
                 "config": asdict(cfg), "world_size": ctx.world_size,
@@ -843,7 +789,7 @@ def pretrain(config: PretrainConfig, on_event: EventHook | None = None) -> Pretr
         result = PretrainResult(out, step, epoch, interrupted, last, digests, out / "depth_encoder.safetensors",
                                 ctx.world_size)
         if ctx.is_main:
-            from clip2point.training.checkpoints import write_json
+            from clip2point.checkpoints import write_json
 
             write_json(out / "run.json", {
                 "steps": step, "epochs_done": epoch, "interrupted": interrupted, "world_size": ctx.world_size,
@@ -878,7 +824,7 @@ def check_resumable(folder: Path, cfg: PretrainConfig, world_size: int) -> dict:
     batch positions, the batch order and the schedule's period depend on them, and the restored
     optimiser and scheduler states would silently keep the old lr, floor and decay.
     """
-    from clip2point.training.checkpoints import read_json
+    from clip2point.checkpoints import read_json
 
     meta = read_json(folder / "state.json")
     if meta.get("format") != CHECKPOINT_FORMAT:
@@ -896,7 +842,7 @@ def check_resumable(folder: Path, cfg: PretrainConfig, world_size: int) -> dict:
 
 def _restore(folder: Path, model, optimizer, scheduler, cfg: PretrainConfig, ctx, batches: int) -> tuple[int, int, int]:
     """Load a checkpoint into the model, optimiser and scheduler; returns (step, epoch, position)."""
-    from clip2point.training.checkpoints import load_tensors
+    from clip2point.checkpoints import load_optimizer_state, load_tensors
 
     meta = check_resumable(folder, cfg, ctx.world_size)
     tensors = load_tensors(folder / "state.safetensors", device="cpu")

@@ -85,13 +85,16 @@ def classify(
 
 def _read_options(console, clf, points, sampling, up, seed):
     """Unset reading options come from the adapter run (its shapes were read that way), else the defaults."""
+    from rich.markup import escape
+
     from ..adapters import merge_read_settings
     from ..batching import ReadOptions
+    from ._messages import cli_text
 
     trained = (getattr(clf, "meta", None) or {}).get("read") or {}
     chosen, warnings = merge_read_settings({"n_points": points, "sampling": sampling, "up": up}, trained)
     for line in warnings:
-        console.print(f"[yellow]warning:[/] {line}")
+        console.print(f"[yellow]warning:[/] {escape(cli_text(line))}")
     fallback = {"n_points": defaults.NUM_POINTS, "sampling": "random", "up": defaults.UP_AXIS}
     read = ReadOptions(seed=seed, **{k: fallback[k] if v is None else v for k, v in chosen.items()})
     read.validate()

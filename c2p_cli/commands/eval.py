@@ -57,60 +57,33 @@ def eval_cmd(
     """
     from rich.console import Console
 
-    from clip2point.training.checkpoints import write_json
     from clip2point.training.datasets import open_dataset
-    from clip2point.training.fewshot import evaluate_classifier, label_mapping
 
     from .. import __version__
-    from ..errors import UsageError
+    from ..checkpoints import write_json
+    from ..evaluate import classifier_for_dataset, evaluate_classifier
     from ..progress import progress_bar
 
     console = Console(stderr=True)
     _prepare_out(out)
     read = {"n_points": points, "sampling": sampling, "up": up}
     if adapter is not None and adapter.is_dir():
+        from rich.markup import escape
+
         from ..adapters import merge_read_settings, read_run_config, run_read_settings
+        from ._messages import cli_text
 
         read, warnings = merge_read_settings(read, run_read_settings(read_run_config(adapter)))
         for line in warnings:
-            console.print(f"[yellow]warning:[/] {line}")
+            console.print(f"[yellow]warning:[/] {escape(cli_text(line))}")
     elif read["n_points"] is None:
         read["n_points"] = defaults.NUM_POINTS
     ds = open_dataset(data, dataset, split, seed=seed, variant=variant, **read)
     with console.status("loading the model", spinner="dots"):
-        if adapter is not None:
-            if depth_encoder is not None:
-                raise UsageError("--adapter brings its own encoders: drop --depth-encoder")
-            from ..adapters import load_adapter_classifier
-
-            names = None
-            if adapter.is_file():  # the official checkpoint carries no labels
-                from ..prompts import resolve_labels
-
-                names = resolve_labels(labels, label_set) if (labels or label_set) else list(ds.labels)
-            elif labels or label_set:
-                raise UsageError("--adapter RUN brings its own labels: drop --labels/--label-set")
-            clf = load_adapter_classifier(
-                adapter, device=device, which=which, labels=names, templates=prompt, model=model, pretrained=pretrained
-            )
-            mapping = label_mapping(ds.labels, clf.labels, positional=adapter.is_file() and bool(labels))
-            mode = "few-shot"
-        else:
-            from ..classifier import load_classifier
-
-            if labels is not None:
-                clf = load_classifier(labels=labels, model=model, pretrained=pretrained, depth_encoder=depth_encoder,
-                                      views=views, templates=prompt, device=device)
-                mapping = label_mapping(ds.labels, clf.labels, positional=True)
-            elif label_set is not None:
-                clf = load_classifier(label_set=label_set, model=model, pretrained=pretrained,
-                                      depth_encoder=depth_encoder, views=views, templates=prompt, device=device)
-                mapping = label_mapping(ds.labels, clf.labels)
-            else:
-                clf = load_classifier(labels=list(ds.labels), model=model, pretrained=pretrained,
-                                      depth_encoder=depth_encoder, views=views, templates=prompt, device=device)
-                mapping = list(range(len(ds.labels)))
-            mode = "zero-shot"
+        clf, mapping, mode = classifier_for_dataset(
+            ds.labels, adapter=adapter, which=which, labels=labels, label_set=label_set, templates=prompt,
+            model=model, pretrained=pretrained, depth_encoder=depth_encoder, views=views, device=device,
+        )
 
     with progress_bar(console, f"evaluating {split}", eta=False, disable=quiet) as progress:
         task = progress.add_task("eval", total=len(ds))

@@ -1,5 +1,9 @@
 """Checkpoints: tensors in safetensors (never pickle), config and state in a JSON side file.
 
+The library's ground floor: inference (weights, run folders, text-feature caches) and both
+trainers (few-shot, pre-training) read and write through these functions, with one optimiser-state
+format (`optimizer_state` / `load_optimizer_state`).
+
 Writes are atomic (temporary file + os.replace), so an interrupted save never leaves a
 half-written checkpoint where the previous good one was.
 """
@@ -78,3 +82,41 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(obj, dict) or not any(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path}: holds no state dict of tensors")
     return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+
+
+def _jsonable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def optimizer_state(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """An optimiser's state split into tensors (`optim.<param id>.<name>`, for safetensors) and JSON
+    scalars ({"param_groups": [...], "scalars": {param id: {name: value}}}); nothing is pickled."""
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict] = {}
+    for pid, st in sd["state"].items():
+        for name, value in st.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{pid}.{name}"] = value
+            else:
+                scalars.setdefault(str(pid), {})[name] = _jsonable(value)
+    groups = [{k: _jsonable(v) for k, v in g.items()} for g in sd["param_groups"]]
+    return tensors, {"param_groups": groups, "scalars": scalars}
+
+
+def load_optimizer_state(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    """The inverse of `optimizer_state`: load its tensors and JSON scalars into `opt`."""
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, pid, name = key.split(".", 2)
+            state.setdefault(int(pid), {})[name] = value
+    for pid, values in meta.get("scalars", {}).items():
+        state.setdefault(int(pid), {}).update(values)
+    groups = []
+    for group in meta["param_groups"]:
+        group = dict(group)
+        if "betas" in group:
+            group["betas"] = tuple(group["betas"])
+        groups.append(group)
+    opt.load_state_dict({"state": state, "param_groups": groups})

@@ -1,0 +1,206 @@
+"""One installed namespace (`clip2point`), the library's floors, and `python -m clip2point`.
+
+The source folders keep the names the user gave them (c2p_cli/ kernels/ training/ export/); a
+wheel must install them as clip2point, clip2point.kernels, clip2point.training and
+clip2point.export, and never as generic top-level packages that collide with users' own.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# source folder -> installed package
+FOLDERS = {"c2p_cli": "clip2point", "kernels": "clip2point/kernels", "training": "clip2point/training",
+           "export": "clip2point/export"}
+DECOYS = ("training", "export", "kernels", "c2p_cli")
+
+
+def _source_modules() -> dict[str, Path]:
+    """installed path (clip2point/...) -> source file, for every module and packaged data file."""
+    out = {}
+    for folder, installed in FOLDERS.items():
+        for path in (ROOT / folder).rglob("*"):
+            if "__pycache__" in path.parts or not path.is_file():
+                continue
+            rel = path.relative_to(ROOT / folder)
+            if path.suffix == ".py" or (folder == "c2p_cli" and rel.parts[0] == "model_configs" and path.suffix == ".json"):
+                out[f"{installed}/{rel.as_posix()}"] = path
+    return out
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(ROOT)],
+        check=True, capture_output=True, cwd=out,
+    )
+    (found,) = out.glob("clip2point-*.whl")
+    return found
+
+
+@pytest.mark.slow
+def test_the_wheel_installs_one_namespace_and_every_module(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/", 1)[0] for n in names}
+    assert tops == {"clip2point", next(t for t in tops if t.endswith(".dist-info"))}, tops
+    missing = sorted(set(_source_modules()) - set(names))
+    assert not missing, f"modules left out of the wheel (a package missing from pyproject?): {missing}"
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "c2p = clip2point.app:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+
+
+@pytest.mark.slow
+def test_installed_files_and_imports_survive_decoy_packages(wheel, tmp_path):
+    """Install the wheel (not editable) into a folder, put decoy training/export/kernels packages
+    first on sys.path, and import and run the library from there."""
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+                   check=True, capture_output=True)
+    decoys = tmp_path / "project"
+    for name in DECOYS:
+        (decoys / name).mkdir(parents=True)
+        (decoys / name / "__init__.py").write_text(f"raise ImportError('the decoy {name} package was imported')\n")
+    code = """
+import importlib.metadata as md, json, sys
+import clip2point, clip2point.kernels, clip2point.training, clip2point.export
+import clip2point.training.fewshot, clip2point.training.pretrain, clip2point.export.onnx, clip2point.evaluate
+files = [str(f) for f in md.files("clip2point")]
+print(json.dumps({"files": files, "where": clip2point.training.__file__,
+                  "top": sorted({f.split("/")[0] for f in files})}))
+"""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(decoys), str(target)])}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=decoys, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert Path(info["where"]).is_relative_to(target)
+    assert not {"training", "export", "kernels", "c2p_cli"} & set(info["top"]), info["top"]
+    assert "clip2point/training/fewshot.py" in info["files"]
+
+    # The command itself, run from the decoy folder (cwd is first on sys.path for -m).
+    scan = ROOT / "examples" / "scans" / "cube.ply"
+    run = subprocess.run(
+        [sys.executable, "-m", "clip2point", "classify", str(scan), "--labels", "cube,sphere", "--model", "c2p-tiny",
+         "--pretrained", "none", "-o", str(tmp_path / "r.jsonl")],
+        cwd=decoys, env={**env, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    (row,) = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert row["label"] in ("cube", "sphere") and row["error"] is None
+
+
+def test_python_m_clip2point_runs_the_cli():
+    proc = subprocess.run([sys.executable, "-m", "clip2point", "--version"], capture_output=True, text=True, cwd=ROOT / "tests")
+    assert proc.returncode == 0 and proc.stdout.startswith("c2p "), proc.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Floors: the core imports nothing from training, export or the CLI
+# ---------------------------------------------------------------------------------------------
+
+FORBIDDEN = ("clip2point.training", "clip2point.export", "clip2point.commands", "clip2point.app")
+
+
+def _core_files() -> list[Path]:
+    core = ROOT / "c2p_cli"
+    return sorted(p for p in core.rglob("*.py")
+                  if "commands" not in p.relative_to(core).parts and p.name not in ("app.py", "__main__.py"))
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(ROOT / "c2p_cli").with_suffix("")
+    parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+    return ".".join(["clip2point", *parts])
+
+
+def _imported(source: str, module: str, is_package: bool = False) -> list[tuple[int, str]]:
+    """Every module an import statement of `source` names (top level or inside functions), made
+    absolute: `module` is the dotted name of the file the source comes from."""
+    package = module.split(".") if is_package else module.split(".")[:-1]
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - (node.level - 1)]
+                name = ".".join(base + ([node.module] if node.module else []))
+            else:
+                name = node.module or ""
+            found.append((node.lineno, name))
+            found += [(node.lineno, f"{name}.{alias.name}") for alias in node.names]
+    return found
+
+
+def _offences(source: str, module: str, is_package: bool = False) -> list[str]:
+    out = []
+    for line, name in _imported(source, module, is_package):
+        if name.split(".")[0] in ("training", "export", "kernels", "c2p_cli") or any(
+            name == f or name.startswith(f + ".") for f in FORBIDDEN
+        ):
+            out.append(f"{line}: {name}")
+    return out
+
+
+def test_the_core_never_imports_the_trainer_the_exporter_or_the_cli():
+    offences = []
+    for path in _core_files():
+        found = _offences(path.read_text(), _module_name(path), path.name == "__init__.py")
+        offences += [f"{path.relative_to(ROOT)}:{o}" for o in found]
+    assert not offences, "\n".join(offences)
+
+
+def test_the_layering_rule_resolves_relative_and_nested_imports():
+    assert _offences("from .training.fewshot import run\n", "clip2point.classifier") == ["1: clip2point.training.fewshot",
+                                                                                         "1: clip2point.training.fewshot.run"]
+    assert _offences("def f():\n    from ..commands import eval\n", "clip2point.io.ply") == [
+        "2: clip2point.commands", "2: clip2point.commands.eval"]
+    assert _offences("from . import export\n", "clip2point", is_package=True) == ["1: clip2point.export"]
+    assert _offences("import training.pretrain\n", "clip2point.api") == ["1: training.pretrain"]
+    assert _offences("from .kernels import render_depth\nfrom .io import read_cloud\n", "clip2point.api") == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Library messages name Python options; the CLI names its flags
+# ---------------------------------------------------------------------------------------------
+
+
+def test_option_errors_read_as_python_in_the_library_and_as_flags_in_the_cli():
+    from clip2point.commands._messages import cli_text
+    from clip2point.errors import Opt, OptionError
+    from clip2point.pipeline import classify_files
+
+    with pytest.raises(OptionError) as info:
+        list(classify_files(None, [], batch_size=0))
+    assert str(info.value) == "batch_size must be at least 1, got 0"
+    assert cli_text(info.value) == "--batch-size must be at least 1, got 0"
+    e = OptionError("use ", Opt("select", "last"), " or more ", Opt("n_points"), " with {braces} kept")
+    assert str(e) == "use select='last' or more n_points with {braces} kept"
+    assert cli_text(e) == "use --select last or more --points with {braces} kept"
+
+
+def test_library_messages_do_not_name_cli_flags():
+    """Errors raised by the core, the trainer and the exporter name Python options, not `--flags`:
+    a `--` inside a string literal next to a raise is a flag leaking into the library."""
+    offences = []
+    folders = [ROOT / "c2p_cli", ROOT / "training", ROOT / "kernels", ROOT / "export"]
+    for folder in folders:
+        for path in folder.rglob("*.py"):
+            if "commands" in path.parts or path.name in ("app.py", "run_onnx.py"):
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Raise) and node.exc is not None:
+                    for sub in ast.walk(node.exc):
+                        if isinstance(sub, ast.Constant) and isinstance(sub.value, str) and " --" in f" {sub.value}":
+                            if "(c2p: --" not in sub.value and "c2p " not in sub.value:
+                                offences.append(f"{path.relative_to(ROOT)}:{node.lineno}: {sub.value!r}")
+    assert not offences, "\n".join(offences)
