@@ -2,12 +2,18 @@
 
 A view is (elevation, azimuth) in degrees; the camera sits at
     C = distance * (cos e sin a, sin e, cos e cos a)
-and looks at the origin with world +y as "up" (the PyTorch3D convention the paper used).
-`camera_bases` turns views into 3x3 matrices whose rows are the camera's right, up and forward
-unit vectors, so that for a point p (row vector):
+and looks at the origin with world +y as "up". `camera_bases` turns views into 3x3 matrices whose
+rows are the camera's right, up and forward unit vectors, so that for a point p (row vector):
     p @ basis.T = (u, v, z)   with   u: NDC x (right), v: NDC y (up), z + distance: depth.
-At the poles (cos e = 0) "up" is undefined; we use the limit of the formula as the elevation
-approaches the pole from the equator side, so the basis is continuous in azimuth.
+
+The bases are exactly what pytorch3d's `look_at_view_transform` computes in float32, which is what
+CLIP2Point's official renderer (and so its encoders and checkpoints) used. That matters at the
+poles: float32 cos(90 deg) is -4.37e-8, so the camera of view (90, 0) sits just past the pole, and
+pytorch3d's cross products (normalised with eps 1e-5, then its "x axis close to 0" fallback) give
+an image "up" opposite to the limit taken from the equator side: views (90, 0) and (-90, 180) come
+out rotated 180 degrees compared with a renderer that takes that limit. (270, 0) is unaffected
+(float32 cos(270 deg) is +1.19e-8). pytorch3d's x axis points left in the image; `right` is its
+negation.
 """
 
 from __future__ import annotations
@@ -34,17 +40,27 @@ def view_preset(n: int) -> tuple[View, ...]:
     return PRESETS[n]
 
 
+def _normalize32(v: np.ndarray, eps: float = 1e-5) -> np.ndarray:
+    """torch.nn.functional.normalize(v, eps=eps) in float32: v / max(|v|, eps)."""
+    norm = np.sqrt(np.sum(v * v, dtype=np.float32), dtype=np.float32)
+    return (v / max(norm, np.float32(eps))).astype(np.float32)
+
+
 def camera_basis(elevation: float, azimuth: float) -> np.ndarray:
-    """Rows: right, up, forward (unit vectors, float64) of a camera looking at the origin."""
-    e, a = math.radians(elevation), math.radians(azimuth)
-    cos_e = math.cos(e)
-    forward = -np.array([cos_e * math.sin(a), math.sin(e), cos_e * math.cos(a)])
-    # right = normalise(forward x world_up) has the closed form sign(cos e) * (cos a, 0, -sin a);
-    # using it directly avoids the 0/0 of the cross product at the poles.
-    sign = -1.0 if cos_e < -1e-9 else 1.0
-    right = sign * np.array([math.cos(a), 0.0, -math.sin(a)])
-    up = np.cross(right, forward)
-    return np.stack([right, up, forward])
+    """Rows: right, up, forward (float32) of a camera looking at the origin, as pytorch3d's
+    `look_at_view_transform(dist, elev, azim)` computes them in float32 (see the module docstring)."""
+    f32 = np.float32
+    deg = f32(math.pi / 180.0)
+    e, a, d = deg * f32(elevation), deg * f32(azimuth), f32(1.0)
+    cos_e, sin_e = np.cos(e, dtype=f32), np.sin(e, dtype=f32)
+    eye = np.array([d * cos_e * np.sin(a, dtype=f32), d * sin_e, d * cos_e * np.cos(a, dtype=f32)], dtype=f32)
+    world_up = np.array([0.0, 1.0, 0.0], dtype=f32)
+    z_axis = _normalize32(-eye)
+    x_axis = _normalize32(np.cross(world_up, z_axis).astype(f32))
+    y_axis = _normalize32(np.cross(z_axis, x_axis).astype(f32))
+    if np.all(np.abs(x_axis) <= f32(5e-3)):  # pytorch3d: torch.isclose(x_axis, 0, atol=5e-3).all()
+        x_axis = _normalize32(np.cross(y_axis, z_axis).astype(f32))
+    return np.stack([-x_axis, y_axis, z_axis]).astype(f32)
 
 
 def camera_bases(views: tuple[View, ...] | list[View] | int, *, dtype=None, device=None):

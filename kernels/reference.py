@@ -6,9 +6,8 @@ Every point of every cloud is projected into every view at once; each point then
 non-finite and off-image candidates) keeps the nearest depth per pixel. Each map is then
 normalised: d' = (d - min_fg) / max_fg * 200/255 on covered pixels, 1.0 elsewhere.
 
-When max_fg <= 0 (every covered depth is at or behind the camera plane, which needs a distance
-below the cloud's radius) the division uses 1 instead of max_fg, so values stay finite and nearer
-stays darker; with the paper's unit-sphere clouds at distance ~1 this never happens.
+Points at or behind the camera plane (depth z <= 0) are not drawn, as in pytorch3d: so every
+foreground depth is positive and max_fg > 0 (the division still guards against 0).
 
 ONNX export (tests/test_render_onnx.py; torch 2.14, onnxruntime 1.32): the code is traceable (no
 .item(), no branching on values; padding is masked into the dump cell). Both exporters work at
@@ -74,7 +73,9 @@ def _splat(
 
     u, v, z = project(points, bases, distance)  # [c, V, N]
     index = torch.arange(points.shape[1], device=points.device)
-    valid = (index[None, None, :] < lengths[:, None, None]) & torch.isfinite(z)
+    # Only points in front of the camera plane are drawn (pytorch3d skips z < 0 and its maps treat
+    # z == 0 as background): with the pre-training zoom (distance d < 1) part of a cloud is behind it.
+    valid = (index[None, None, :] < lengths[:, None, None]) & torch.isfinite(z) & (z > 0)
 
     half = size * 0.5
     # The pixel holding the point; clamped so that far-away or non-finite points give harmless

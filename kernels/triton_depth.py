@@ -74,7 +74,8 @@ def _splat_kernel(
     u = px * tl.load(b + 0) + py * tl.load(b + 1) + pz * tl.load(b + 2)
     v = px * tl.load(b + 3) + py * tl.load(b + 4) + pz * tl.load(b + 5)
     z = px * tl.load(b + 6) + py * tl.load(b + 7) + pz * tl.load(b + 8) + tl.load(distance_ptr + cloud)
-    valid = in_cloud & (tl.abs(z) < float("inf"))  # false for NaN too
+    # Drawn only in front of the camera plane (z > 0), as pytorch3d's rasterizer and the fixtures' `zbuf > 0`; false for NaN too.
+    valid = in_cloud & (tl.abs(z) < float("inf")) & (z > 0.0)
 
     # The pixel holding the point, clamped so that far or non-finite points stay harmless integers.
     col0 = tl.minimum(tl.maximum(tl.floor((u + 1.0) * half_size), -K - 1.0), size + K * 1.0).to(tl.int32)

@@ -110,14 +110,26 @@ def test_three_channels_are_the_clip_normalisation_of_one():
     torch.testing.assert_close(three, (one - mean) / std, rtol=0, atol=1e-6)
 
 
-def test_distance_changes_values_not_masks():
+def test_distance_changes_values_not_masks_while_the_cloud_is_in_front():
     points, bases = _cloud(2, 256), camera_bases(6)
+    assert float(points.norm(dim=-1).max()) <= 1.0
     a = _render(points, bases, image_size=48, distance=1.0)
-    b = _render(points, bases, image_size=48, distance=torch.tensor([0.9, 1.1]))
+    b = _render(points, bases, image_size=48, distance=torch.tensor([1.05, 1.1]))
     assert torch.equal(a < 1, b < 1)
     assert not torch.allclose(a[0], b[0]) and not torch.allclose(a[1], b[1])
     per_cloud = _render(points[1:], bases, image_size=48, distance=1.1)
     assert torch.equal(b[1:], per_cloud)
+
+
+def test_points_at_or_behind_the_camera_plane_are_not_drawn():
+    """pytorch3d skips points with view depth < 0 and CLIP2Point's maps count z == 0 as
+    background; a point hidden behind such a point shows through instead."""
+    bases = camera_bases([(0, 0)])  # looks down -z: depth = distance - p_z
+    near = torch.tensor([[[0.0, 0.0, 1.0], [0.3, 0.0, 1.5], [0.0, 0.0, 0.5]]])  # depth 0, -0.5, 0.5
+    out = _render(near, bases, image_size=33, distance=1.0)[0, 0, 0]  # odd: a pixel centre at (0, 0)
+    assert (out < 1).sum() > 0
+    only_front = _render(near[:, 2:], bases, image_size=33, distance=1.0)[0, 0, 0]
+    assert torch.equal(out, only_front)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
