@@ -395,6 +395,84 @@ def test_classify_files_streams_with_stream_true(shapes, clf):
 # ---------------------------------------------------------------------------------------------
 
 
+def test_ranks_resume_from_their_own_part_files_and_rank_0_merges_in_input_order(shapes, clf, tmp_path, monkeypatch):
+    """Two ranks simulated in one process: the collectives are replaced by a hand-over."""
+    from clip2point import distributed
+    from clip2point.batching import ReadOptions
+    from clip2point.classify_run import ClassifyInterrupted, classify_to_output, part_path
+    from clip2point.distributed import DistContext
+    from clip2point.inputs import gather_inputs
+
+    entries = gather_inputs(shapes / "ply", recursive=True) + gather_inputs(tmp_path / "missing.ply")
+    sent = {}
+    monkeypatch.setattr(distributed, "barrier", lambda ctx: None)
+    monkeypatch.setattr(distributed, "gather_objects",
+                        lambda ctx, obj: sent.__setitem__(ctx.rank, obj) or ([sent[0], sent[1]] if ctx.rank == 0 else None))
+    out = tmp_path / "r.csv"
+    run = dict(read=ReadOptions(n_points=128), batch_size=2, workers=0, output=out, fmt="csv")
+    rank1 = DistContext(rank=1, world_size=2)
+
+    def stop(r):
+        raise KeyboardInterrupt
+
+    with pytest.raises(ClassifyInterrupted, match=r"1 of 2 files done, they are in .*part-1-of-2"):
+        classify_to_output(clf, entries, ctx=rank1, on_result=stop, **run)
+    assert len(part_path(out, 1, 2).read_text().splitlines()) == 1
+    again = classify_to_output(clf, entries, ctx=rank1, resume=True, **run)
+    assert (again.reused, again.classified, again.is_main) == (1, 1, False) and not out.exists()
+    main = classify_to_output(clf, entries, ctx=DistContext(rank=0, world_size=2), **run)
+    assert main.total == 5 and main.failed == 1
+    single = tmp_path / "single.csv"
+    classify_to_output(clf, entries, **{**run, "output": single})
+    assert out.read_text() == single.read_text()
+    assert not part_path(out, 0, 2).exists() and not part_path(out, 1, 2).exists()
+
+
+# `c2p` that logs, per rank, which inputs it read: the ranks must share the work, not repeat it.
+LOGGING_CLI = """
+import os, sys
+from pathlib import Path
+
+log = Path(sys.argv.pop(1)) / ("rank" + os.environ.get("RANK", "0") + ".txt")
+import clip2point.evaluate as e
+import clip2point.pipeline as p
+
+read_one, read_samples = p.read_one, e.read_samples
+
+
+def logged_read_one(path, options):
+    with open(log, "a") as fh:
+        fh.write(str(path) + "\\n")
+    return read_one(path, options)
+
+
+def logged_read_samples(dataset, indices):
+    indices = list(indices)
+    with open(log, "a") as fh:
+        fh.writelines(dataset.sample_ids[i] + "\\n" for i in indices)
+    return read_samples(dataset, indices)
+
+
+p.read_one, e.read_samples = logged_read_one, logged_read_samples
+from clip2point.app import main
+
+sys.argv = ["c2p"] + sys.argv[1:]
+main()
+"""
+
+
+def _torchrun(tmp_path: Path, args: list[str], env: dict) -> tuple[subprocess.CompletedProcess, list[set[str]]]:
+    script, logs = tmp_path / "c2p_logged.py", tmp_path / "logs"
+    script.write_text(LOGGING_CLI)
+    logs.mkdir(exist_ok=True)
+    for old in logs.iterdir():
+        old.unlink()
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        str(script), str(logs), *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    reads = [set((logs / f"rank{i}.txt").read_text().split()) if (logs / f"rank{i}.txt").exists() else set() for i in (0, 1)]
+    return r, reads
+
+
 @pytest.mark.slow
 def test_two_gloo_ranks_write_exactly_the_single_process_output(shapes, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -405,9 +483,29 @@ def test_two_gloo_ranks_write_exactly_the_single_process_output(shapes, tmp_path
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     ranks = tmp_path / "ranks.jsonl"
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                        "-m", "clip2point", *common, "-o", str(ranks)], env=env, cwd=ROOT, capture_output=True, text=True,
-                       timeout=240)
+    r, reads = _torchrun(tmp_path, [*common, "-o", str(ranks)], env)
     assert r.returncode == 0, r.stderr[-3000:]
     assert ranks.read_text() == single.read_text()
     assert len(_jsonl(ranks)) == 12 and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert len(reads[0]) == len(reads[1]) == 6 and not reads[0] & reads[1]  # each rank read its half
+
+
+@pytest.mark.slow
+def test_eval_under_two_gloo_ranks_writes_the_single_process_report(tmp_path):
+    from clip2point.synth import write_dataset
+
+    data = tmp_path / "data"
+    write_dataset(data, classes=["cube", "torus", "sphere"], per_class=1, test_per_class=3, fmt="npy", n_points=256, seed=4)
+    (data / "test" / "cube" / "cube_broken.npy").write_bytes(b"not numpy")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    common = [*TINY, "--device", "cpu", "-b", "1", "--points", "128", "-q"]
+    r = subprocess.run([sys.executable, "-m", "clip2point", "eval", str(data), "--out", str(tmp_path / "one"), *common],
+                       env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    r, reads = _torchrun(tmp_path, ["eval", str(data), "--out", str(tmp_path / "two"), *common], env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert len(reads[0]) == 5 and len(reads[1]) == 5 and not reads[0] & reads[1]  # 10 test samples, half each
+    one, two = (json.loads((tmp_path / d / "report.json").read_text()) for d in ("one", "two"))
+    assert one["n"] == 9 and len(one["skipped"]) == 1
+    for key in ("top1", "mean_class_accuracy", "n", "per_class", "confusion", "labels", "skipped", "predictions"):
+        assert two[key] == one[key], key
