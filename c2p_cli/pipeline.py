@@ -30,6 +30,7 @@ PRECISIONS = ("fp32", "fp16", "bf16")
 _AUTOCAST = {"fp16": torch.float16, "bf16": torch.bfloat16}
 # Reader processes allowed per CPU core: beyond this, processes only fight over the cores.
 WORKERS_PER_CORE = 4
+READER_NICE_ON_CPU = 10
 
 
 def max_workers() -> int:
@@ -74,10 +75,10 @@ def _read_in_process(paths: Sequence[Path], read: ReadOptions) -> Iterator[tuple
         yield read_one(p, read)
 
 
-def _read_in_pool(paths: Sequence[Path], read: ReadOptions, workers: int, ahead: int):
+def _read_in_pool(paths: Sequence[Path], read: ReadOptions, workers: int, ahead: int, nice: int):
     from .reader_pool import ReaderPool
 
-    with ReaderPool(workers, functools.partial(read_one, options=read), ahead=ahead) as pool:
+    with ReaderPool(workers, functools.partial(read_one, options=read), ahead=ahead, nice=nice) as pool:
         for path, (kind, value) in zip(paths, pool.imap(paths), strict=True):
             yield value if kind == "ok" else (None, f"{path}: {value}")
 
@@ -170,12 +171,16 @@ def classify_files(
     if workers is None:
         workers = default_workers(len(paths))
     workers = min(workers, len(paths))
-    reads = (
-        _read_in_pool(paths, read, workers, ahead=max(2 * batch_size, 2 * workers))
-        if workers > 0 else _read_in_process(paths, read)
-    )  # fmt: skip
     # On CUDA, batch k's results are fetched after batch k+1 is queued; on CPU that would only delay them.
     defer = _device_of(classifier).type == "cuda"
+    # On CPU the encoder's threads and the readers share the cores: readers yield to the encoder (a
+    # reader descheduled in the middle of a parallel region stalls every encoder thread) and catch
+    # up whenever the encoder waits.
+    nice = 0 if defer else READER_NICE_ON_CPU
+    reads = (
+        _read_in_pool(paths, read, workers, ahead=max(2 * batch_size, 2 * workers), nice=nice)
+        if workers > 0 else _read_in_process(paths, read)
+    )  # fmt: skip
     labels = classifier.labels
 
     def launches() -> Iterator[_Launched]:

@@ -40,10 +40,15 @@ def _crash_message(exitcode: int | None) -> str:
     return f"reader process exited unexpectedly (exit code {exitcode})"
 
 
-def _reader_main(tasks, results, slot, read_fn, parent_pid: int, close_fds: list) -> None:
+def _reader_main(tasks, results, slot, read_fn, parent_pid: int, close_fds: list, nice: int) -> None:
     """Loop of one reader process: receive (task id, path), read, send (task id, value)."""
     # Ctrl-C goes to the whole process group; the parent decides what happens, readers just stop when told.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if nice:
+        try:
+            os.nice(nice)
+        except OSError:
+            pass
     for conn in close_fds:  # inherited ends of other readers' pipes: keep EOFs working
         try:
             conn.close()
@@ -112,11 +117,12 @@ class ReaderPool:
     """`workers` forked processes applying `read_fn(path)` (which must not raise) to paths.
 
     `imap(paths)` yields `("ok", value)` or `("crashed", message)` for each path, in order, reading
-    at most `ahead` paths beyond the one being consumed. Use as a context manager (or call
-    `close()`), so the processes end with the work.
+    at most `ahead` paths beyond the one being consumed. `nice` lowers the readers' scheduling
+    priority (when the model runs on the same CPU cores, it should not wait for them). Use as a
+    context manager (or call `close()`), so the processes end with the work.
     """
 
-    def __init__(self, workers: int, read_fn: Callable, *, ahead: int = 64):
+    def __init__(self, workers: int, read_fn: Callable, *, ahead: int = 64, nice: int = 0):
         import multiprocessing as mp
 
         if workers < 1:
@@ -125,6 +131,7 @@ class ReaderPool:
         # fork: readers start in milliseconds and share the parent's imports (DataLoader does the same)
         self._ctx = mp.get_context("fork" if "fork" in methods else "spawn")
         self.read_fn = read_fn
+        self.nice = int(nice)
         self.ahead = max(int(ahead), workers)
         self.readers: list[_Reader] = []
         self._deaths_without_culprit = 0
@@ -138,7 +145,7 @@ class ReaderPool:
         slot = self._ctx.RawValue("q", _IDLE)
         others = [end for r in self.readers for end in (r.tasks, r.results)] + [task_send, result_recv]
         process = self._ctx.Process(
-            target=_reader_main, args=(task_recv, result_send, slot, self.read_fn, os.getpid(), others), daemon=True,
+            target=_reader_main, args=(task_recv, result_send, slot, self.read_fn, os.getpid(), others, self.nice), daemon=True,
         )
         process.start()
         # The parent keeps only its own ends, so a dead reader reads as EOF, never as a hang.
