@@ -163,8 +163,11 @@ def classify_files(
     """
     read.validate()
     validate_run_options(batch_size, top_k, workers, precision)
-    if precision in _AUTOCAST and _device_of(classifier).type != "cuda":
-        raise OptionError(Opt("precision", precision), " needs a CUDA device (on CPU the encoder runs in fp32)")
+    if precision in _AUTOCAST:
+        if _device_of(classifier).type != "cuda":
+            raise OptionError(Opt("precision", precision), " needs a CUDA device (on CPU the encoder runs in fp32)")
+        if not isinstance(getattr(classifier, "head", None), torch.nn.Module):
+            raise OptionError(Opt("precision", precision), " applies to torch models; an exported engine keeps its own precision")
     paths = [Path(p) for p in paths]
     if not paths:
         return

@@ -127,9 +127,10 @@ class ReaderPool:
 
         if workers < 1:
             raise ValueError("a reader pool needs at least one worker")
-        methods = mp.get_all_start_methods()
-        # fork: readers start in milliseconds and share the parent's imports (DataLoader does the same)
-        self._ctx = mp.get_context("fork" if "fork" in methods else "spawn")
+        # fork on Linux: readers start in milliseconds and share the parent's imports (as DataLoader's
+        # workers do); elsewhere fork is unsafe or missing, and spawn starts a fresh interpreter.
+        self._fork = sys.platform.startswith("linux")
+        self._ctx = mp.get_context("fork" if self._fork else "spawn")
         self.read_fn = read_fn
         self.nice = int(nice)
         self.ahead = max(int(ahead), workers)
@@ -143,7 +144,8 @@ class ReaderPool:
         task_recv, task_send = self._ctx.Pipe(duplex=False)
         result_recv, result_send = self._ctx.Pipe(duplex=False)
         slot = self._ctx.RawValue("q", _IDLE)
-        others = [end for r in self.readers for end in (r.tasks, r.results)] + [task_send, result_recv]
+        # A forked reader inherits every pipe end the parent holds; it closes those that are not its own.
+        others = [end for r in self.readers for end in (r.tasks, r.results)] + [task_send, result_recv] if self._fork else []
         process = self._ctx.Process(
             target=_reader_main, args=(task_recv, result_send, slot, self.read_fn, os.getpid(), others, self.nice), daemon=True,
         )

@@ -86,6 +86,25 @@ def test_a_reader_killed_by_a_signal_costs_only_the_file_it_was_reading(shapes, 
     assert [r.label for i, r in enumerate(results) if i not in (3, 7)] == [r.label for r in clean]
 
 
+def test_reader_pool_blames_only_the_file_being_read_and_retries_the_rest():
+    from clip2point.reader_pool import ReaderPool
+
+    def read(name):
+        if name == "exit":
+            os._exit(3)
+        if name == "segv":
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return name.upper()
+
+    names = ["a", "b", "exit", "c", "d", "segv", "e", "f", "g"]
+    with ReaderPool(2, read, ahead=6) as pool:
+        got = list(pool.imap(names))
+        assert len(pool.readers) == 2  # replaced after each death
+    assert got[2] == ("crashed", "reader process exited unexpectedly (exit code 3)")
+    assert got[5] == ("crashed", "reader crashed (signal 11, SIGSEGV)")
+    assert [v for i, (kind, v) in enumerate(got) if i not in (2, 5)] == ["A", "B", "C", "D", "E", "F", "G"]
+
+
 def test_classify_cli_survives_a_segfaulting_reader_and_exits_1(shapes, tmp_path, capsys, monkeypatch):
     from clip2point import pipeline
 
