@@ -203,6 +203,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"], help="Encoder autocast (CUDA).")
     p.add_argument("--sequential", action="store_true", help="Also time one file at a time.")
+    p.add_argument("--repeat", type=int, default=1, help="Rounds of every mode, alternating; each reports its fastest.")
     p.add_argument("--data", help="Use (or fill, when empty) this folder instead of a temporary one.")
     p.add_argument("--mode", choices=["encoder_only", "render_encoder", "pipeline", "sequential"], help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -220,16 +221,28 @@ def main() -> None:
             write_files(data, args.files, args.file_points)
         write_s = time.perf_counter() - start
         modes = ["encoder_only", "render_encoder", "pipeline"] + (["sequential"] if args.sequential else [])
-        runs = {}
-        for mode in modes:
-            flags = {k: v for k, v in vars(args).items() if k not in ("mode", "data", "sequential") and v is not None}
-            cmd = [sys.executable, __file__, "--mode", mode, "--data", str(data)] + [
-                f"--{k.replace('_', '-')}={v}" for k, v in flags.items()
-            ]
-            out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-            if out.returncode != 0:
-                raise SystemExit(f"{mode} failed:\n{out.stderr[-3000:]}")
-            runs[mode] = json.loads(out.stdout.strip().splitlines()[-1])
+        runs: dict[str, dict] = {}
+        # Modes alternate (A B C A B C ...) and each keeps its fastest round: on a shared machine, load
+        # that comes and goes then hits every mode alike instead of whichever ran at the wrong time.
+        for round_ in range(args.repeat):
+            for mode in modes:
+                flags = {k: v for k, v in vars(args).items()
+                         if k not in ("mode", "data", "sequential", "repeat") and v is not None}
+                cmd = [sys.executable, __file__, "--mode", mode, "--data", str(data)] + [
+                    f"--{k.replace('_', '-')}={v}" for k, v in flags.items()
+                ]
+                out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                if out.returncode != 0:
+                    raise SystemExit(f"{mode} failed:\n{out.stderr[-3000:]}")
+                record = json.loads(out.stdout.strip().splitlines()[-1])
+                record["round"] = round_
+                print(json.dumps(record), file=sys.stderr, flush=True)  # progress, and what a timeout would lose
+                best = runs.get(mode)
+                record["rounds_s"] = (best["rounds_s"] if best else []) + [record["seconds"]]
+                if best is None or record["clouds_per_s"] > best["clouds_per_s"]:
+                    runs[mode] = record
+                else:
+                    best["rounds_s"] = record["rounds_s"]
 
     import torch
 
@@ -253,6 +266,7 @@ def main() -> None:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "write_files_s": round(write_s, 1),
+        "repeat": args.repeat,
         **runs,
         "pipeline_over_encoder_only": round(runs["pipeline"]["clouds_per_s"] / enc, 3),
         "render_encoder_over_encoder_only": round(runs["render_encoder"]["clouds_per_s"] / enc, 3),

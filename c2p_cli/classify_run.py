@@ -39,7 +39,7 @@ class ClassifyInterrupted(C2PError):
 class ClassifyOutcome:
     total: int  # inputs of this run (all ranks)
     classified: int  # results made by this run (this rank)
-    reused: int  # results kept from an earlier run (this rank)
+    reused: int  # results kept from an earlier run (all ranks on rank 0, else this rank)
     failed: int  # results with an error (all ranks on rank 0, else this rank)
     results: list[FileResult] | None = None  # every result in input order, when collected (rank 0)
     is_main: bool = True
@@ -145,7 +145,7 @@ def classify_to_output(
     if resume:
         earlier = _earlier_rows(output, fmt, [own_part] if own_part is not None else [])
     reusable = {_key(r.path, r.size, r.mtime): r for r in earlier if r.ok and r.size is not None}
-    plan: list[tuple[str, object]] = []  # ("row", FileResult reused or an input error) | ("new", Path)
+    plan: list[tuple[str, object]] = []  # ("reuse", earlier row) | ("error", unusable input) | ("new", Path)
     for e in mine:
         if isinstance(e, FileResult):
             plan.append(("error", e))
@@ -233,13 +233,15 @@ def classify_to_output(
 
     # Every row of this rank, in its input order; rank 0 merges the ranks' rows in input order.
     ordered: list[FileResult] | None = kept if keep_all else None
+    n_reused = len(reused)
     if world > 1:
-        gathered = gather_objects(ctx, [r.to_dict() for r in kept])
+        gathered = gather_objects(ctx, ([r.to_dict() for r in kept], len(reused)))
         ordered = None
         if ctx.is_main:
-            per_rank = [iter([FileResult.from_dict(d) for d in rows]) for rows in gathered]
+            per_rank = [iter([FileResult.from_dict(d) for d in rows]) for rows, _ in gathered]
             ordered = [next(per_rank[i % world]) for i in range(len(entries))]
             failed = sum(not r.ok for r in ordered)
+            n_reused = sum(n for _, n in gathered)
 
     if ctx.is_main and ordered is not None:
         if to_file and (world > 1 or fmt == "json" or (resume and (reused or foreign))):
@@ -252,6 +254,6 @@ def classify_to_output(
         if own_part is not None:
             own_part.unlink(missing_ok=True)
     return ClassifyOutcome(
-        total=len(entries), classified=new_count, reused=len(reused), failed=failed,
+        total=len(entries), classified=new_count, reused=n_reused, failed=failed,
         results=ordered if collect else None, is_main=ctx.is_main,
     )

@@ -62,6 +62,16 @@ def validate_run_options(batch_size: int = 32, top_k: int = 5, workers: int | No
         raise OptionError(Opt("precision"), f" must be one of {', '.join(PRECISIONS)}, got {precision!r}")
 
 
+def check_precision(precision: str | None, device_type: str, torch_model: bool = True) -> None:
+    """fp16 / bf16 autocast needs CUDA and a torch model (an exported engine keeps its own precision)."""
+    if precision not in _AUTOCAST:
+        return
+    if device_type != "cuda":
+        raise OptionError(Opt("precision", precision), " needs a CUDA device (on CPU the encoder runs in fp32)")
+    if not torch_model:
+        raise OptionError(Opt("precision", precision), " applies to torch models; an exported engine keeps its own precision")
+
+
 def _stat(path: Path) -> tuple[int | None, float | None]:
     try:
         st = os.stat(path)
@@ -163,11 +173,7 @@ def classify_files(
     """
     read.validate()
     validate_run_options(batch_size, top_k, workers, precision)
-    if precision in _AUTOCAST:
-        if _device_of(classifier).type != "cuda":
-            raise OptionError(Opt("precision", precision), " needs a CUDA device (on CPU the encoder runs in fp32)")
-        if not isinstance(getattr(classifier, "head", None), torch.nn.Module):
-            raise OptionError(Opt("precision", precision), " applies to torch models; an exported engine keeps its own precision")
+    check_precision(precision, _device_of(classifier).type, isinstance(getattr(classifier, "head", None), torch.nn.Module))
     paths = [Path(p) for p in paths]
     if not paths:
         return

@@ -382,6 +382,7 @@ def test_labels_file_and_the_one_label_trap(shapes, tmp_path, capsys, monkeypatc
     (["--batch-size", "0"], "--batch-size must be at least 1"),
     (["--top-k", "0"], "--top-k must be at least 1"),
     (["--precision", "fp8"], "--precision must be one of"),
+    (["--precision", "bf16", "--device", "cpu"], "--precision bf16 needs a CUDA device"),
     (["--format", "xml"], "--format must be one of"),
     (["--resume"], "--resume needs an output file"),
 ])

@@ -109,12 +109,16 @@ def classify(
         paths = paths[:i] + read_path_list(sys.stdin.read()) + paths[i + 1:]
     entries = gather_inputs(paths, recursive=recursive, extensions=ext)
     if not entries:
-        raise UsageError(f"no supported point-cloud or mesh files in {', '.join(map(str, paths)) or 'the paths given'}")
+        shown = ", ".join(map(str, paths[:3])) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+        raise UsageError(f"no supported point-cloud or mesh files in {shown or 'the paths given'}")
 
     from ..devices import resolve_device
     from ..distributed import setup, teardown
+    from ..pipeline import check_precision
 
-    ctx = setup(resolve_device(device))
+    torch_device = resolve_device(device)
+    check_precision(None if precision == "fp32" else precision, torch_device.type, torch_model=backend == "torch")
+    ctx = setup(torch_device)
     try:
         clf = _build_classifier(
             console, labels=names, label_set=None, prompt=prompt, model=model, pretrained=pretrained,
