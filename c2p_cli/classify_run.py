@@ -173,7 +173,7 @@ def classify_to_output(
         writer = RowWriter(stream, fmt, k)
 
     kept: list[FileResult] = []
-    new_count = failed = 0
+    new_count = failed = processed = 0
     new_paths = [item for kind, item in plan if kind == "new"]
 
     def batch_done(n: int) -> None:
@@ -200,11 +200,11 @@ def classify_to_output(
             failed += not r.ok
             if keep_all:
                 kept.append(r)
-            if kind != "reuse":
-                if writer is not None:
-                    writer.add(r)
-                if on_result is not None:
-                    on_result(r)
+            if kind != "reuse" and writer is not None:
+                writer.add(r)
+            processed += 1
+            if kind != "reuse" and on_result is not None:
+                on_result(r)
         for _ in results:  # let the pipeline finish: it reports its last batch after the last row is taken
             raise C2PError("internal error: more results than inputs")  # pragma: no cover
         if writer is not None:
@@ -213,19 +213,19 @@ def classify_to_output(
         results.close()
         if writer is not None:
             writer.flush()
-        where = "nothing was written"
-        if to_file:
-            where = f"they are in {output}"
+        done = f"interrupted: {processed} of {len(mine)} inputs done"
+        if not to_file:
+            text = OptionText(done + ("; their results are above" if writer is not None else ""))
+        else:
+            where = output
             if world == 1 and fmt == "json":
                 if writer is not None:
                     writer.stream.close()
                 write_results(output, kept + foreign, {**meta, "complete": False}, fmt="json")
             elif world > 1:
-                where = f"they are in {own_part}"
-        raise ClassifyInterrupted(
-            OptionText(f"interrupted: {new_count + len(reused)} of {len(mine)} files done, {where}; run again with ",
-                       Opt("resume"), " to finish")
-        ) from None
+                where = own_part
+            text = OptionText(f"{done}, they are in {where}; run again with ", Opt("resume"), " to finish")
+        raise ClassifyInterrupted(text) from None
     finally:
         results.close()
         if writer is not None and to_file and not writer.stream.closed:

@@ -156,7 +156,7 @@ def test_ctrl_c_keeps_the_finished_rows_and_resume_ends_with_every_file_once(sha
     first = _jsonl(out)
     assert 4 <= len(first) < len(files), err
     assert [row["path"] for row in first] == [str(f) for f in files[: len(first)]]
-    assert f"interrupted: {len(first)} of {len(files)} files done" in err and "--resume" in err
+    assert f"interrupted: {len(first)} of {len(files)} inputs done" in err and "--resume" in err
 
     r = subprocess.run([sys.executable, "-m", "clip2point", *map(str, common), "--resume"], cwd=ROOT, capture_output=True,
                        text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=120)
@@ -207,7 +207,7 @@ def test_json_output_is_assembled_from_a_sidecar_even_after_ctrl_c(shapes, clf, 
             raise KeyboardInterrupt
 
     run = dict(read=ReadOptions(n_points=128), batch_size=1, workers=0, output=out, fmt="json", meta={"model": "tiny"})
-    with pytest.raises(ClassifyInterrupted, match="2 of 4 files done"):
+    with pytest.raises(ClassifyInterrupted, match="2 of 4 inputs done"):
         classify_to_output(clf, entries, on_result=interrupt_after_two, **run)
     doc = json.loads(out.read_text())
     assert doc["meta"]["complete"] is False and len(doc["results"]) == 2
@@ -435,7 +435,7 @@ def test_ranks_resume_from_their_own_part_files_and_rank_0_merges_in_input_order
     def stop(r):
         raise KeyboardInterrupt
 
-    with pytest.raises(ClassifyInterrupted, match=r"1 of 2 files done, they are in .*part-1-of-2"):
+    with pytest.raises(ClassifyInterrupted, match=r"1 of 2 inputs done, they are in .*part-1-of-2"):
         classify_to_output(clf, entries, ctx=rank1, on_result=stop, **run)
     assert len(part_path(out, 1, 2).read_text().splitlines()) == 1
     again = classify_to_output(clf, entries, ctx=rank1, resume=True, **run)
