@@ -6,9 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputFileError
-from ._common import Geometry, _ParseError, _short
+from ..errors import InputFileError, Opt, OptionError
+from ._bin import _read_bin
+from ._common import DEFAULT_BIN_COLUMNS, DEFAULT_MAX_POINTS, Geometry, _ParseError, _short, _Source
+from ._e57 import _read_e57
 from ._gltf import _read_gltf
+from ._las import _read_las
 from ._numpy import _read_npy, _read_npz
 from ._obj import _read_obj
 from ._off import _read_off
@@ -17,9 +20,12 @@ from ._ply import _read_ply
 from ._stl import _read_stl
 from ._text import _read_text_points
 
-POINT_EXTENSIONS: tuple[str, ...] = (".ply", ".pcd", ".xyz", ".txt", ".pts", ".npy", ".npz")
+POINT_EXTENSIONS: tuple[str, ...] = (
+    ".ply", ".pcd", ".xyz", ".txt", ".pts", ".npy", ".npz", ".las", ".laz", ".bin", ".e57",
+)  # fmt: skip
 MESH_EXTENSIONS: tuple[str, ...] = (".off", ".obj", ".stl", ".glb", ".gltf")
 SUPPORTED_EXTENSIONS: tuple[str, ...] = POINT_EXTENSIONS + MESH_EXTENSIONS
+MAX_BIN_COLUMNS = 64
 
 _READERS = {
     ".ply": _read_ply,
@@ -29,6 +35,10 @@ _READERS = {
     ".pts": _read_text_points,
     ".npy": _read_npy,
     ".npz": _read_npz,
+    ".las": _read_las,
+    ".laz": _read_las,
+    ".bin": _read_bin,
+    ".e57": _read_e57,
     ".off": _read_off,
     ".obj": _read_obj,
     ".stl": _read_stl,
@@ -37,11 +47,22 @@ _READERS = {
 }
 
 
-def _load(path: str | Path) -> Geometry:
+def check_read_limits(max_points: int, bin_columns: int) -> None:
+    """Raise OptionError for limits no file can be read with."""
+    if isinstance(max_points, bool) or not isinstance(max_points, (int, np.integer)) or max_points < 1:
+        raise OptionError(Opt("max_points"), f" must be a whole number of at least 1, got {max_points!r}")
+    if isinstance(bin_columns, bool) or not isinstance(bin_columns, (int, np.integer)) or not 3 <= bin_columns <= MAX_BIN_COLUMNS:
+        raise OptionError(Opt("bin_columns"), f" must be between 3 and {MAX_BIN_COLUMNS}, got {bin_columns!r}")
+
+
+def _load(
+    path: str | Path, *, max_points: int = DEFAULT_MAX_POINTS, bin_columns: int = DEFAULT_BIN_COLUMNS
+) -> Geometry:
+    check_read_limits(max_points, bin_columns)
     path = Path(path)
     ext = path.suffix.lower()
     if ext not in _READERS:
-        shown = f"'{ext}'" if ext else "(none)"
+        shown = f"'{_short(ext, 20)}'" if ext else "(none)"
         raise InputFileError(
             path, f"unknown extension {shown} (supported: {', '.join(SUPPORTED_EXTENSIONS)})"
         )
@@ -51,7 +72,7 @@ def _load(path: str | Path) -> Geometry:
         size = path.stat().st_size
         if size == 0:
             raise InputFileError(path, "file is empty")
-        geo = _READERS[ext](path)
+        geo = _READERS[ext](_Source(path, size, int(max_points), int(bin_columns)))
     except InputFileError:
         raise
     except FileNotFoundError:
@@ -60,13 +81,17 @@ def _load(path: str | Path) -> Geometry:
         raise InputFileError(path, "permission denied") from None
     except IsADirectoryError:
         raise InputFileError(path, "is a folder, not a file") from None
+    except MemoryError:
+        raise InputFileError(path, "not enough memory to read it") from None
     except OSError as e:
-        raise InputFileError(path, f"cannot read: {e.strerror or e}") from None
+        raise InputFileError(path, f"cannot read: {_short(e.strerror or e)}") from None
     except _ParseError as e:
         raise InputFileError(path, str(e)) from None
-    except (ValueError, IndexError, UnicodeDecodeError) as e:
+    except (ValueError, IndexError, UnicodeDecodeError, OverflowError) as e:
         raise InputFileError(path, f"cannot parse {ext[1:].upper()} file: {_short(e)}") from None
-    verts = np.asarray(geo.vertices, dtype=np.float64).reshape(-1, 3)
+    verts = np.asarray(geo.vertices).reshape(-1, 3)
+    if verts.dtype not in (np.float32, np.float64):
+        verts = verts.astype(np.float64)
     faces = geo.faces
     if faces is not None:
         faces = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
