@@ -43,3 +43,10 @@ UpAxis = Annotated[
 ]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed (sampling, splits, training).")]
 BatchSize = Annotated[int, typer.Option("--batch-size", "-b", help="Shapes per batch.")]
+MaxPoints = Annotated[
+    int,
+    typer.Option("--max-points", help="The most points (or vertices, triangles) a file may declare; larger files fail.", show_default=True),
+]
+BinColumns = Annotated[
+    int, typer.Option("--bin-columns", help="float32 columns per point of .bin scans (KITTI 4, nuScenes 5).")
+]

@@ -45,6 +45,8 @@ def eval_cmd(
     ] = None,
     variant: Annotated[str | None, typer.Option("--variant", help="ScanObjectNN: obj_bg, obj_only or pb_t50_rs.")] = None,
     seed: opt.Seed = 0,
+    max_points: opt.MaxPoints = defaults.MAX_POINTS,
+    bin_columns: opt.BinColumns = defaults.BIN_COLUMNS,
     batch_size: opt.BatchSize = 32,
     device: opt.Device = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table.")] = False,
@@ -78,7 +80,7 @@ def eval_cmd(
             console.print(f"[yellow]warning:[/] {escape(cli_text(line))}")
     elif read["n_points"] is None:
         read["n_points"] = defaults.NUM_POINTS
-    ds = open_dataset(data, dataset, split, seed=seed, variant=variant, **read)
+    ds = open_dataset(data, dataset, split, seed=seed, variant=variant, max_points=max_points, bin_columns=bin_columns, **read)
     with console.status("loading the model", spinner="dots"):
         clf, mapping, mode = classifier_for_dataset(
             ds.labels, adapter=adapter, which=which, labels=labels, label_set=label_set, templates=prompt,

@@ -17,8 +17,10 @@ from typing import BinaryIO
 
 import numpy as np
 
-DEFAULT_MAX_POINTS = 50_000_000
-DEFAULT_BIN_COLUMNS = 4
+from .. import defaults
+
+DEFAULT_MAX_POINTS = defaults.MAX_POINTS
+DEFAULT_BIN_COLUMNS = defaults.BIN_COLUMNS
 # Bytes read at a time from a body: bounds the memory a reader needs on top of its result.
 CHUNK_BYTES = 1 << 21
 # Headers (PLY, PCD, OFF counts...) longer than this are not headers.

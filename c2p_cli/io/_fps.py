@@ -43,18 +43,18 @@ def _fps_reference(cols: np.ndarray, n: int, start: int) -> np.ndarray:
 
 
 def _morton_order(cols: np.ndarray) -> np.ndarray:
-    """Indices sorting the points along a Z-order curve on a 1024^3 grid."""
+    """Indices sorting the points along a Z-order curve of a 32^3 grid (15-bit codes, so numpy's
+    stable sort is a radix sort); points of one cell keep their index order."""
     lo = cols.min(axis=1).astype(np.float64)
     span = float((cols.max(axis=1).astype(np.float64) - lo).max())
-    scale = 1023.0 / span if span > 0 else 0.0
-    code = np.zeros(cols.shape[1], dtype=np.uint64)
+    scale = 31.999 / span if span > 0 else 0.0
+    code = np.zeros(cols.shape[1], dtype=np.uint16)
     for axis in range(3):
-        q = ((cols[axis].astype(np.float64) - lo[axis]) * scale).astype(np.uint64)
-        q = (q | (q << np.uint64(16))) & np.uint64(0x030000FF)
-        q = (q | (q << np.uint64(8))) & np.uint64(0x0300F00F)
-        q = (q | (q << np.uint64(4))) & np.uint64(0x030C30C3)
-        q = (q | (q << np.uint64(2))) & np.uint64(0x09249249)
-        code |= q << np.uint64(axis)
+        q = ((cols[axis] - lo[axis]) * scale).astype(np.uint16)
+        q = (q | (q << 8)) & 0x100F
+        q = (q | (q << 4)) & 0x10C3
+        q = (q | (q << 2)) & 0x1249
+        code |= q << axis
     return np.argsort(code, kind="stable")
 
 
@@ -70,7 +70,7 @@ def fps_indices(cols: np.ndarray, n: int, start: int) -> np.ndarray:
     idx = np.concatenate([order, np.arange(N, N + pad)]).reshape(blocks, _LEAF)
     idx.sort(axis=1)
     real = np.minimum(idx, N - 1)
-    X, Y, Z = (np.ascontiguousarray(cols[a][real]) for a in range(3))
+    X, Y, Z = np.take(cols, real, axis=1)
     min_d = np.full((blocks, _LEAF), np.inf, dtype=np.float32)
     min_d[idx >= N] = -1.0
     lo = np.stack([X.min(axis=1), Y.min(axis=1), Z.min(axis=1)], axis=1).astype(np.float64)
@@ -80,21 +80,14 @@ def fps_indices(cols: np.ndarray, n: int, start: int) -> np.ndarray:
     chosen[0] = start
     for i in range(1, n):
         c = cols[:, chosen[i - 1]]
-        gap = np.maximum(np.maximum(lo - c.astype(np.float64), c.astype(np.float64) - hi), 0.0)
+        c64 = c.astype(np.float64)
+        gap = np.maximum(np.maximum(lo - c64, c64 - hi), 0.0)
         bound = (gap * gap).sum(axis=1)
         touch = np.flatnonzero(~((bound * _MARGIN >= block_max) & (bound > _TINY)))
-        if len(touch):
-            tmp = X[touch] - c[0]
-            d = tmp * tmp
-            tmp = Y[touch] - c[1]
-            tmp *= tmp
-            d += tmp
-            tmp = Z[touch] - c[2]
-            tmp *= tmp
-            d += tmp
-            m = np.minimum(min_d[touch], d)
-            min_d[touch] = m
-            block_max[touch] = m.max(axis=1)
+        if len(touch) > blocks // 3:  # most blocks: whole arrays beat gathering them
+            _update(X, Y, Z, c, min_d, block_max, slice(None))
+        elif len(touch):
+            _update(X, Y, Z, c, min_d, block_max, touch)
         top = block_max.max()
         cands = np.flatnonzero(block_max == top)
         if len(cands) == 1:
@@ -103,6 +96,22 @@ def fps_indices(cols: np.ndarray, n: int, start: int) -> np.ndarray:
         else:
             chosen[i] = min(int(idx[b, int(np.argmax(min_d[b]))]) for b in cands)
     return chosen
+
+
+def _update(X, Y, Z, c, min_d, block_max, rows) -> None:
+    """Minima of the blocks `rows` against the pick `c`, in the reference's float32 order. A block
+    that could have been skipped gets its own minima back (its distances are not smaller)."""
+    tmp = X[rows] - c[0]
+    d = tmp * tmp
+    tmp = Y[rows] - c[1]
+    tmp *= tmp
+    d += tmp
+    tmp = Z[rows] - c[2]
+    tmp *= tmp
+    d += tmp
+    m = np.minimum(min_d[rows], d, out=d)
+    min_d[rows] = m
+    block_max[rows] = m.max(axis=1)
 
 
 def fps_indices_torch(cols: np.ndarray, n: int, start: int, device) -> np.ndarray:
