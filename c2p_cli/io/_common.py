@@ -22,7 +22,7 @@ from .. import defaults
 DEFAULT_MAX_POINTS = defaults.MAX_POINTS
 DEFAULT_BIN_COLUMNS = defaults.BIN_COLUMNS
 # Bytes read at a time from a body: bounds the memory a reader needs on top of its result.
-CHUNK_BYTES = 1 << 21
+CHUNK_BYTES = 1 << 20
 # Headers (PLY, PCD, OFF counts...) longer than this are not headers.
 MAX_HEADER_BYTES = 1 << 20
 
@@ -189,6 +189,14 @@ def _fan_flat(indices: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> n
     """
     lengths = np.asarray(lengths, dtype=np.int64)
     starts = np.asarray(starts, dtype=np.int64)
+    if len(lengths) == 1:  # one polygon (maybe huge): slices, no index arrays
+        s, k = int(starts[0]), int(lengths[0])
+        out = np.empty((max(k - 2, 0), 3), dtype=np.int64)
+        if k >= 3:
+            out[:, 0] = indices[s]
+            out[:, 1] = indices[s + 1 : s + k - 1]
+            out[:, 2] = indices[s + 2 : s + k]
+        return out
     if len(lengths) and (lengths == 3).all():  # the usual case: no fan to build
         cols = starts[:, None] + np.arange(3)
         return np.asarray(indices[cols], dtype=np.int64)
@@ -207,7 +215,7 @@ def _fan_flat(indices: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> n
 
 
 # Triangles per chunk in area computations: keeps the temporaries to a few tens of MB.
-_AREA_CHUNK = 1 << 18
+_AREA_CHUNK = 1 << 16
 
 
 def _triangle_areas(v: np.ndarray, f: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ _NPY_MAGIC = b"\x93NUMPY"
 _ZIP_MAGIC = b"PK\x03\x04"
 # An .npz member may inflate to at most this many bytes per allowed point (8 float64 columns).
 MAX_BYTES_PER_POINT = 64
-_SHOWN_KEYS = 8
+_SHOWN_KEYS = 5
 
 
 def _npy_header(fh: BinaryIO, what: str) -> tuple[tuple[int, ...], bool, np.dtype, int]:
@@ -105,7 +105,8 @@ def _read_npy(src: _Source) -> Geometry:
 
 
 def _keys_shown(keys: list[str]) -> str:
-    shown = ", ".join(_short(k, 40) for k in keys[:_SHOWN_KEYS])
+    """A bounded list of member names: an archive may hold 100,000 of them."""
+    shown = ", ".join(_short(k, 24) for k in keys[:_SHOWN_KEYS])
     return shown + (f" and {len(keys) - _SHOWN_KEYS} more" if len(keys) > _SHOWN_KEYS else "")
 
 

@@ -39,7 +39,7 @@ def _read_obj(src: _Source) -> Geometry:
                     src.check_count(verts.n, "vertices")
             if f_lines:
                 region = _SLASHES.sub(b"", b"\n".join(f_lines) + b"\n")
-                tris.extend(_faces(block, region, len(f_lines), line_base, len(v_lines)))
+                tris.extend(_faces(block, region, len(f_lines), line_base))
                 if tris.n > src.max_points:
                     src.check_count(tris.n, "triangles")
             line_base += len(v_lines)
@@ -49,7 +49,7 @@ def _read_obj(src: _Source) -> Geometry:
     return Geometry(verts.result(), faces if len(faces) else None)
 
 
-def _faces(block: bytes, region: bytes, n_lines: int, v_before: int, v_in_block: int) -> np.ndarray:
+def _faces(block: bytes, region: bytes, n_lines: int, v_before: int) -> np.ndarray:
     values, valid, per_line = int_tokens(region)
     starts = np.cumsum(per_line) - per_line
     short = np.flatnonzero(per_line < 3)
@@ -69,5 +69,4 @@ def _faces(block: bytes, region: bytes, n_lines: int, v_before: int, v_in_block:
         values = np.where(negative, latest + values, values - 1)
     else:
         values = values - 1
-    del v_in_block
     return _fan_flat(values, starts, per_line)

@@ -11,7 +11,7 @@ from ..views import apply_up_axis
 from ._common import DEFAULT_BIN_COLUMNS, DEFAULT_MAX_POINTS, _triangle_areas
 from ._formats import _load
 from ._normalize import normalize_unit_sphere
-from ._sampling import _check_sampling, sample_surface, subsample
+from ._sampling import _check_sampling, _sample_surface, subsample
 
 # Surface samples drawn from a mesh before farthest point sampling picks n of them.
 FPS_MESH_SAMPLES_MIN = 8192
@@ -107,8 +107,7 @@ def _raw(path, mesh_samples: int, rng: np.random.Generator, max_points: int, bin
         if len(faces):
             areas = _triangle_areas(verts, faces)
             if areas.sum() > 0:
-                del areas
-                return sample_surface(verts, faces, mesh_samples, rng, dtype=np.float64)
+                return _sample_surface(verts, faces, areas, mesh_samples, rng, np.float64)
     return verts if finite is None else verts[finite]
 
 

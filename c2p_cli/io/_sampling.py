@@ -16,14 +16,19 @@ def sample_surface(
 ) -> np.ndarray:
     """`n` points [n, 3] (`dtype`, float32 by default) drawn uniformly on a triangle mesh's surface
     (area-weighted). File reading asks for float64 so that huge coordinates survive until normalised."""
-    v = np.asarray(vertices, dtype=np.float64)
     f = np.asarray(faces, dtype=np.int64)
-    areas = _triangle_areas(v, f)
+    return _sample_surface(vertices, f, _triangle_areas(vertices, f), n, rng, dtype)
+
+
+def _sample_surface(vertices, f: np.ndarray, areas: np.ndarray, n: int, rng: np.random.Generator, dtype) -> np.ndarray:
+    """`sample_surface` with the areas already computed. Only the picked triangles' corners are
+    converted to float64 (the values a whole-array conversion would give)."""
     total = areas.sum()
     if not (np.isfinite(total) and total > 0):
         raise ValueError("mesh has zero (or non-finite) surface area")
     idx = rng.choice(len(f), size=n, p=areas / total)
-    a, b, c = v[f[idx, 0]], v[f[idx, 1]], v[f[idx, 2]]
+    v = np.asarray(vertices)
+    a, b, c = (np.asarray(v[f[idx, k]], dtype=np.float64) for k in range(3))
     u, w = rng.random((2, n, 1))
     # Reflecting samples of the unit square's upper triangle keeps the density uniform.
     flip = (u + w) > 1.0
