@@ -50,7 +50,7 @@ print(json.dumps({"extra": status("VmHWM") - before, "outcome": outcome}))
 
 
 def _rows(n: int) -> bytes:
-    block = "".join("%.6f %.6f %.6f\n" % tuple(r) for r in np.random.default_rng(0).random((1000, 3)).tolist())
+    block = "".join(f"{a:.6f} {b:.6f} {c:.6f}\n" for a, b, c in np.random.default_rng(0).random((1000, 3)).tolist())
     return block.encode() * (n // 1000)
 
 
@@ -84,10 +84,12 @@ def make_cases(d: Path) -> list[tuple[str, Path]]:
         "VERSION 0.7\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\nWIDTH {n}\nHEIGHT 1\nPOINTS {n}\n"
         "DATA binary_compressed\n"
     )
+    # A valid LZF stream of 4 points (48 bytes); the header declares n points.
+    payload = b"\x1f" + bytes(32) + b"\x0f" + bytes(16)
     for n in (100_000_000, 100_000):
         head = pcd_head.format(n=n).encode()
-        add(f"1. compressed PCD, {len(head) + 16}-byte file declaring {n} points", f"lie{n}.pcd",
-            head + struct.pack("<II", 8, 12 * n) + b"\x07abcdefg")
+        data = head + struct.pack("<II", len(payload), 48) + payload
+        add(f"1. compressed PCD, {len(data)}-byte file declaring {n} points (data: 4)", f"lie{n}.pcd", data)
     for rows in (100_000_000, 20_000_000):
         path = add(f"2. npz bomb: zeros ({rows}, 3) float64, inflating to {24 * rows / 1e9:.2f} GB", f"bomb{rows}.npz")
         _zero_npz(path, rows)

@@ -77,7 +77,7 @@ def error_of(path: Path, **kwargs) -> str:
 
 def _text_rows(n: int) -> bytes:
     """n lines "x y z" of 6-decimal numbers (1000 distinct rows, repeated)."""
-    block = "".join("%.6f %.6f %.6f\n" % tuple(r) for r in np.random.default_rng(0).random((1000, 3)).tolist())
+    block = "".join(f"{a:.6f} {b:.6f} {c:.6f}\n" for a, b, c in np.random.default_rng(0).random((1000, 3)).tolist())
     return block.encode() * (n // 1000)
 
 
