@@ -13,7 +13,6 @@ Workloads of a few seconds at most: run on a quiet machine, and compare ratios, 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import json
 import sys
@@ -41,6 +40,14 @@ def grid_mesh(n: int):
     a, b, c, d = i[:-1, :-1].ravel(), i[:-1, 1:].ravel(), i[1:, :-1].ravel(), i[1:, 1:].ravel()
     f = np.concatenate([np.stack([a, b, d], 1), np.stack([a, d, c], 1)])
     return v, f
+
+
+def timed(row: dict, key: str, fn, repeat: int) -> None:
+    """row[key] = best time of fn, or the error it raised (a library that cannot read the file)."""
+    try:
+        row[key] = best(fn, repeat)
+    except Exception as e:  # noqa: BLE001 - reported, not hidden
+        row[key.removesuffix("_s") + "_error"] = f"{type(e).__name__}: {str(e)[:120]}"
 
 
 def optional(name: str):
@@ -80,13 +87,21 @@ def main() -> None:
         big = rng.normal(size=(args.binary_points, 3)).astype(np.float32)
         v, f = grid_mesh(args.mesh_side)
         files: dict[str, tuple[Path, str]] = {}  # name -> (file, kind: points | mesh)
-        ours.write_ply(d / "a.ply", pts, {"intensity": np.ones(len(pts), np.float32)}, fmt="ascii")
+        # Text files as scanners and CloudCompare write them: x y z nx ny nz, six decimals.
+        normals = rng.normal(size=(len(pts), 3))
+        rows6 = "".join(
+            f"{a:.6f} {b:.6f} {c:.6f} {e:.6f} {f_:.6f} {g:.6f}\n"
+            for (a, b, c), (e, f_, g) in zip(pts.tolist(), normals.tolist(), strict=True)
+        )
+        props = "".join(f"property float {k}\n" for k in ("x", "y", "z", "nx", "ny", "nz"))
+        (d / "a.ply").write_text(f"ply\nformat ascii 1.0\nelement vertex {len(pts)}\n{props}end_header\n" + rows6)
         files["ply_ascii"] = (d / "a.ply", "points")
         ours.write_ply(d / "b.ply", big)
         files["ply_binary"] = (d / "b.ply", "points")
         head = "VERSION 0.7\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\nWIDTH {n}\nHEIGHT 1\nVIEWPOINT 0 0 0 1 0 0 0\nPOINTS {n}\nDATA {k}\n"
-        body = "".join(f"{a:.6f} {b:.6f} {c:.6f}\n" for a, b, c in pts.tolist())
-        (d / "a.pcd").write_text(head.format(n=len(pts), k="ascii") + body)
+        head6 = head.replace("FIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1", "FIELDS x y z normal_x normal_y normal_z\n"
+                             "SIZE 4 4 4 4 4 4\nTYPE F F F F F F\nCOUNT 1 1 1 1 1 1")
+        (d / "a.pcd").write_text(head6.format(n=len(pts), k="ascii") + rows6)
         files["pcd_ascii"] = (d / "a.pcd", "points")
         (d / "b.pcd").write_bytes(head.format(n=len(big), k="binary").encode() + big.astype("<f4").tobytes())
         files["pcd_binary"] = (d / "b.pcd", "points")
@@ -94,7 +109,7 @@ def main() -> None:
             cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts.astype(np.float64)))
             o3d.io.write_point_cloud(str(d / "c.pcd"), cloud, compressed=True)
             files["pcd_compressed"] = (d / "c.pcd", "points")
-        (d / "a.xyz").write_text(body)
+        (d / "a.xyz").write_text(rows6)
         files["xyz"] = (d / "a.xyz", "points")
         np.save(d / "b.npy", big)
         files["npy"] = (d / "b.npy", "points")
@@ -109,6 +124,16 @@ def main() -> None:
             files["stl_binary"] = (d / "m.stl", "mesh")
             tm.export(d / "m.glb")
             files["glb"] = (d / "m.glb", "mesh")
+        # A face list of mixed triangles and quads (the issue's slow Python loop), binary PLY.
+        ks = np.random.default_rng(1).integers(3, 5, size=len(f))
+        quad = np.concatenate([f, f[:, :1]], axis=1)
+        rec = bytearray()
+        for k, row in zip(ks.tolist(), quad.tolist(), strict=True):
+            rec += bytes([k]) + np.asarray(row[:k], dtype="<i4").tobytes()
+        head = (f"ply\nformat binary_little_endian 1.0\nelement vertex {len(v)}\nproperty float x\nproperty float y\n"
+                f"property float z\nelement face {len(f)}\nproperty list uchar int vertex_indices\nend_header\n")
+        (d / "mixed.ply").write_bytes(head.encode() + v.astype("<f4").tobytes() + bytes(rec))
+        files["ply_binary_mixed_faces"] = (d / "mixed.ply", "mesh")
         if laspy is not None:
             header = laspy.LasHeader(point_format=3, version="1.2")
             header.scales, header.offsets = [0.001] * 3, [0.0] * 3
@@ -125,16 +150,15 @@ def main() -> None:
             row["ours_s"] = best(lambda: read(path), args.repeat)  # noqa: B023
             if base is not None:
                 bread = base.read_mesh if kind == "mesh" else base.read_points
-                with contextlib.suppress(Exception):
-                    row["baseline_s"] = best(lambda: bread(path), args.repeat)  # noqa: B023
+                timed(row, "baseline_s", lambda: bread(path), args.repeat)  # noqa: B023
             if o3d is not None and name not in ("npy", "las", "glb"):
                 fmt = path.suffix[1:]
                 if kind == "mesh":
-                    row["open3d_s"] = best(lambda: o3d.io.read_triangle_mesh(str(path)), args.repeat)  # noqa: B023
+                    timed(row, "open3d_s", lambda: o3d.io.read_triangle_mesh(str(path)), args.repeat)  # noqa: B023
                 else:
-                    row["open3d_s"] = best(lambda: o3d.io.read_point_cloud(str(path), format=fmt), args.repeat)  # noqa: B023
+                    timed(row, "open3d_s", lambda: o3d.io.read_point_cloud(str(path), format=fmt), args.repeat)  # noqa: B023
             if trimesh is not None and kind == "mesh":
-                row["trimesh_s"] = best(lambda: trimesh.load(path, process=False, force="mesh"), args.repeat)  # noqa: B023
+                timed(row, "trimesh_s", lambda: trimesh.load(path, process=False, force="mesh"), args.repeat)  # noqa: B023
             if name == "npy":
                 row["numpy_load_s"] = best(lambda: np.load(path), args.repeat)  # noqa: B023
             if name == "las" and laspy is not None:

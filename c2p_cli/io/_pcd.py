@@ -110,8 +110,7 @@ def _ascii_points(lines: LineReader, n: int, ncol: int, cols: list[int]) -> np.n
     out = np.empty((n, 3), dtype=np.float64)
     done = 0
     for region, k in lines.take(n):
-        rows = float_rows(region, ncols=ncol, what="ASCII PCD point", first_row=done)
-        out[done : done + k] = rows[:, cols]
+        out[done : done + k] = float_rows(region, ncols=ncol, usecols=cols, what="ASCII PCD point", first_row=done)
         done += k
     if done < n:
         raise _ParseError(f"truncated ASCII PCD: header says {n} points, file holds {done}")

@@ -172,10 +172,10 @@ def _ascii_vertices(lines: LineReader, el: _PlyElement) -> np.ndarray:
     out = np.empty((el.count, 3), dtype=np.float64)
     done = 0
     for region, k in lines.take(el.count):
-        rows = float_rows(region, ncols=len(el.props), what="ASCII PLY vertex", first_row=done)
+        rows = float_rows(region, ncols=len(el.props), usecols=cols, what="ASCII PLY vertex", first_row=done)
         if len(rows) != k:
             raise _ParseError(f"ASCII PLY vertex lines {done} to {done + k - 1} do not parse as {k} rows")
-        out[done : done + k] = rows[:, cols]
+        out[done : done + k] = rows
         done += k
     if done < el.count:
         raise _truncated_ascii(el, done)
