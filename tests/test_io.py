@@ -508,3 +508,37 @@ def test_example_scans_read(tmp_path):
     for f in files:
         p = io.read_cloud(f, n_points=512)
         assert p.shape == (512, 3) and np.isfinite(p).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# Farthest point sampling: the blocked loop picks exactly what the plain loop picks
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "grid_with_ties", "duplicates", "far_offset", "flat"])
+def test_blocked_fps_is_bit_identical_to_the_plain_loop(kind):
+    from clip2point.io._fps import _fps_reference, fps_indices
+
+    rng = np.random.default_rng(5)
+    n = 12_000
+    if kind == "gaussian":
+        p = rng.normal(size=(n, 3)) * [3, 1, 0.2]
+    elif kind == "grid_with_ties":
+        p = rng.integers(0, 12, size=(n, 3)).astype(np.float64)  # many equal distances
+    elif kind == "duplicates":
+        p = np.repeat(rng.normal(size=(n // 4, 3)), 4, axis=0)
+    elif kind == "far_offset":
+        p = rng.normal(size=(n, 3)) + [5e6, -3e5, 120.0]
+    else:
+        p = np.c_[rng.random((n, 2)), np.zeros(n)]
+    cols = np.ascontiguousarray((p - p.mean(axis=0)).T.astype(np.float32))
+    for start in (0, 777):
+        np.testing.assert_array_equal(fps_indices(cols, 700, start), _fps_reference(cols, 700, start))
+
+
+def test_fps_torch_path_matches_numpy():
+    pytest.importorskip("torch")
+    p = np.random.default_rng(2).normal(size=(6000, 3))
+    a = io.farthest_point_sample(p, 200, 3)
+    b = io.farthest_point_sample(p, 200, 3, backend="torch", device="cpu")
+    np.testing.assert_array_equal(a, b)

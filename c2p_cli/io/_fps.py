@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-_LEAF = 256  # points per block
+_LEAF = 1024  # points per block (measured best of 256, 512, 1024 on 1M points)
 _MARGIN = 1.0 - 1e-6
 _TINY = 1e-30  # below this a bound could lose to float32 underflow: never skip
 
