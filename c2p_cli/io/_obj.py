@@ -12,7 +12,7 @@ import re
 import numpy as np
 
 from ._common import _BOM, Geometry, _fan_flat, _looks_binary, _ParseError, _Rows, _Source
-from ._textscan import blocks, float_rows, int_tokens
+from ._textscan import blocks, float_rows, int_tokens_bounded
 
 _V_LINES = re.compile(rb"(?m)^[ \t]*v[ \t]+([^\n]*)")
 _F_LINES = re.compile(rb"(?m)^[ \t]*f[ \t]+([^\n]*)")
@@ -50,7 +50,7 @@ def _read_obj(src: _Source) -> Geometry:
 
 
 def _faces(block: bytes, region: bytes, n_lines: int, v_before: int) -> np.ndarray:
-    values, valid, per_line = int_tokens(region)
+    values, valid, per_line = int_tokens_bounded(region)
     starts = np.cumsum(per_line) - per_line
     short = np.flatnonzero(per_line < 3)
     if len(short):

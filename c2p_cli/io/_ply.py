@@ -30,7 +30,7 @@ from ._common import (
     _Source,
     _xyz_dtype,
 )
-from ._textscan import LineReader, blocks, float_rows, int_tokens
+from ._textscan import LineReader, blocks, float_rows, int_tokens_bounded
 
 _PLY_TYPES = {
     "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1",
@@ -197,44 +197,8 @@ def _ascii_faces(lines: LineReader, el: _PlyElement) -> np.ndarray | None:
     return rows.result() if li is not None else None
 
 
-# Bytes of face lines parsed at once: the vectorised integer parser needs ~20 bytes per byte.
-_INT_PIECE = 1 << 18
-
-
 def _ascii_polygons(region: bytes, li: int, first_row: int, what: str) -> np.ndarray:
-    """Fan triangles of lines "[li scalars] k i0 .. ik-1 [more]" (OFF faces have li = 0)."""
-    if len(region) <= _INT_PIECE:
-        return _polygons_piece(region, li, first_row, what)
-    parts, start, row = [], 0, first_row
-    while start < len(region):
-        end = region.rfind(b"\n", start, start + _INT_PIECE) + 1
-        if end <= start:  # one line longer than a piece
-            end = region.find(b"\n", start + _INT_PIECE) + 1 or len(region)
-        piece = region[start:end]
-        if len(piece) > _INT_PIECE:  # one huge polygon: its tokens a piece at a time
-            parts.append(_polygons(*_long_line_tokens(piece), li, row, what))
-        else:
-            parts.append(_polygons(*int_tokens(piece), li, row, what))
-        row += piece.count(b"\n")
-        start = end
-    return np.concatenate(parts) if len(parts) > 1 else parts[0]
-
-
-def _long_line_tokens(line: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`int_tokens` of one line longer than a piece, parsed a whitespace-aligned piece at a time."""
-    values, valid, pos = [], [], 0
-    while pos < len(line):
-        end = len(line) if len(line) - pos <= _INT_PIECE else max(line.rfind(b" ", pos, pos + _INT_PIECE), pos + 1)
-        v, ok, _ = int_tokens(line[pos:end].replace(b"\n", b" ") + b"\n")
-        values.append(v)
-        valid.append(ok)
-        pos = end
-    vals = np.concatenate(values)
-    return vals, np.concatenate(valid), np.array([len(vals)], dtype=np.int64)
-
-
-def _polygons_piece(region: bytes, li: int, first_row: int, what: str) -> np.ndarray:
-    return _polygons(*int_tokens(region), li, first_row, what)
+    return _polygons(*int_tokens_bounded(region), li, first_row, what)
 
 
 def _polygons(values: np.ndarray, valid: np.ndarray, per_line: np.ndarray, li: int, first_row: int, what: str) -> np.ndarray:

@@ -205,6 +205,45 @@ def int_tokens(region: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return values, valid, per_line
 
 
+# Bytes parsed by one int_tokens call: it needs about 20 bytes of temporaries per byte.
+INT_PIECE = 1 << 18
+
+
+def int_tokens_bounded(region: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`int_tokens` of a region of any size, a line-aligned piece at a time (a line longer than a
+    piece, such as one huge polygon, a whitespace-aligned piece at a time), so that the
+    temporaries stay bounded; the results are those of one call on the whole region."""
+    if len(region) <= INT_PIECE:
+        return int_tokens(region)
+    values, valid, per_line = [], [], []
+    start = 0
+    while start < len(region):
+        end = region.rfind(b"\n", start, start + INT_PIECE) + 1
+        if end > start:
+            v, ok, n = int_tokens(region[start:end])
+        else:  # one line longer than a piece
+            end = region.find(b"\n", start) + 1 or len(region)
+            v, ok, n = _long_line(region[start:end])
+        values.append(v)
+        valid.append(ok)
+        per_line.append(n)
+        start = end
+    return np.concatenate(values), np.concatenate(valid), np.concatenate(per_line)
+
+
+def _long_line(line: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    values, valid, pos = [], [], 0
+    body = line.rstrip(b"\n")
+    while pos < len(body):
+        end = len(body) if len(body) - pos <= INT_PIECE else max(body.rfind(b" ", pos, pos + INT_PIECE), pos + 1)
+        v, ok, _ = int_tokens(body[pos:end] + b"\n")
+        values.append(v)
+        valid.append(ok)
+        pos = end
+    vals = np.concatenate(values) if values else np.empty(0, np.int64)
+    return vals, (np.concatenate(valid) if valid else np.empty(0, bool)), np.array([len(vals)], dtype=np.int64)
+
+
 def bad_token(region: bytes, index: int) -> str:
     """The `index`-th whitespace-separated token of a region, quoted, for a message."""
     for i, tok in enumerate(region.split()):
