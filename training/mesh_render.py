@@ -84,7 +84,7 @@ def require_open3d():
         from clip2point.errors import BackendUnavailableError
 
         raise BackendUnavailableError(
-            "rendering RGB views of meshes (make-pairs, synth --pairs) needs open3d: pip install 'clip2point[mesh]'"
+            "rendering RGB views of meshes (image-depth pairs for pre-training) needs open3d: pip install 'clip2point[mesh]'"
         ) from None
     return open3d
 
