@@ -542,3 +542,21 @@ def test_fps_torch_path_matches_numpy():
     a = io.farthest_point_sample(p, 200, 3)
     b = io.farthest_point_sample(p, 200, 3, backend="torch", device="cpu")
     np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("style", ["crlf", "indented", "tabs", "mixed_polygons"])
+def test_obj_line_styles_read_alike(tmp_path, style):
+    lines = [f"v {x} {y} {z}" for x, y, z in CUBE_V] + ["vn 0 0 1", "vt 0 0"]
+    lines += ["f " + " ".join(f"{i + 1}/1/1" for i in quad) for quad in CUBE_QUADS]
+    if style == "mixed_polygons":  # one quad as two triangles: same surface, other fan
+        q = CUBE_QUADS[0]
+        lines[-6] = f"f {q[0] + 1} {q[1] + 1} {q[2] + 1}\nf {q[0] + 1} {q[2] + 1} {q[3] + 1}"
+    text = "\n".join(lines) + "\n"
+    if style == "crlf":
+        text = text.replace("\n", "\r\n")
+    elif style == "indented":
+        text = "".join("  " + ln + "\n" for ln in text.splitlines())
+    elif style == "tabs":
+        text = text.replace("v ", "v\t").replace("f ", "f\t")
+    (tmp_path / "c.obj").write_text(text)
+    _check_cube_mesh(tmp_path / "c.obj")

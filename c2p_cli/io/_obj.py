@@ -12,7 +12,7 @@ import re
 import numpy as np
 
 from ._common import _BOM, Geometry, _fan_flat, _looks_binary, _ParseError, _Rows, _Source
-from ._textscan import blocks, float_rows, int_tokens_bounded
+from ._textscan import blocks, float_rows, int_table
 
 _V_LINES = re.compile(rb"(?m)^[ \t]*v[ \t]+([^\n]*)")
 _F_LINES = re.compile(rb"(?m)^[ \t]*f[ \t]+([^\n]*)")
@@ -29,28 +29,55 @@ def _read_obj(src: _Source) -> Geometry:
         _looks_binary(first, "OBJ")
         line_base = 0  # 'v' lines before this block
         for block in blocks(fh, first.removeprefix(_BOM), comments=_COMMENTS, kind="OBJ"):
-            v_lines = _V_LINES.findall(block)
-            f_lines = _F_LINES.findall(block)
-            if v_lines:
-                region = b"\n".join(v_lines) + b"\n"
-                rows = float_rows(region, usecols=(0, 1, 2), what="OBJ vertex", first_row=line_base + 1)
+            v_region, n_v, f_region, n_f = _pick_lines(block)
+            if n_v:
+                rows = float_rows(v_region, usecols=(0, 1, 2), what="OBJ vertex", first_row=line_base + 1)
                 verts.extend(rows)
                 if verts.n > src.max_points:
                     src.check_count(verts.n, "vertices")
-            if f_lines:
-                region = _SLASHES.sub(b"", b"\n".join(f_lines) + b"\n")
-                tris.extend(_faces(block, region, len(f_lines), line_base))
+            if n_f:
+                if b"/" in f_region:
+                    f_region = _SLASHES.sub(b"", f_region)
+                tris.extend(_faces(block, f_region, n_f, line_base))
                 if tris.n > src.max_points:
                     src.check_count(tris.n, "triangles")
-            line_base += len(v_lines)
+            line_base += n_v
     if verts.n == 0:
         raise _ParseError("no points (no 'v' lines)")
     faces = tris.result()
     return Geometry(verts.result(), faces if len(faces) else None)
 
 
+def _pick_lines(block: bytes) -> tuple[bytes, int, bytes, int]:
+    """(the 'v' lines' coordinates, how many, the 'f' lines' indices, how many) of a block, each
+    line without its keyword. Lines are told apart by their first two bytes with numpy; a block
+    with indented lines goes through regular expressions instead."""
+    a = np.frombuffer(block, dtype=np.uint8)
+    ends = np.flatnonzero(a == 10)
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    first = a[starts]
+    if (first == 32).any() or (first == 9).any():
+        v_lines, f_lines = _V_LINES.findall(block), _F_LINES.findall(block)
+        return b"\n".join(v_lines) + b"\n", len(v_lines), b"\n".join(f_lines) + b"\n", len(f_lines)
+    second = a[np.minimum(starts + 1, len(a) - 1)]
+    gap = (second == 32) | (second == 9)
+    out = []
+    for key in (ord("v"), ord("f")):
+        keep = (first == key) & gap & (ends > starts + 1)
+        n = int(keep.sum())
+        if not n:
+            out += [b"", 0]
+            continue
+        lengths = ends - starts + 1
+        mask = np.repeat(keep, lengths)
+        mask[starts[keep]] = False  # the keyword
+        mask[starts[keep] + 1] = False  # and the white space after it
+        out += [a[mask].tobytes(), n]
+    return out[0], out[1], out[2], out[3]
+
+
 def _faces(block: bytes, region: bytes, n_lines: int, v_before: int) -> np.ndarray:
-    values, valid, per_line = int_tokens_bounded(region)
+    values, valid, per_line = int_table(region, width=3)
     starts = np.cumsum(per_line) - per_line
     short = np.flatnonzero(per_line < 3)
     if len(short):

@@ -30,7 +30,7 @@ from ._common import (
     _Source,
     _xyz_dtype,
 )
-from ._textscan import LineReader, blocks, float_rows, int_tokens_bounded
+from ._textscan import LineReader, blocks, float_rows, int_table
 
 _PLY_TYPES = {
     "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1",
@@ -198,7 +198,7 @@ def _ascii_faces(lines: LineReader, el: _PlyElement) -> np.ndarray | None:
 
 
 def _ascii_polygons(region: bytes, li: int, first_row: int, what: str) -> np.ndarray:
-    return _polygons(*int_tokens_bounded(region), li, first_row, what)
+    return _polygons(*int_table(region, width=li + 4), li, first_row, what)
 
 
 def _polygons(values: np.ndarray, valid: np.ndarray, per_line: np.ndarray, li: int, first_row: int, what: str) -> np.ndarray:
