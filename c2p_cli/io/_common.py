@@ -9,7 +9,6 @@ counts. Nothing the file says reaches a C or C++ parser unchecked.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,10 +117,6 @@ def _read_exact(fh: BinaryIO, n: int) -> bytes:
     return data
 
 
-def _file_size(fh: BinaryIO) -> int:
-    return os.fstat(fh.fileno()).st_size
-
-
 def _xyz_dtype(*dtypes: np.dtype) -> type:
     """float32 when every coordinate type is exactly representable in it, else float64."""
     exact32 = {"f2", "f4", "i1", "u1", "i2", "u2"}
@@ -161,18 +156,6 @@ class _Rows:
     def result(self) -> np.ndarray:
         self.arr.resize((self.n, self.arr.shape[1]), refcheck=False)
         return self.arr
-
-
-def _take_xyz(arr: np.ndarray, what: str) -> np.ndarray:
-    if arr.dtype.kind not in "fiub":
-        raise _ParseError(f"{what} has dtype {arr.dtype} — need numbers")
-    while arr.ndim > 2 and arr.shape[0] == 1:
-        arr = arr[0]
-    if arr.ndim != 2 or arr.shape[1] < 3:
-        raise _ParseError(f"{what} has shape {arr.shape} — need N x 3 or more columns")
-    if arr.shape[0] == 0:
-        raise _ParseError("no points")
-    return np.asarray(arr[:, :3], dtype=_xyz_dtype(arr.dtype))
 
 
 def _fan(polys: list[list[int]]) -> np.ndarray:
@@ -244,7 +227,3 @@ _BOM = b"\xef\xbb\xbf"
 
 def _plural(name: str) -> str:
     return {"vertex": "vertices", "face": "faces"}.get(name, name + "s")
-
-
-def _source_for(path: Path, max_points: int, bin_columns: int) -> _Source:
-    return _Source(Path(path), Path(path).stat().st_size, max_points, bin_columns)

@@ -52,7 +52,7 @@ def _read_las(src: _Source) -> Geometry:
         raise _ParseError(f"reading LAZ files needs a LAZ backend (lazrs): {_EXTRA}") from None
     except Exception as e:  # laspy raises its own errors, ValueError, struct.error, lazrs errors...
         message = _short(e, 140)
-        if "LazBackend" in message or "lazrs" in message.lower() and "not" in message.lower():
+        if "LazBackend" in message or ("lazrs" in message.lower() and "not" in message.lower()):
             raise _ParseError(f"reading LAZ files needs a LAZ backend (lazrs): {_EXTRA}") from None
         raise _ParseError(f"cannot read LAS/LAZ file: {message}") from None
     if done < n:

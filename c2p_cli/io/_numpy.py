@@ -92,8 +92,7 @@ def _read_block(fh: BinaryIO, nbytes: int) -> bytes:
 
 def _read_npy(src: _Source) -> Geometry:
     with src.open() as fh:
-        magic = fh.read(6)
-        if magic.startswith(_ZIP_MAGIC[:4]) or magic.startswith(b"PK"):
+        if fh.read(4) == _ZIP_MAGIC:
             raise _ParseError("is an .npz archive, not an .npy array (rename it to .npz)")
         fh.seek(0)
         shape, fortran, dtype, header = _npy_header(fh, ".npy array")

@@ -113,10 +113,11 @@ def _wanted(elements: list[_PlyElement]) -> list[_PlyElement]:
 
 def _read_ply(src: _Source) -> Geometry:
     with src.open() as fh:
-        head = fh.read(4)
-        if not (head.startswith(b"ply") or head.startswith(_BOM[:3])):
+        head = fh.read(6)
+        bom = head.startswith(_BOM)  # editors on Windows prepend a byte-order mark
+        if not head[3 if bom else 0 :].startswith(b"ply"):
             raise _ParseError("not a PLY file (does not start with 'ply')")
-        fh.seek(3 if head.startswith(_BOM) else 0)  # editors on Windows prepend a byte-order mark
+        fh.seek(3 if bom else 0)
         base = fh.tell()
         data, _ = _read_head(fh, _END_HEADER, "PLY")
         fmt, elements, body_start = _ply_header(data)

@@ -6,6 +6,7 @@ An optional header line ("x y z nx ny nz") or point count (.pts) comes first; li
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import numpy as np
@@ -49,13 +50,8 @@ def _read_text_points(src: _Source) -> Geometry:
         rows = _Rows(3, np.float64, capacity=max(16, src.size // 24))
         done = 0
         regions = [(b"\n".join(pending) + b"\n", len(pending))]
-        for region, k in _chain(regions, lines.rest()):
+        for region, k in itertools.chain(regions, lines.rest()):
             arr = float_rows(region, usecols=(0, 1, 2), what="data line", first_row=done + 1)
             rows.extend(arr)
             done += k
         return Geometry(rows.result())
-
-
-def _chain(*iterables):
-    for it in iterables:
-        yield from it

@@ -262,11 +262,3 @@ def int_table(region: bytes, width: int | None = None) -> tuple[np.ndarray, np.n
                 values = arr.astype(np.int64).reshape(-1)
                 return values, np.ones(len(values), dtype=bool), np.full(rows, width, dtype=np.int64)
     return int_tokens_bounded(region)
-
-
-def bad_token(region: bytes, index: int) -> str:
-    """The `index`-th whitespace-separated token of a region, quoted, for a message."""
-    for i, tok in enumerate(region.split()):
-        if i == index:
-            return _quote(tok)
-    return "''"
