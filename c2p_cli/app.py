@@ -127,7 +127,8 @@ def main() -> None:
 
     try:
         # standalone_mode=False lets C2PError reach us; click then returns exit codes instead of exiting.
-        rv = app(standalone_mode=False)
+        # prog_name: usage lines and shell completion say `c2p`, also under `python -m clip2point`
+        rv = app(standalone_mode=False, prog_name="c2p")
     except C2PError as e:
         if os.environ.get("C2P_DEBUG"):
             raise

@@ -44,9 +44,20 @@ def package_versions() -> dict[str, str | None]:
     return out
 
 
+def _spec(name: str):
+    try:
+        return importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+
+
 def _module(name: str):
     """(module, None) or (None, why not)."""
-    if importlib.util.find_spec(name.split(".")[0]) is None:
+    try:
+        found = importlib.util.find_spec(name.split(".")[0]) is not None
+    except (ImportError, ValueError):  # a module entry that is None or has no spec
+        found = False
+    if not found:
         return None, "not installed"
     try:
         return importlib.import_module(name), None
@@ -93,7 +104,7 @@ def backends(cuda: bool) -> dict[str, str]:
         except Exception as e:
             providers, why = [], _first_line(e)
         out["classify onnx"] = f"yes ({', '.join(providers)})" if providers else f"no: {why}"
-    missing = [m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None]
+    missing = [m for m in ("onnx", "onnxscript", "onnxruntime") if _spec(m) is None]
     out["export onnx"] = "yes" if not missing else f"no: {', '.join(missing)} not installed (pip install 'clip2point[onnx]')"
     if missing:
         out["export int8"] = out["export onnx"]
@@ -111,7 +122,7 @@ def backends(cuda: bool) -> dict[str, str]:
             out["tensorrt"] = f"no: TensorRT {version} is older than 10"
         else:
             out["tensorrt"] = f"yes (TensorRT {version})" if cuda else f"no: TensorRT {version} needs a CUDA GPU"
-    o3d = importlib.util.find_spec("open3d")
+    o3d = _spec("open3d")
     out["glTF/GLB meshes, make-pairs"] = "yes (open3d)" if o3d is not None else "no: open3d not installed"
     return out
 

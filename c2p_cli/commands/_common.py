@@ -23,6 +23,7 @@ import typer
 from ..options import LogLevel
 
 LOGGER = "c2p"
+log = logging.getLogger("c2p.cli")
 _HANDLER_MARK = "_c2p_cli_handler"
 _explicit: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar("c2p_explicit_options", default=frozenset())
 
@@ -117,7 +118,9 @@ def with_common_options(func):
         log_level = kwargs.pop("log_level", None) if "log_level" not in taken else kwargs.get("log_level")
         configure_logging(verbose, plain(log_level))
         _note_explicit_options()
-        return func(**{k: plain(v) for k, v in kwargs.items()})
+        values = {k: plain(v) for k, v in kwargs.items()}
+        log.debug("%s: %s", func.__name__, ", ".join(f"{k}={v!r}" for k, v in values.items()))
+        return func(**values)
 
     command.__signature__ = signature.replace(parameters=[*params, *extra])
     command.__annotations__ = {p.name: p.annotation for p in [*params, *extra]}

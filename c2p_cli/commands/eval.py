@@ -69,6 +69,14 @@ def eval_cmd(
     from ..progress import progress_bar
 
     console = Console(stderr=True)
+    if adapter is not None and adapter.is_dir():
+        from ..errors import UsageError
+        from ._common import given_on_command_line
+
+        clash = [n for n in ("model", "pretrained", "views", "prompt") if given_on_command_line(n)]
+        if clash:  # a run folder brings its own: refuse rather than silently ignore
+            flags = ", ".join("--" + n for n in clash)
+            raise UsageError(f"--adapter {adapter} brings its own model, views and prompts: drop {flags}")
     _prepare_out(out)
     read = {"n_points": points, "sampling": sampling, "up": up}
     if adapter is not None and adapter.is_dir():
