@@ -104,10 +104,10 @@ def test_dataset_choices_follow_the_dataset_readers():
 
 
 def test_c2p_variables_set_option_defaults(tmp_path, capsys, monkeypatch):
+    import numpy as np
+
     from clip2point.io import write_ply
     from clip2point.synth import random_cloud
-
-    import numpy as np
 
     path = tmp_path / "cube.ply"
     write_ply(path, random_cloud("cube", np.random.default_rng(0), 300))
