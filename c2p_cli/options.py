@@ -222,12 +222,9 @@ def at_least(low: float):
 
 
 check_points = _checked(lambda name, v: limits.check_points(v, name))
-check_seed = _checked(lambda name, v: limits.check_range(name, v, 0, limits.MAX_SEED))
-check_workers = _checked(
-    lambda name, v: limits.check_range(
-        name, v, 0, limits.max_workers(), f" ({limits.WORKERS_PER_CORE} per usable CPU core, {limits.usable_cpus()} here)"
-    )
-)
+# (the limits functions name the option "seed" / "workers", as these parameters are called)
+check_seed = _checked(lambda name, v: limits.check_seed(v))
+check_workers = _checked(lambda name, v: limits.check_workers(v))
 check_batch = between(1, limits.MAX_BATCH)
 
 
