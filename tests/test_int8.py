@@ -16,6 +16,8 @@ import pytest
 from clip2point.export import metadata as md
 from tests.cli_helpers import run_c2p
 
+pytestmark = pytest.mark.slow  # two graphs exported, quantised and checked: about 30 s on 2 cores
+
 LABELS = "chair,mug,torus,table,bottle,cone"
 TINY = ["--model", "c2p-tiny", "--pretrained", "none"]
 
