@@ -18,11 +18,11 @@ def eval_cmd(
         Path | None,
         typer.Option("--adapter", help="A `c2p fewshot` run folder (or an official CLIP2Point few-shot checkpoint); default: zero-shot."),
     ] = None,
-    which: Annotated[str, typer.Option("--which", help="Adapter weights of the run: best or last.")] = "best",
-    split: Annotated[str, typer.Option("--split", help="train or test.")] = "test",
+    which: Annotated[opt.Which, typer.Option("--which", case_sensitive=False, help="Adapter weights of the run: best or last.")] = "best",
+    split: Annotated[opt.Split, typer.Option("--split", case_sensitive=False, help="train or test.")] = "test",
     dataset: Annotated[
-        str,
-        typer.Option("--dataset", help="auto, synth, modelnet, modelnet-h5, modelnet-resampled, scanobjectnn or folder."),
+        opt.DatasetKind,
+        typer.Option("--dataset", case_sensitive=False, metavar=opt.DATASET_METAVAR, help=opt.DATASET_HELP),
     ] = "auto",
     labels: opt.Labels = None,
     label_set: opt.LabelSet = None,
@@ -33,17 +33,21 @@ def eval_cmd(
     views: opt.Views = defaults.ZERO_SHOT_VIEWS,
     points: Annotated[
         int | None,
-        typer.Option("--points", help=f"Points sampled per shape (default: the --adapter run's, else {defaults.NUM_POINTS})."),
+        typer.Option(
+            "--points", help=f"Points sampled per shape (default: the --adapter run's, else {defaults.NUM_POINTS}).", callback=opt.check_points
+        ),
     ] = None,
     sampling: Annotated[
-        str | None,
-        typer.Option("--sampling", help="random or fps (default: the --adapter run's, else fps for ScanObjectNN, else random)."),
+        opt.SamplingChoice | None,
+        typer.Option("--sampling", case_sensitive=False, help="random or fps (default: the --adapter run's, else fps for ScanObjectNN, else random)."),
     ] = None,
     up: Annotated[
-        str | None,
-        typer.Option("--up", help="Up axis z or y (default: the --adapter run's, else z for ModelNet / synth / folders, y for ScanObjectNN)."),
+        opt.UpAxisChoice | None,
+        typer.Option("--up", case_sensitive=False, help="Up axis z or y (default: the --adapter run's, else z for ModelNet / synth / folders, y for ScanObjectNN)."),
     ] = None,
-    variant: Annotated[str | None, typer.Option("--variant", help="ScanObjectNN: obj_bg, obj_only or pb_t50_rs.")] = None,
+    variant: Annotated[
+        opt.Variant | None, typer.Option("--variant", case_sensitive=False, help="ScanObjectNN variant (default: obj_bg).")
+    ] = None,
     seed: opt.Seed = 0,
     batch_size: opt.BatchSize = 32,
     device: opt.Device = "auto",
@@ -65,6 +69,14 @@ def eval_cmd(
     from ..progress import progress_bar
 
     console = Console(stderr=True)
+    if adapter is not None and adapter.is_dir():
+        from ..errors import UsageError
+        from ._common import given_on_command_line
+
+        clash = [n for n in ("model", "pretrained", "views", "prompt") if given_on_command_line(n)]
+        if clash:  # a run folder brings its own: refuse rather than silently ignore
+            flags = ", ".join("--" + n for n in clash)
+            raise UsageError(f"--adapter {adapter} brings its own model, views and prompts: drop {flags}")
     _prepare_out(out)
     read = {"n_points": points, "sampling": sampling, "up": up}
     if adapter is not None and adapter.is_dir():

@@ -14,33 +14,44 @@ from .. import options as opt
 def fewshot(
     data: Annotated[Path, typer.Argument(help="Dataset folder (layout detected; see --dataset).", show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder to create (or continue with --resume).")],
-    shots: Annotated[int, typer.Option("--shots", "-k", help="Labelled samples per class, drawn from the train split.")] = 16,
+    shots: Annotated[
+        int, typer.Option("--shots", "-k", help="Labelled samples per class, drawn from the train split.", callback=opt.at_least(1))
+    ] = 16,
     dataset: Annotated[
-        str,
-        typer.Option("--dataset", help="auto, synth, modelnet, modelnet-h5, modelnet-resampled, scanobjectnn or folder."),
+        opt.DatasetKind,
+        typer.Option("--dataset", case_sensitive=False, metavar=opt.DATASET_METAVAR, help=opt.DATASET_HELP),
     ] = "auto",
     model: opt.Model = defaults.MODEL,
     pretrained: opt.Pretrained = defaults.PRETRAINED,
     depth_encoder: opt.DepthEncoderPath = None,
-    fusion: Annotated[str, typer.Option("--fusion", help="gated (GDPA, learned per-channel gate) or mean (DPA).")] = "gated",
-    epochs: Annotated[int, typer.Option("--epochs", help="Training epochs.")] = 100,
+    fusion: Annotated[
+        opt.Fusion, typer.Option("--fusion", case_sensitive=False, help="gated (GDPA, learned per-channel gate) or mean (DPA).")
+    ] = "gated",
+    epochs: Annotated[int, typer.Option("--epochs", help="Training epochs.", callback=opt.between(1, 100_000))] = 100,
     batch_size: opt.BatchSize = 32,
-    lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate.")] = 1e-3,
-    weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay.")] = 1e-4,
+    lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate.", callback=opt.between(0, 10, open_low=True))] = 1e-3,
+    weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay.", callback=opt.between(0, 10))] = 1e-4,
     select: Annotated[
-        str, typer.Option("--select", help="Model selection: val (best accuracy on held-out shots) or last (last epoch, all shots train).")
+        opt.Select, typer.Option("--select", case_sensitive=False, help="Model selection: val (best accuracy on held-out shots) or last (last epoch, all shots train).")
     ] = "val",
-    val_fraction: Annotated[float, typer.Option("--val-fraction", help="Part of each class's shots held out for --select val.")] = 0.25,
+    val_fraction: Annotated[
+        float,
+        typer.Option("--val-fraction", help="Part of each class's shots held out for --select val (0 to 0.9).", callback=opt.between(0, 0.9)),
+    ] = 0.25,
     seed: opt.Seed = 0,
     views: opt.Views = defaults.FEW_SHOT_VIEWS,
     points: opt.Points = defaults.NUM_POINTS,
     sampling: Annotated[
-        str | None, typer.Option("--sampling", help="random or fps (default: fps for ScanObjectNN, else random).")
+        opt.SamplingChoice | None,
+        typer.Option("--sampling", case_sensitive=False, help="random or fps (default: fps for ScanObjectNN, else random)."),
     ] = None,
     up: Annotated[
-        str | None, typer.Option("--up", help="Up axis z or y (default: z for ModelNet / synth / folders, y for ScanObjectNN).")
+        opt.UpAxisChoice | None,
+        typer.Option("--up", case_sensitive=False, help="Up axis z or y (default: z for ModelNet / synth / folders, y for ScanObjectNN)."),
     ] = None,
-    variant: Annotated[str | None, typer.Option("--variant", help="ScanObjectNN: obj_bg, obj_only or pb_t50_rs.")] = None,
+    variant: Annotated[
+        opt.Variant | None, typer.Option("--variant", case_sensitive=False, help="ScanObjectNN variant (default: obj_bg).")
+    ] = None,
     prompt: opt.Prompt = None,
     device: opt.Device = "auto",
     cache_dir: Annotated[
@@ -48,7 +59,7 @@ def fewshot(
     ] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Keep features in memory only (compute them once per run).")] = False,
     save_every: Annotated[
-        int, typer.Option("--save-every", help="Epochs between resume checkpoints (last.safetensors + state).")
+        int, typer.Option("--save-every", help="Epochs between resume checkpoints (last.safetensors + state).", callback=opt.at_least(1))
     ] = 1,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last completed epoch.")] = False,
     test: Annotated[bool, typer.Option("--test/--no-test", help="Report test-split accuracy at the end (never used for selection).")] = True,
