@@ -212,6 +212,121 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
 
 
+class AdapterTrainer:
+    """Trains a DualPathAdapter on cached features, in named stages.
+
+    `run()` = `setup()` (optimiser, shuffling generator, resume state, metrics file), then per epoch
+    `epoch()` (one shuffled pass over the training features) and `end_epoch()` (validation, model
+    selection, checkpoints, the metrics line, the event), then `finish()` (the result). The stages
+    run inside a forked RNG seeded with `seed`, so training never disturbs the caller's RNG.
+    """
+
+    def __init__(
+        self,
+        adapter: torch.nn.Module,
+        train: FeatureSet,
+        val: FeatureSet | None,
+        run: str | Path,
+        *,
+        epochs: int,
+        batch_size: int = 32,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        seed: int = 0,
+        select: str = "val",
+        resume: bool = False,
+        save_every: int = 1,
+        on_event: EventCallback | None = None,
+        refresh_features: Callable[[], tuple[FeatureSet, FeatureSet | None]] | None = None,
+    ):
+        if len(train) < 2:
+            raise UsageError(f"need at least 2 training samples, got {len(train)}")
+        if select == "val" and (val is None or len(val) == 0):
+            raise OptionError("validation selection needs validation shots; use ", Opt("select", "last"), " or more shots")
+        self.adapter, self.train, self.val, self.run_dir = adapter, train, val, Path(run)
+        self.epochs, self.batch_size, self.lr, self.weight_decay = epochs, batch_size, lr, weight_decay
+        self.seed, self.select, self.resume, self.save_every = seed, select, resume, save_every
+        self.on_event, self.refresh_features = on_event, refresh_features
+        self.device = next(adapter.parameters()).device
+        self.metrics_path = self.run_dir / "metrics.jsonl"
+        self.start = 0
+        self.best: dict = {"epoch": 0, "val_acc": -1.0, "val_loss": math.inf}
+        self.history: list[dict] = []
+        self.last: dict = {}
+
+    def run(self) -> TrainResult:
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.seed)
+            self.setup()
+            for epoch in range(self.start + 1, self.epochs + 1):
+                t0 = time.perf_counter()
+                row = self.epoch(epoch)
+                self.end_epoch(row, t0)
+        return self.finish()
+
+    def setup(self) -> None:
+        """The optimiser and shuffling generator, restored from the run's state when resuming."""
+        self.opt = torch.optim.AdamW(self.adapter.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        self.gen = torch.Generator().manual_seed(self.seed)
+        if self.resume:
+            self.start, self.best = _load_state(self.run_dir, self.adapter, self.opt, self.gen, self.device)
+        self.history = _read_metrics(self.metrics_path, upto=self.start)
+        _write_metrics(self.metrics_path, self.history)
+
+    def epoch(self, epoch: int) -> dict:
+        """One shuffled pass over the training features; returns the epoch's metrics row so far."""
+        if self.refresh_features is not None:
+            self.train, self.val = self.refresh_features()
+        adapter, opt, device, train = self.adapter, self.opt, self.device, self.train
+        adapter.train()
+        total, correct, loss_sum = 0, 0, 0.0
+        for idx in _batches(len(train), self.batch_size, self.gen):
+            f1, f2 = train.depth[idx].to(device), train.clip[idx].to(device)
+            y = train.targets[idx].to(device)
+            logits = adapter(f1, f2)
+            loss = F.cross_entropy(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.item() * len(idx)
+            correct += int((logits.argmax(-1) == y).sum())
+            total += len(idx)
+        return {"epoch": epoch, "loss": loss_sum / total, "train_acc": correct / total, "lr": opt.param_groups[0]["lr"]}
+
+    def end_epoch(self, row: dict, t0: float) -> None:
+        """Validation, selection (best.safetensors), checkpoints, the metrics line and the event."""
+        epoch = row["epoch"]
+        if self.val is not None and len(self.val):
+            row["val_loss"], row["val_acc"], _ = evaluate_features(self.adapter, self.val)
+        best = self.best
+        improved = self.select == "last" or (
+            row["val_acc"] > best["val_acc"]
+            or (row["val_acc"] == best["val_acc"] and row["val_loss"] < best["val_loss"])
+        )
+        weights = adapter_tensors(self.adapter)
+        checkpoint = epoch % self.save_every == 0 or epoch == self.epochs
+        if checkpoint:
+            save_tensors(self.run_dir / "last.safetensors", weights, metadata={"epoch": str(epoch)})
+        if improved:
+            self.best = {"epoch": epoch, "val_acc": row.get("val_acc", -1.0), "val_loss": row.get("val_loss", math.inf)}
+            save_tensors(self.run_dir / "best.safetensors", weights, metadata={"epoch": str(epoch)})
+        row["best"] = improved
+        row["time_s"] = round(time.perf_counter() - t0, 4)
+        self.history.append(row)
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if checkpoint:
+            _save_state(self.run_dir, self.adapter, self.opt, self.gen, epoch, self.best, self.device)
+        self.last = row
+        if self.on_event is not None:
+            self.on_event("epoch", metrics=row, epochs=self.epochs)
+
+    def finish(self) -> TrainResult:
+        last = self.last or (self.history[-1] if self.history else {})
+        return TrainResult(epochs=self.epochs, best=self.best, last=last, history=self.history)
+
+
 def train_adapter(
     adapter: torch.nn.Module,
     train: FeatureSet,
@@ -235,72 +350,12 @@ def train_adapter(
     every `save_every` epochs and after the last one: last.safetensors and the resume state.
     `resume=True` continues from state.json (the last saved epoch; later metrics lines are redone).
     `refresh_features` (benchmark baseline) is called before every epoch to recompute the features.
-    `on_event("epoch", metrics=...)` is called after each epoch is saved.
+    `on_event("epoch", metrics=...)` is called after each epoch is saved. See `AdapterTrainer`.
     """
-    if len(train) < 2:
-        raise UsageError(f"need at least 2 training samples, got {len(train)}")
-    if select == "val" and (val is None or len(val) == 0):
-        raise OptionError("validation selection needs validation shots; use ", Opt("select", "last"), " or more shots")
-    run = Path(run)
-    device = next(adapter.parameters()).device
-    opt = torch.optim.AdamW(adapter.parameters(), lr=lr, weight_decay=weight_decay)
-    gen = torch.Generator().manual_seed(seed)
-    metrics_path = run / "metrics.jsonl"
-    start, best = 0, {"epoch": 0, "val_acc": -1.0, "val_loss": math.inf}
-    devices = [device] if device.type == "cuda" else []
-    history: list[dict] = []
-    last: dict = {}
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        if resume:
-            start, best = _load_state(run, adapter, opt, gen, device)
-        history = _read_metrics(metrics_path, upto=start)
-        _write_metrics(metrics_path, history)
-        for epoch in range(start + 1, epochs + 1):
-            t0 = time.perf_counter()
-            if refresh_features is not None:
-                train, val = refresh_features()
-            adapter.train()
-            total, correct, loss_sum = 0, 0, 0.0
-            for idx in _batches(len(train), batch_size, gen):
-                f1, f2 = train.depth[idx].to(device), train.clip[idx].to(device)
-                y = train.targets[idx].to(device)
-                logits = adapter(f1, f2)
-                loss = F.cross_entropy(logits, y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                loss_sum += loss.item() * len(idx)
-                correct += int((logits.argmax(-1) == y).sum())
-                total += len(idx)
-            row = {"epoch": epoch, "loss": loss_sum / total, "train_acc": correct / total,
-                   "lr": opt.param_groups[0]["lr"]}
-            if val is not None and len(val):
-                row["val_loss"], row["val_acc"], _ = evaluate_features(adapter, val)
-            improved = select == "last" or (
-                row["val_acc"] > best["val_acc"]
-                or (row["val_acc"] == best["val_acc"] and row["val_loss"] < best["val_loss"])
-            )
-            weights = adapter_tensors(adapter)
-            checkpoint = epoch % save_every == 0 or epoch == epochs
-            if checkpoint:
-                save_tensors(run / "last.safetensors", weights, metadata={"epoch": str(epoch)})
-            if improved:
-                best = {"epoch": epoch, "val_acc": row.get("val_acc", -1.0), "val_loss": row.get("val_loss", math.inf)}
-                save_tensors(run / "best.safetensors", weights, metadata={"epoch": str(epoch)})
-            row["best"] = improved
-            row["time_s"] = round(time.perf_counter() - t0, 4)
-            history.append(row)
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(row) + "\n")
-            if checkpoint:
-                _save_state(run, adapter, opt, gen, epoch, best, device)
-            last = row
-            if on_event is not None:
-                on_event("epoch", metrics=row, epochs=epochs)
-    if not last and history:
-        last = history[-1]
-    return TrainResult(epochs=epochs, best=best, last=last, history=history)
+    return AdapterTrainer(
+        adapter, train, val, run, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
+        select=select, resume=resume, save_every=save_every, on_event=on_event, refresh_features=refresh_features,
+    ).run()
 
 
 def _read_metrics(path: Path, upto: int) -> list[dict]:
@@ -421,6 +476,244 @@ def _encoder_ids(bundle, depth_encoder: str | None) -> tuple[dict, str | None]:
     return {"clip": bundle.weights_id, "depth": f"sha256:{sha}" if sha else bundle.weights_id}, sha
 
 
+class FewShotRun:
+    """One `c2p fewshot` run, in named stages (the public entry point is `run_fewshot`).
+
+    `run()` = `setup()` (options, run folder, dataset, models, config.json, shots), `features()`
+    (both paths' per-view features of the shots, cached), `train()` (the epochs, see
+    `AdapterTrainer`: epoch / end of epoch), `finish()` (test report, summary.json).
+    Events for progress displays: on_event("stage", name=...), ("features", done=, total=, name=),
+    ("epoch", metrics=, epochs=).
+    """
+
+    def __init__(self, data: str | Path, out: str | Path, opts: FewShotOptions, resume: bool = False,
+                 on_event: EventCallback | None = None):
+        self.data, self.run_dir, self.opts, self.resume, self.on_event = data, Path(out), opts, resume, on_event
+        self.warnings: list[str] = []
+        self.unreadable: list[dict] = []
+
+    def emit(self, kind: str, **info) -> None:
+        if self.on_event is not None:
+            self.on_event(kind, **info)
+
+    def run(self) -> dict:
+        self.t_start = time.perf_counter()
+        self.setup()
+        self.features()
+        self.train()
+        return self.finish()
+
+    # -- setup ------------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Check options and the run folder (before anything slow), read the dataset, build the
+        models, write config.json and the shots."""
+        from clip2point import prompts
+        from clip2point.adapters import build_adapter_classifier
+        from clip2point.devices import resolve_device
+        from clip2point.encoders import load_clip
+        from clip2point.views import view_preset
+
+        from .datasets import open_dataset
+        from .features import RenderSettings
+
+        opts, run = self.opts, self.run_dir
+        opts.check()
+        if opts.depth_encoder:
+            from clip2point.encoders import resolve_depth_encoder
+
+            # a `c2p pretrain` run folder stands for its depth_encoder.safetensors
+            opts.depth_encoder = str(resolve_depth_encoder(opts.depth_encoder))
+        self._check_run_folder()
+        # A run stopped before its first epoch ended has a config but no state: it starts from epoch 0.
+        self.has_state = (run / "state.json").is_file()
+        self.device = resolve_device(opts.device)
+        self.templates = prompts.resolve_templates(opts.templates)
+        view_list = view_preset(opts.views)
+        self.ds_kw = {"n_points": opts.n_points, "sampling": opts.sampling, "seed": opts.seed, "up": opts.up,
+                      "variant": opts.variant}
+
+        self.emit("stage", name="reading dataset")
+        self.train_ds = open_dataset(self.data, opts.dataset_kind, "train", **self.ds_kw)
+        self.labels = list(self.train_ds.labels)
+
+        self.emit("stage", name="loading models")
+        bundle = load_clip(opts.model, opts.pretrained, device="cpu")
+        text = prompts.text_features(bundle, self.labels, self.templates).cpu()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(opts.seed)
+            self.clf = build_adapter_classifier(bundle, self.labels, text, len(view_list), opts.fusion,
+                                                opts.depth_encoder, opts.fold)
+        self.clf.to(self.device)
+        self.encoder_ids, depth_sha = _encoder_ids(bundle, opts.depth_encoder)
+        if not opts.depth_encoder:
+            self.warnings.append("no depth encoder: the depth path starts from CLIP's own visual weights (both paths see the same encoder)")
+        self.settings = RenderSettings(view_list, self.clf.depth_encoder.image_size, opts.radius, self.clf.in_channels,
+                                       opts.render_backend)
+        config = self._config(bundle, view_list, depth_sha)
+        if self.resume and (run / "config.json").is_file():
+            self._check_resume(read_json(run / "config.json"), config)
+
+        self.shots_ds = self.train_ds
+        if self.resume:
+            self.split = _load_shots(run, self.train_ds)
+        else:
+            self.emit("stage", name="sampling shots")
+            self.split, self.unreadable, self.shots_ds = _sample_readable_shots(self.train_ds, opts)
+            # shots.json first: a config.json (what --resume looks for) always comes with its shots
+            write_json(run / "shots.json", _shots_json(self.train_ds, self.split, opts.seed, opts.shots))
+        write_json(run / "config.json", config)
+
+    def _check_run_folder(self) -> None:
+        run, resume = self.run_dir, self.resume
+        if run.exists() and not run.is_dir():
+            raise OptionError(Opt("out"), f" {run} must be a run folder, but it is a file")
+        if resume and not (run / "config.json").is_file():
+            raise CheckpointError(f"{run}: nothing to resume (no config.json; start the run without resuming)")
+        if not resume and (run / "state.json").exists():
+            raise OptionError(f"{run} already holds a few-shot run; continue it with ", Opt("resume"), " or choose another ", Opt("out"))
+        # Created before any model or data is loaded, so a bad --out fails in a second, not after training.
+        try:
+            run.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UsageError(f"{run}: cannot create the run folder ({e.strerror or e})") from e
+
+    def _config(self, bundle, view_list, depth_sha: str | None) -> dict:
+        from clip2point import __version__
+        from clip2point.adapters import RUN_FORMAT
+
+        opts, clf = self.opts, self.clf
+        config = {
+            "format": RUN_FORMAT, "version": __version__, "labels": self.labels, "templates": self.templates,
+            "model": bundle.model_name, "pretrained": bundle.pretrained, "weights_id": bundle.weights_id,
+            "depth_encoder": str(Path(opts.depth_encoder).resolve()) if opts.depth_encoder else None,
+            "depth_encoder_sha256": depth_sha, "encoder_ids": self.encoder_ids, "fold": opts.fold,
+            "fusion": opts.fusion, "dropout": clf.adapter.path1.dropout.p, "normalize_views": clf.adapter.normalize_views,
+            "num_views": len(view_list), "views": [list(v) for v in view_list], "dim": clf.adapter.dim,
+            "logit_scale": float(clf.adapter.logit_scale), "image_size": self.settings.image_size, "radius": opts.radius,
+            "dataset": self.train_ds.describe(), "options": {k: v for k, v in asdict(opts).items() if k in RECORDED_KEYS},
+            "warnings": self.warnings,
+        }
+        config["options"]["templates"] = self.templates
+        return config
+
+    def _check_resume(self, old: dict, config: dict) -> None:
+        diffs = [k for k in RESUME_KEYS if old.get("options", {}).get(k) != config["options"].get(k)]
+        for key, what in RESUME_IDENTITY.items():
+            if old.get(key) != config[key] and not (key == "encoder_ids" and diffs):
+                diffs.append(f"{what} ({old.get(key)} != {config[key]})")
+        if old.get("labels") != self.labels:
+            diffs.append("labels (the dataset's classes changed)")
+        if diffs:
+            raise UsageError(f"{self.run_dir}: cannot resume with different options: {', '.join(diffs)}")
+
+    # -- features ---------------------------------------------------------------------------------
+
+    def features(self) -> None:
+        """Per-view features of every shot, from the cache or rendered and encoded once."""
+        from clip2point.paths import cache_dir as default_cache_dir
+
+        from .features import cached_features
+
+        opts, clf = self.opts, self.clf
+        self.emit("stage", name="features")
+        self.cache = None
+        if opts.use_cache:
+            self.cache = Path(opts.cache_dir) if opts.cache_dir else default_cache_dir("features")
+        t_feat = time.perf_counter()
+        self.shot_feats, self.cache_hit = cached_features(
+            self.shots_ds, self.split.all, clf.depth_encoder, clf.clip_encoder, self.settings, self.encoder_ids, self.cache,
+            self.device, opts.feature_batch_size, lambda d, t: self.emit("features", done=d, total=t, name="shots"),
+        )
+        self.feature_time = time.perf_counter() - t_feat
+        self.train_feats = subset(self.shot_feats, self.split.train)
+        self.val_feats = subset(self.shot_feats, self.split.val) if self.split.val else None
+        unseen = [self.labels[c] for c in range(len(self.labels)) if not (self.train_feats.targets == c).any()]
+        if unseen:
+            self.warnings.append(f"no readable training shot for class(es) {', '.join(unseen)}: the adapter never sees them")
+
+    def _refresh(self) -> Callable[[], tuple[FeatureSet, FeatureSet | None]] | None:
+        """Benchmark baseline: features rendered and encoded again before every epoch after the first."""
+        if not self.opts.recompute_features_every_epoch:
+            return None
+        from .features import compute_features
+
+        calls = [0]
+
+        def refresh():
+            # The first epoch uses the features computed above: one computation per epoch in all.
+            calls[0] += 1
+            if calls[0] == 1:
+                return self.train_feats, self.val_feats
+            fresh = compute_features(self.train_ds, self.split.all, self.clf.depth_encoder, self.clf.clip_encoder,
+                                     self.settings, self.device, self.opts.feature_batch_size)
+            return subset(fresh, self.split.train), (subset(fresh, self.split.val) if self.split.val else None)
+
+        return refresh
+
+    # -- epochs -----------------------------------------------------------------------------------
+
+    def train(self) -> None:
+        opts = self.opts
+        self.emit("stage", name="training")
+        self.result = AdapterTrainer(
+            self.clf.adapter, self.train_feats, self.val_feats, self.run_dir, epochs=opts.epochs,
+            batch_size=opts.batch_size, lr=opts.lr, weight_decay=opts.weight_decay, seed=opts.seed, select=opts.select,
+            resume=self.resume and self.has_state, save_every=opts.save_every, on_event=self.on_event,
+            refresh_features=self._refresh(),
+        ).run()
+
+    # -- finish -----------------------------------------------------------------------------------
+
+    def finish(self) -> dict:
+        """The summary (and the test report, for information), written to summary.json."""
+        opts, result, labels = self.opts, self.result, self.labels
+        summary = {
+            "run": str(self.run_dir), "labels": labels, "shots": opts.shots, "train_samples": len(self.train_feats),
+            "val_samples": len(self.val_feats) if self.val_feats is not None else 0, "epochs": opts.epochs,
+            "best_epoch": result.best["epoch"], "best_val_acc": result.best["val_acc"] if opts.select == "val" else None,
+            "shots_per_class": _shot_counts(labels, self.train_feats, self.val_feats),
+            "last": result.last, "skipped": self.unreadable + self.shot_feats.skipped,
+            "short_classes": self.split.short_classes, "feature_cache_hit": self.cache_hit,
+            "feature_time_s": round(self.feature_time, 3), "warnings": self.warnings,
+        }
+        if opts.eval_test:
+            summary["test"] = self._evaluate_test()
+        summary["time_s"] = round(time.perf_counter() - self.t_start, 3)
+        write_json(self.run_dir / "summary.json", summary)
+        return summary
+
+    def _evaluate_test(self) -> dict | None:
+        """Test accuracy of the best and last adapters (after training; never used for selection)."""
+        from clip2point.errors import DatasetError
+
+        from .datasets import open_dataset
+        from .features import cached_features
+
+        opts, labels, clf = self.opts, self.labels, self.clf
+        try:
+            test_ds = open_dataset(self.data, opts.dataset_kind, "test", **self.ds_kw)
+        except DatasetError as e:
+            return {"error": str(e)}
+        if list(test_ds.labels) != labels:
+            return {"error": f"the test split's classes differ from the training split's ({len(test_ds.labels)} vs {len(labels)})"}
+        self.emit("stage", name="test features")
+        feats, _ = cached_features(
+            test_ds, list(range(len(test_ds))), clf.depth_encoder, clf.clip_encoder, self.settings, self.encoder_ids,
+            self.cache, self.device, opts.feature_batch_size,
+            lambda d, t: self.emit("features", done=d, total=t, name="test"),
+        )
+        out: dict = {"n": len(feats), "skipped": feats.skipped}
+        for which in ("best", "last"):
+            state = load_tensors(self.run_dir / f"{which}.safetensors", device=self.device)
+            clf.adapter.load_state_dict(state)
+            _, acc, pred = evaluate_features(clf.adapter, feats)
+            report = accuracy_report(feats.targets.tolist(), pred.tolist(), labels)
+            out[which] = {"top1": acc, "mean_class_accuracy": report["mean_class_accuracy"],
+                          "per_class": {k: v["accuracy"] for k, v in report["per_class"].items()}}
+        return out
+
+
 def run_fewshot(
     data: str | Path,
     out: str | Path,
@@ -431,177 +724,6 @@ def run_fewshot(
     """Train an adapter on `opts.shots` samples per class of `data`'s train split; returns the summary.
 
     Events for progress displays: on_event("stage", name=...), ("features", done=, total=, name=),
-    ("epoch", metrics=, epochs=).
+    ("epoch", metrics=, epochs=). The stages are `FewShotRun`'s.
     """
-    from clip2point import __version__, prompts
-    from clip2point.adapters import RUN_FORMAT, build_adapter_classifier
-    from clip2point.devices import resolve_device
-    from clip2point.encoders import load_clip
-    from clip2point.paths import cache_dir as default_cache_dir
-    from clip2point.views import view_preset
-
-    from .datasets import open_dataset
-    from .features import RenderSettings, cached_features, compute_features
-
-    def emit(kind: str, **info) -> None:
-        if on_event is not None:
-            on_event(kind, **info)
-
-    opts.check()
-    if opts.depth_encoder:
-        from clip2point.encoders import resolve_depth_encoder
-
-        # a `c2p pretrain` run folder stands for its depth_encoder.safetensors
-        opts.depth_encoder = str(resolve_depth_encoder(opts.depth_encoder))
-    t_start = time.perf_counter()
-    run = Path(out)
-    if run.exists() and not run.is_dir():
-        raise OptionError(Opt("out"), f" {run} must be a run folder, but it is a file")
-    if resume and not (run / "config.json").is_file():
-        raise CheckpointError(f"{run}: nothing to resume (no config.json; start the run without resuming)")
-    if not resume and (run / "state.json").exists():
-        raise OptionError(f"{run} already holds a few-shot run; continue it with ", Opt("resume"), " or choose another ", Opt("out"))
-    # Created before any model or data is loaded, so a bad --out fails in a second, not after training.
-    try:
-        run.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"{run}: cannot create the run folder ({e.strerror or e})") from e
-    # A run stopped before its first epoch ended has a config but no state: it starts from epoch 0.
-    has_state = (run / "state.json").is_file()
-    device = resolve_device(opts.device)
-    templates = prompts.resolve_templates(opts.templates)
-    view_list = view_preset(opts.views)
-    ds_kw = {"n_points": opts.n_points, "sampling": opts.sampling, "seed": opts.seed, "up": opts.up,
-             "variant": opts.variant}
-
-    emit("stage", name="reading dataset")
-    train_ds = open_dataset(data, opts.dataset_kind, "train", **ds_kw)
-    labels = list(train_ds.labels)
-
-    emit("stage", name="loading models")
-    bundle = load_clip(opts.model, opts.pretrained, device="cpu")
-    text = prompts.text_features(bundle, labels, templates).cpu()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(opts.seed)
-        clf = build_adapter_classifier(bundle, labels, text, len(view_list), opts.fusion, opts.depth_encoder, opts.fold)
-    clf.to(device)
-    encoder_ids, depth_sha = _encoder_ids(bundle, opts.depth_encoder)
-    warnings = []
-    if not opts.depth_encoder:
-        warnings.append("no depth encoder: the depth path starts from CLIP's own visual weights (both paths see the same encoder)")
-
-    settings = RenderSettings(view_list, clf.depth_encoder.image_size, opts.radius, clf.in_channels, opts.render_backend)
-    config = {
-        "format": RUN_FORMAT, "version": __version__, "labels": labels, "templates": templates,
-        "model": bundle.model_name, "pretrained": bundle.pretrained, "weights_id": bundle.weights_id,
-        "depth_encoder": str(Path(opts.depth_encoder).resolve()) if opts.depth_encoder else None,
-        "depth_encoder_sha256": depth_sha, "encoder_ids": encoder_ids, "fold": opts.fold,
-        "fusion": opts.fusion, "dropout": clf.adapter.path1.dropout.p, "normalize_views": clf.adapter.normalize_views, "num_views": len(view_list),
-        "views": [list(v) for v in view_list], "dim": clf.adapter.dim, "logit_scale": float(clf.adapter.logit_scale),
-        "image_size": settings.image_size, "radius": opts.radius, "dataset": train_ds.describe(),
-        "options": {k: v for k, v in asdict(opts).items() if k in RECORDED_KEYS},
-        "warnings": warnings,
-    }
-    config["options"]["templates"] = templates
-    if resume and (run / "config.json").is_file():
-        old = read_json(run / "config.json")
-        diffs = [k for k in RESUME_KEYS if old.get("options", {}).get(k) != config["options"].get(k)]
-        for key, what in RESUME_IDENTITY.items():
-            if old.get(key) != config[key] and not (key == "encoder_ids" and diffs):
-                diffs.append(f"{what} ({old.get(key)} != {config[key]})")
-        if old.get("labels") != labels:
-            diffs.append("labels (the dataset's classes changed)")
-        if diffs:
-            raise UsageError(f"{run}: cannot resume with different options: {', '.join(diffs)}")
-
-    unreadable: list[dict] = []
-    shots_ds = train_ds
-    if resume:
-        split = _load_shots(run, train_ds)
-    else:
-        emit("stage", name="sampling shots")
-        split, unreadable, shots_ds = _sample_readable_shots(train_ds, opts)
-    if not resume:
-        # shots.json first: a config.json (what --resume looks for) always comes with its shots
-        write_json(run / "shots.json", _shots_json(train_ds, split, opts.seed, opts.shots))
-    write_json(run / "config.json", config)
-
-    emit("stage", name="features")
-    cache = None
-    if opts.use_cache:
-        cache = Path(opts.cache_dir) if opts.cache_dir else default_cache_dir("features")
-    t_feat = time.perf_counter()
-    shot_feats, hit = cached_features(
-        shots_ds, split.all, clf.depth_encoder, clf.clip_encoder, settings, encoder_ids, cache, device,
-        opts.feature_batch_size, lambda d, t: emit("features", done=d, total=t, name="shots"),
-    )
-    feature_time = time.perf_counter() - t_feat
-    train_feats = subset(shot_feats, split.train)
-    val_feats = subset(shot_feats, split.val) if split.val else None
-    unseen = [labels[c] for c in range(len(labels)) if not (train_feats.targets == c).any()]
-    if unseen:
-        warnings.append(f"no readable training shot for class(es) {', '.join(unseen)}: the adapter never sees them")
-
-    refresh = None
-    if opts.recompute_features_every_epoch:
-        calls = [0]
-
-        def refresh():
-            # The first epoch uses the features computed above: one computation per epoch in all.
-            calls[0] += 1
-            if calls[0] == 1:
-                return train_feats, val_feats
-            fresh = compute_features(train_ds, split.all, clf.depth_encoder, clf.clip_encoder, settings, device,
-                                     opts.feature_batch_size)
-            return subset(fresh, split.train), (subset(fresh, split.val) if split.val else None)
-
-    emit("stage", name="training")
-    result = train_adapter(
-        clf.adapter, train_feats, val_feats, run, epochs=opts.epochs, batch_size=opts.batch_size, lr=opts.lr,
-        weight_decay=opts.weight_decay, seed=opts.seed, select=opts.select, resume=resume and has_state,
-        save_every=opts.save_every, on_event=on_event,
-        refresh_features=refresh,
-    )
-
-    summary = {
-        "run": str(run), "labels": labels, "shots": opts.shots, "train_samples": len(train_feats),
-        "val_samples": len(val_feats) if val_feats is not None else 0, "epochs": opts.epochs,
-        "best_epoch": result.best["epoch"], "best_val_acc": result.best["val_acc"] if opts.select == "val" else None,
-        "shots_per_class": _shot_counts(labels, train_feats, val_feats),
-        "last": result.last, "skipped": unreadable + shot_feats.skipped, "short_classes": split.short_classes,
-        "feature_cache_hit": hit, "feature_time_s": round(feature_time, 3), "warnings": warnings,
-    }
-    if opts.eval_test:
-        summary["test"] = _evaluate_test(data, opts, ds_kw, labels, clf, settings, encoder_ids, cache, device, run, emit)
-    summary["time_s"] = round(time.perf_counter() - t_start, 3)
-    write_json(run / "summary.json", summary)
-    return summary
-
-
-def _evaluate_test(data, opts, ds_kw, labels, clf, settings, encoder_ids, cache, device, run, emit) -> dict | None:
-    """Test accuracy of the best and last adapters (after training; never used for selection)."""
-    from clip2point.errors import DatasetError
-
-    from .datasets import open_dataset
-    from .features import cached_features
-
-    try:
-        test_ds = open_dataset(data, opts.dataset_kind, "test", **ds_kw)
-    except DatasetError as e:
-        return {"error": str(e)}
-    if list(test_ds.labels) != labels:
-        return {"error": f"the test split's classes differ from the training split's ({len(test_ds.labels)} vs {len(labels)})"}
-    emit("stage", name="test features")
-    feats, _ = cached_features(
-        test_ds, list(range(len(test_ds))), clf.depth_encoder, clf.clip_encoder, settings, encoder_ids, cache,
-        device, opts.feature_batch_size, lambda d, t: emit("features", done=d, total=t, name="test"),
-    )
-    out: dict = {"n": len(feats), "skipped": feats.skipped}
-    for which in ("best", "last"):
-        state = load_tensors(run / f"{which}.safetensors", device=device)
-        clf.adapter.load_state_dict(state)
-        _, acc, pred = evaluate_features(clf.adapter, feats)
-        report = accuracy_report(feats.targets.tolist(), pred.tolist(), labels)
-        out[which] = {"top1": acc, "mean_class_accuracy": report["mean_class_accuracy"],
-                      "per_class": {k: v["accuracy"] for k, v in report["per_class"].items()}}
-    return out
+    return FewShotRun(data, out, opts, resume, on_event).run()
