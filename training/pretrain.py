@@ -194,17 +194,21 @@ def render_view_pairs(
 ) -> torch.Tensor:
     """Depth maps [2B, C, S, S]: sample b from its own view `views[b]` at `distances[b, 0]` (first B) and `[b, 1]`.
 
-    Each cloud is turned into its camera's frame first (p @ basis.T), so one identity basis renders
-    a batch whose samples all look from different views.
+    A distance d is what the official renderer makes of it: the camera sits at d AND the cloud is
+    scaled by 1/d first (`Pointclouds.scale_(1 / dist)` in CLIP2Point's render.py), so a jittered
+    distance zooms the map as well as shifting its depths; points that end up at or behind the
+    camera plane are not drawn (the kernels skip depth <= 0). Each cloud is then turned into its
+    camera's frame (p @ basis.T), so one identity basis renders a batch whose samples all look from
+    different views.
     """
     from clip2point.kernels import render_depth
 
-    rot = bases[views]
-    in_camera = torch.einsum("bnk,bjk->bnj", points, rot)
-    eye = torch.eye(3, dtype=points.dtype, device=points.device)[None]
-    both = torch.cat([in_camera, in_camera])
     dist = torch.cat([distances[:, 0], distances[:, 1]]).to(points.dtype)
-    maps = render_depth(both, eye, distance=dist, image_size=image_size, channels=channels, backend=backend)
+    rot = bases[views]
+    zoomed = torch.cat([points, points]) * (1.0 / dist)[:, None, None]
+    in_camera = torch.einsum("bnk,bjk->bnj", zoomed, torch.cat([rot, rot]))
+    eye = torch.eye(3, dtype=points.dtype, device=points.device)[None]
+    maps = render_depth(in_camera, eye, distance=dist, image_size=image_size, channels=channels, backend=backend)
     return maps[:, 0]
 
 
