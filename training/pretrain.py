@@ -17,6 +17,12 @@ all ranks (features are gathered, `clip2point.training.losses.gather_with_grad`)
 R x batch_size x accumulate samples (the effective batch). The paper's reference is an effective
 batch of 256 with all 256 as negatives: accumulation adds samples per step, not negatives.
 
+Optimiser (as the official pretraining.py): LAMB, lr 6e-3, weight decay 1e-4 on every trained
+parameter (`--optimizer adamw` is the alternative). The official code computes each loss inside
+one DataParallel replica, so its negatives are one device's share of the batch; here they are
+gathered across processes, and config.json records both counts (`negatives_per_loss`,
+`negatives_per_loss_official`). Validation renders 10 views, as the official code does.
+
 Schedule: CosineAnnealingWarmRestarts with T_0 = `restart_epochs` (2) epochs' worth of optimiser
 steps, stepped per optimiser step; the floor is lr / 600 (the reference run: 6e-3 -> 1e-5).
 
@@ -103,7 +109,7 @@ class PretrainConfig:
     epochs: int = 100
     batch_size: int = 256
     accumulate: int = 1
-    optimizer: str = "adamw"
+    optimizer: str = "lamb"
     lr: float | None = None
     weight_decay: float | None = None
     min_lr: float | None = None
@@ -118,7 +124,7 @@ class PretrainConfig:
     fold: bool = True
     render_backend: str = "auto"
     val: str | None = None
-    val_views: int = defaults.ZERO_SHOT_VIEWS
+    val_views: int = defaults.PRETRAIN_VIEWS
     val_limit: int | None = None
     val_up: str | None = None
     resume: bool = False
@@ -419,16 +425,17 @@ def micro_batches_in_step(b: int, batches: int, accumulate: int) -> int:
 
 
 def build_optimizer(model: nn.Module, cfg: PretrainConfig) -> torch.optim.Optimizer:
-    """AdamW or LAMB; no weight decay on 1-D parameters (norms, biases, the balance weight w)."""
-    decay, no_decay = [], []
-    for _, p in model.named_parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    """LAMB on every trained parameter with one weight decay, as the official pretraining.py
+    (`Lamb(model.parameters(), lr=6e-3, weight_decay=1e-4)`: norms, biases and the balance weight w
+    decay too); AdamW without weight decay on 1-D parameters (norms, biases, w), the usual recipe."""
+    trained = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "lamb":
         from .lamb import Lamb
 
-        return Lamb(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return Lamb(trained, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    decay = [p for p in trained if p.ndim > 1]
+    no_decay = [p for p in trained if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
@@ -727,7 +734,11 @@ class Pretrainer:
         write_json(self.out / "config.json", {
             "config": asdict(cfg), "world_size": ctx.world_size,
             "effective_batch": cfg.batch_size * ctx.world_size * cfg.accumulate,
+            # Each loss term contrasts a micro-batch gathered from every process (global negatives);
+            # the official code computes it inside each DataParallel replica (one device's share).
             "negatives_per_loss": min(cfg.batch_size, self.sampler.per_rank) * ctx.world_size,
+            "negatives_per_loss_official": min(cfg.batch_size, self.sampler.per_rank),
+            "negatives": "global: gathered across processes",
             "steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps,
             "model": bundle.model_name, "pretrained": bundle.pretrained, "weights_id": bundle.weights_id,
             "pairs": {"root": str(index.root), "layout": index.layout, "models": len(index),
