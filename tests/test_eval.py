@@ -32,6 +32,8 @@ def test_label_mapping_by_name_and_by_position():
     with pytest.raises(UsageError, match="no label for dataset class"):
         label_mapping(["a", "z"], ["a", "b"])
     assert label_mapping(["night_stand", "sofa"], ["nightstand", "couch"], positional=True) == [0, 1]
+    # A dataset's folder names find the official strings of a label set ("night_stand" -> "night stand").
+    assert label_mapping(["night_stand", "flower_pot"], ["flower pot", "night stand", "sofa"]) == [1, 0]
     with pytest.raises(UsageError, match="1 label names were given for a dataset with 2 classes"):
         label_mapping(["a", "b"], ["x"], positional=True)
 

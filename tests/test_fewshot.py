@@ -151,7 +151,7 @@ def test_run_folder_contents(trained_run, tiny_model_name):
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["labels"] == CLASSES and cfg["fusion"] == "gated" and cfg["num_views"] == 10
     assert cfg["model"] == tiny_model_name and cfg["version"] == clip2point.__version__
-    assert cfg["templates"] == ["image of a {}."]
+    assert cfg["templates"] == ["image of a {}"]
     assert any("depth path starts from CLIP" in w for w in cfg["warnings"])
     shots = json.loads((run / "shots.json").read_text())
     assert {k: len(v) for k, v in shots["train"].items()} == dict.fromkeys(CLASSES, 16)
