@@ -22,7 +22,7 @@ def eval_cmd(
     split: Annotated[str, typer.Option("--split", help="train or test.")] = "test",
     dataset: Annotated[
         str,
-        typer.Option("--dataset", help="auto, synth, modelnet, modelnet-h5, modelnet-resampled, scanobjectnn or folder."),
+        typer.Option("--dataset", help="auto, synth, modelnet, modelnet-h5, modelnet-resampled, modelnet40-ply, scanobjectnn or folder."),
     ] = "auto",
     labels: opt.Labels = None,
     label_set: opt.LabelSet = None,
@@ -41,7 +41,7 @@ def eval_cmd(
     ] = None,
     up: Annotated[
         str | None,
-        typer.Option("--up", help="Up axis z or y (default: the --adapter run's, else z for ModelNet / synth / folders, y for ScanObjectNN)."),
+        typer.Option("--up", help="Up axis z or y (default: the --adapter run's, else z for ModelNet meshes / ModelNet40_Ply / synth / folders, y for ModelNet h5 / resampled and ScanObjectNN)."),
     ] = None,
     variant: Annotated[str | None, typer.Option("--variant", help="ScanObjectNN: obj_bg, obj_only or pb_t50_rs.")] = None,
     seed: opt.Seed = 0,
@@ -63,6 +63,7 @@ def eval_cmd(
     from ..checkpoints import write_json
     from ..evaluate import classifier_for_dataset, evaluate_classifier
     from ..progress import progress_bar
+    from ..views import describe_up_axis
 
     console = Console(stderr=True)
     _prepare_out(out)
@@ -79,6 +80,7 @@ def eval_cmd(
     elif read["n_points"] is None:
         read["n_points"] = defaults.NUM_POINTS
     ds = open_dataset(data, dataset, split, seed=seed, variant=variant, **read)
+    console.print(f"{ds.kind} {split}: {len(ds)} samples, {ds.n_points} points ({ds.sampling}), {describe_up_axis(ds.up)}")
     with console.status("loading the model", spinner="dots"):
         clf, mapping, mode = classifier_for_dataset(
             ds.labels, adapter=adapter, which=which, labels=labels, label_set=label_set, templates=prompt,
@@ -89,7 +91,8 @@ def eval_cmd(
         task = progress.add_task("eval", total=len(ds))
         report = evaluate_classifier(clf, ds, mapping, batch_size,
                                      progress=lambda done, total: progress.update(task, completed=done))
-    report.update({"mode": mode, "dataset": ds.describe(), "classifier": getattr(clf, "meta", {}), "version": __version__})
+    report.update({"mode": mode, "dataset": {**ds.describe(), "rotation": describe_up_axis(ds.up)},
+                   "classifier": getattr(clf, "meta", {}), "version": __version__})
     write_json(out / "report.json", report)
     confusion_png(out / "confusion.png", report["confusion"], report["labels"])
     if not quiet:

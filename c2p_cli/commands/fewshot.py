@@ -17,7 +17,7 @@ def fewshot(
     shots: Annotated[int, typer.Option("--shots", "-k", help="Labelled samples per class, drawn from the train split.")] = 16,
     dataset: Annotated[
         str,
-        typer.Option("--dataset", help="auto, synth, modelnet, modelnet-h5, modelnet-resampled, scanobjectnn or folder."),
+        typer.Option("--dataset", help="auto, synth, modelnet, modelnet-h5, modelnet-resampled, modelnet40-ply, scanobjectnn or folder."),
     ] = "auto",
     model: opt.Model = defaults.MODEL,
     pretrained: opt.Pretrained = defaults.PRETRAINED,
@@ -38,7 +38,7 @@ def fewshot(
         str | None, typer.Option("--sampling", help="random or fps (default: fps for ScanObjectNN, else random).")
     ] = None,
     up: Annotated[
-        str | None, typer.Option("--up", help="Up axis z or y (default: z for ModelNet / synth / folders, y for ScanObjectNN).")
+        str | None, typer.Option("--up", help="Up axis z or y (default: z for ModelNet meshes / synth / folders, y for ModelNet h5 / resampled and ScanObjectNN).")
     ] = None,
     variant: Annotated[str | None, typer.Option("--variant", help="ScanObjectNN: obj_bg, obj_only or pb_t50_rs.")] = None,
     prompt: opt.Prompt = None,
