@@ -286,13 +286,13 @@ def test_modelnet40_ply_layout(tmp_path):
     _write_ply(tmp_path / "0_airplane_7.ply", _cloud(50, 2))
     _write_ply(tmp_path / "39_x.ply", _cloud(50, 3))
     assert detect_layout(tmp_path) == "modelnet40-ply"
-    ds = open_dataset(tmp_path, split="test", n_points=50)
+    ds = open_dataset(tmp_path, split="test", n_points=20)  # every point is used: the authors' fixed samples
     assert ds.kind == "modelnet40-ply" and ds.labels == list(MODELNET40_FOLDERS) and ds.up == "z"
     assert sorted(ds.labels[t] for t in ds.targets) == ["airplane", "night_stand", "xbox"]
     pts, label = ds[ds.sample_ids.index("23_0001.ply")]
     assert label == 23
     expected = apply_up_axis(normalize_unit_sphere(_cloud(50, 1)), "z")  # every point, the ModelNet rotation
-    assert np.allclose(np.sort(pts, axis=0), np.sort(expected, axis=0), atol=1e-5)
+    assert pts.shape == (50, 3) and np.allclose(pts, expected, atol=1e-5)
     with pytest.raises(DatasetError, match="test samples only"):
         open_dataset(tmp_path, split="train")
     _write_ply(tmp_path / "40_y.ply", _cloud(10, 4))
@@ -377,3 +377,16 @@ def test_sample_shots_replaces_unusable_draws_from_the_same_class():
     # A class that cannot fill its shots reports how many usable ones it had.
     short = sample_shots(targets, ["a", "b"], shots=3, seed=1, usable=lambda i: i not in range(1, 6))
     assert short.short_classes == {"a": 1} and np.bincount(t[short.train], minlength=2).tolist() == [1, 3]
+
+
+def test_a_resampled_dataset_draws_new_points_for_the_same_samples(tmp_path):
+    from clip2point.training.datasets import resampled
+
+    _write_npy_folder(tmp_path, ["a", "b"], 2)
+    ds = open_dataset(tmp_path, "folder", "train", n_points=16, test_fraction=0.0)
+    again = resampled(ds, 1)
+    assert resampled(ds, 0) is ds and again.sample_ids == ds.sample_ids and again.targets == ds.targets
+    assert not np.array_equal(again[0][0], ds[0][0])
+    assert np.array_equal(again[0][0], resampled(ds, 1)[0][0])  # deterministic per (seed, r)
+    assert not np.array_equal(resampled(ds, 2)[0][0], again[0][0])
+    assert ds.seed == 0  # the original is untouched

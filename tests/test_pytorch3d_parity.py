@@ -14,17 +14,16 @@ What failed before (run against the code before commit f52084f, and before the p
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from clip2point.defaults import POINT_RADIUS
 from clip2point.kernels import _backend, render_depth
 from clip2point.views import FEW_SHOT_VIEWS_10, Z_UP_ROTATION, ZERO_SHOT_VIEWS_6, camera_bases
+from tests.official_restated import look_at_view_transform
 
 FIXTURES = Path(__file__).parent / "fixtures" / "pytorch3d_depth_maps.npz"
 CLOUDS = ("chair_like", "cone", "ellipsoid", "asym")
@@ -39,37 +38,9 @@ BACKENDS = [
 ]
 
 
-# --- pytorch3d's look_at_view_transform, restated from its definition (float32 torch ops) ------
-
-
-def _camera_position_from_spherical_angles(dist, elev, azim):
-    elev = math.pi / 180.0 * elev
-    azim = math.pi / 180.0 * azim
-    x = dist * torch.cos(elev) * torch.sin(azim)
-    y = dist * torch.sin(elev)
-    z = dist * torch.cos(elev) * torch.cos(azim)
-    return torch.stack([x, y, z], dim=1)
-
-
-def _look_at_rotation(camera_position):
-    at = torch.zeros_like(camera_position)
-    up = torch.tensor([[0.0, 1.0, 0.0]]).expand_as(camera_position)
-    z_axis = F.normalize(at - camera_position, eps=1e-5)
-    x_axis = F.normalize(torch.cross(up, z_axis, dim=1), eps=1e-5)
-    y_axis = F.normalize(torch.cross(z_axis, x_axis, dim=1), eps=1e-5)
-    is_close = torch.isclose(x_axis, torch.tensor(0.0), atol=5e-3).all(dim=1, keepdim=True)
-    if is_close.any():
-        replacement = F.normalize(torch.cross(y_axis, z_axis, dim=1), eps=1e-5)
-        x_axis = torch.where(is_close, replacement, x_axis)
-    R = torch.cat((x_axis[:, None, :], y_axis[:, None, :], z_axis[:, None, :]), dim=1)
-    return R.transpose(1, 2)
-
-
 def _pytorch3d_R(views) -> torch.Tensor:
-    elev = torch.tensor([float(e) for e, _ in views], dtype=torch.float32)
-    azim = torch.tensor([float(a) for _, a in views], dtype=torch.float32)
-    dist = torch.ones_like(elev)
-    return _look_at_rotation(_camera_position_from_spherical_angles(dist, elev, azim))
+    """pytorch3d's look_at_view_transform R in float32, restated from its definition (tests/official_restated.py)."""
+    return look_at_view_transform(1.0, views)[0]
 
 
 def _random_views(n: int, seed: int) -> list[tuple[float, float]]:

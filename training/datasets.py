@@ -56,7 +56,7 @@ import numpy as np
 
 from clip2point import defaults
 from clip2point.errors import DatasetError, InputFileError, Opt, OptionError, UsageError
-from clip2point.io import SUPPORTED_EXTENSIONS, normalize_unit_sphere, read_cloud, subsample
+from clip2point.io import SUPPORTED_EXTENSIONS, normalize_unit_sphere, read_cloud, read_points, subsample
 from clip2point.views import apply_up_axis
 
 SPLITS = ("train", "test")
@@ -98,6 +98,18 @@ def prepare_points(points: np.ndarray, n_points: int, sampling: str, seed: int, 
         raise ValueError("all points coincide (zero extent)")
     pts = subsample(pts, n_points, sampling, np.random.default_rng(seed))
     return normalize_unit_sphere(apply_up_axis(pts.astype(np.float32), up))
+
+
+def resampled(dataset: PointDataset, r: int) -> PointDataset:
+    """The dataset with every sample's randomness (subset, FPS start, mesh surface samples) drawn
+    anew: resample r of a few-shot run's per-epoch resampling (r = 0 is the dataset itself)."""
+    if r == 0:
+        return dataset
+    import copy
+
+    out = copy.copy(dataset)
+    out.seed = int(zlib.crc32(f"resample:{dataset.seed}:{r}".encode()))
+    return out
 
 
 def _file_stat(path: Path) -> str:
@@ -559,8 +571,9 @@ class ModelNet40PlyDataset(_FileListDataset):
     """`ModelNet40_Ply`: the authors' fixed ModelNet40 test samples (the paper's 49.38% zero-shot).
 
     A flat folder of `<label index>_<anything>.ply`, the label index into ModelNet40's 40 classes
-    (`prompts.MODELNET40`'s order); each file's points are normalised (centre, unit sphere) and
-    rendered with the ModelNet rotation (z-up). The set is a test split only.
+    (`prompts.MODELNET40`'s order). As the official `ModelNet40Ply` reader: every point of a file
+    is used (the files are the fixed samples; `n_points` does not apply), normalised (centre, unit
+    sphere) and rendered with the ModelNet rotation (z-up). The set is a test split only.
     """
 
     kind = "modelnet40-ply"
@@ -586,6 +599,18 @@ class ModelNet40PlyDataset(_FileListDataset):
         if not files:
             raise DatasetError(f"{self.root}: no <label index>_<anything>.ply files (ModelNet40_Ply layout)")
         self._set_files(files, targets)
+
+    def _read(self, path: Path, seed: int) -> np.ndarray:
+        pts = read_points(path).astype(np.float64)
+        pts = pts[np.isfinite(pts).all(axis=1)]
+        if len(pts) == 0:
+            raise InputFileError(path, "no finite points")
+        if not np.any(np.ptp(pts, axis=0) > 0):
+            raise InputFileError(path, "all points coincide (zero extent)")
+        return apply_up_axis(normalize_unit_sphere(pts), self.up)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "n_points": "all (the authors' fixed samples)", "sampling": None}
 
 
 _READERS: dict[str, type[PointDataset]] = {

@@ -6,16 +6,29 @@ A run folder holds:
     shots.json           the sampled k shots per class (sample ids of readable files: a drawn file
                          that fails to read is replaced from its class), training and validation
                          parts; --resume trains on exactly these (it never re-samples)
-    metrics.jsonl        one line per epoch: loss, train / val accuracy, lr, time
-    best.safetensors     adapter weights of the selected epoch (best validation accuracy, ties to
-                         the lower validation loss, or the last epoch with `select="last"`)
+    metrics.jsonl        one line per epoch: loss, train / val (or test) accuracy, lr, time
+    best.safetensors     adapter weights of the selected epoch: the last one (`select="last"`, the
+                         default), the best validation accuracy (`"val"`, ties to the lower
+                         validation loss), or the best TEST accuracy (`"test"`, the paper's protocol)
     last.safetensors     adapter weights after the last completed epoch
     state.safetensors    optimiser moments, RNG states (tensors, no pickle) ...
     state.json           ... and the epoch, best-so-far and optimiser hyper-parameters, for --resume
     summary.json         final numbers (written at the end)
 
-Model selection never looks at the test split: the test accuracy in summary.json is computed
-after training, for information only. Training is deterministic for a seed on CPU, and a resumed
+The head is the official one (see `clip2point.adapters`): raw per-view features, logits = the
+normalised fused feature . text^T with scale 1 in the loss. As the official fewshot.py, all k
+shots train and the last epoch is kept by default (`select="last"`); `select="val"` holds out part
+of each class's shots and keeps the best validation epoch. `select="test"` is the paper's
+protocol, keeping the epoch with the best test accuracy: every output of such a run says so
+(`SELECTION_NOTES`), since choosing on the test split is optimistic. Otherwise the test accuracy
+in summary.json is computed after training, for information only.
+
+Per-epoch resampling (`resamples=R`): the official loader samples new surface points every time a
+shape is read. The encoders are frozen, so instead the features of R resampled point sets of every
+training shot are computed once (and cached), and each epoch every shot draws one of its R sets
+(seeded by (seed, epoch), so resume sees the same draws). R=1 trains on one fixed set.
+
+Training is deterministic for a seed on CPU, and a resumed
 run ends bit-identical to an uninterrupted one: the state saved after each epoch holds everything
 the next epoch consumes (weights, AdamW moments and step, torch's RNG for dropout, the shuffling
 generator).
@@ -51,7 +64,10 @@ from .features import FeatureSet
 if TYPE_CHECKING:
     from .datasets import ShotSplit
 
-SELECTIONS = ("val", "last")
+SELECTIONS = ("last", "val", "test")
+# Said wherever the results of a selection are shown (config.json, summary.json, the CLI, reports).
+SELECTION_NOTES = {"test": "the paper's protocol: epoch chosen on the test split (optimistic)"}
+MAX_RESAMPLES = 1000
 EventCallback = Callable[..., None]
 
 
@@ -66,8 +82,9 @@ class FewShotOptions:
     weight_decay: float = 1e-4
     seed: int = 0
     fusion: str = "gated"
-    select: str = "val"
-    val_fraction: float = 0.25
+    select: str = "last"
+    val_fraction: float = 0.25  # with select="val": the part of each class's shots held out
+    resamples: int = 1
     model: str = defaults.MODEL
     pretrained: str = defaults.PRETRAINED
     depth_encoder: str | None = None
@@ -97,6 +114,8 @@ class FewShotOptions:
             raise OptionError(Opt("fusion"), f" must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
         if self.select not in SELECTIONS:
             raise OptionError(Opt("select"), f" must be one of {', '.join(SELECTIONS)}, got {self.select!r}")
+        if not 1 <= self.resamples <= MAX_RESAMPLES:
+            raise OptionError(Opt("resamples"), f" must be between 1 and {MAX_RESAMPLES}, got {self.resamples}")
         for name in ("shots", "epochs", "batch_size", "feature_batch_size", "save_every"):
             if getattr(self, name) < 1:
                 raise OptionError(Opt(name), f" must be at least 1, got {getattr(self, name)}")
@@ -112,8 +131,10 @@ class FewShotOptions:
 # `depth_encoder_sha256` and `encoder_ids` of config.json (see RESUME_IDENTITY).
 RESUME_KEYS = (
     "shots", "batch_size", "lr", "weight_decay", "seed", "fusion", "select", "val_fraction", "model",
-    "views", "n_points", "sampling", "up", "templates", "radius", "fold", "dataset_kind", "variant",
+    "views", "n_points", "sampling", "up", "templates", "radius", "fold", "dataset_kind", "variant", "resamples",
 )
+# What a run recorded before an option existed meant.
+RESUME_DEFAULTS = {"resamples": 1}
 RESUME_IDENTITY = {
     "weights_id": "CLIP weights (pretrained)",
     "depth_encoder_sha256": "depth encoder file (depth_encoder)",
@@ -219,12 +240,17 @@ class AdapterTrainer:
     `epoch()` (one shuffled pass over the training features) and `end_epoch()` (validation, model
     selection, checkpoints, the metrics line, the event), then `finish()` (the result). The stages
     run inside a forked RNG seeded with `seed`, so training never disturbs the caller's RNG.
+
+    `train` is one FeatureSet, or a list of R (the same samples, resampled point sets): each epoch
+    every sample then trains on one of its R feature sets, drawn with a generator seeded by
+    (seed, epoch). `val` is the selection set: validation shots (`select="val"`) or the test split
+    (`select="test"`, metrics keys test_acc / test_loss).
     """
 
     def __init__(
         self,
         adapter: torch.nn.Module,
-        train: FeatureSet,
+        train: FeatureSet | Sequence[FeatureSet],
         val: FeatureSet | None,
         run: str | Path,
         *,
@@ -233,16 +259,29 @@ class AdapterTrainer:
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
         seed: int = 0,
-        select: str = "val",
+        select: str = "last",
         resume: bool = False,
         save_every: int = 1,
         on_event: EventCallback | None = None,
         refresh_features: Callable[[], tuple[FeatureSet, FeatureSet | None]] | None = None,
     ):
+        resamples = list(train) if isinstance(train, (list, tuple)) else [train]
+        train = resamples[0]
         if len(train) < 2:
             raise UsageError(f"need at least 2 training samples, got {len(train)}")
+        if select not in SELECTIONS:
+            raise OptionError(Opt("select"), f" must be one of {', '.join(SELECTIONS)}, got {select!r}")
         if select == "val" and (val is None or len(val) == 0):
             raise OptionError("validation selection needs validation shots; use ", Opt("select", "last"), " or more shots")
+        if select == "test" and (val is None or len(val) == 0):
+            raise UsageError("selection on the test split needs test samples")
+        if any(r.indices != train.indices for r in resamples):
+            raise UsageError("the resampled feature sets must hold the same samples in the same order")
+        # [R, N, V, D] per path; None for one set (then every epoch sees `train` as it is).
+        self.resampled = None
+        if len(resamples) > 1:
+            self.resampled = (torch.stack([r.depth for r in resamples]), torch.stack([r.clip for r in resamples]))
+        self.split_name = "test" if select == "test" else "val"
         self.adapter, self.train, self.val, self.run_dir = adapter, train, val, Path(run)
         self.epochs, self.batch_size, self.lr, self.weight_decay = epochs, batch_size, lr, weight_decay
         self.seed, self.select, self.resume, self.save_every = seed, select, resume, save_every
@@ -250,7 +289,7 @@ class AdapterTrainer:
         self.device = next(adapter.parameters()).device
         self.metrics_path = self.run_dir / "metrics.jsonl"
         self.start = 0
-        self.best: dict = {"epoch": 0, "val_acc": -1.0, "val_loss": math.inf}
+        self.best: dict = {"epoch": 0, f"{self.split_name}_acc": -1.0, f"{self.split_name}_loss": math.inf}
         self.history: list[dict] = []
         self.last: dict = {}
 
@@ -278,7 +317,7 @@ class AdapterTrainer:
         """One shuffled pass over the training features; returns the epoch's metrics row so far."""
         if self.refresh_features is not None:
             self.train, self.val = self.refresh_features()
-        adapter, opt, device, train = self.adapter, self.opt, self.device, self.train
+        adapter, opt, device, train = self.adapter, self.opt, self.device, self.epoch_features(epoch)
         adapter.train()
         total, correct, loss_sum = 0, 0, 0.0
         for idx in _batches(len(train), self.batch_size, self.gen):
@@ -294,22 +333,38 @@ class AdapterTrainer:
             total += len(idx)
         return {"epoch": epoch, "loss": loss_sum / total, "train_acc": correct / total, "lr": opt.param_groups[0]["lr"]}
 
+    def epoch_features(self, epoch: int) -> FeatureSet:
+        """The training features of an epoch: with R resampled sets, each sample's draw for this epoch."""
+        if self.resampled is None:
+            return self.train
+        depth, clip = self.resampled
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        pick = torch.randint(depth.shape[0], (depth.shape[1],), generator=g)
+        rows = torch.arange(depth.shape[1])
+        t = self.train
+        return FeatureSet(depth[pick, rows], clip[pick, rows], t.targets, t.indices, t.sample_ids, t.skipped)
+
     def end_epoch(self, row: dict, t0: float) -> None:
         """Validation, selection (best.safetensors), checkpoints, the metrics line and the event."""
         epoch = row["epoch"]
+        acc_key, loss_key = f"{self.split_name}_acc", f"{self.split_name}_loss"
         if self.val is not None and len(self.val):
-            row["val_loss"], row["val_acc"], _ = evaluate_features(self.adapter, self.val)
+            row[loss_key], row[acc_key], _ = evaluate_features(self.adapter, self.val)
+        if self.select == "test":
+            row["selection"] = SELECTION_NOTES["test"]
         best = self.best
-        improved = self.select == "last" or (
-            row["val_acc"] > best["val_acc"]
-            or (row["val_acc"] == best["val_acc"] and row["val_loss"] < best["val_loss"])
-        )
+        if self.select == "last":
+            improved = True
+        elif self.select == "test":  # fewshot.py: `if test_acc > max_test_acc` (the first best epoch)
+            improved = row[acc_key] > best[acc_key]
+        else:
+            improved = row[acc_key] > best[acc_key] or (row[acc_key] == best[acc_key] and row[loss_key] < best[loss_key])
         weights = adapter_tensors(self.adapter)
         checkpoint = epoch % self.save_every == 0 or epoch == self.epochs
         if checkpoint:
             save_tensors(self.run_dir / "last.safetensors", weights, metadata={"epoch": str(epoch)})
         if improved:
-            self.best = {"epoch": epoch, "val_acc": row.get("val_acc", -1.0), "val_loss": row.get("val_loss", math.inf)}
+            self.best = {"epoch": epoch, acc_key: row.get(acc_key, -1.0), loss_key: row.get(loss_key, math.inf)}
             save_tensors(self.run_dir / "best.safetensors", weights, metadata={"epoch": str(epoch)})
         row["best"] = improved
         row["time_s"] = round(time.perf_counter() - t0, 4)
@@ -329,7 +384,7 @@ class AdapterTrainer:
 
 def train_adapter(
     adapter: torch.nn.Module,
-    train: FeatureSet,
+    train: FeatureSet | Sequence[FeatureSet],
     val: FeatureSet | None,
     run: str | Path,
     *,
@@ -338,13 +393,15 @@ def train_adapter(
     lr: float = 1e-3,
     weight_decay: float = 1e-4,
     seed: int = 0,
-    select: str = "val",
+    select: str = "last",
     resume: bool = False,
     save_every: int = 1,
     on_event: EventCallback | None = None,
     refresh_features: Callable[[], tuple[FeatureSet, FeatureSet | None]] | None = None,
 ) -> TrainResult:
     """Train `adapter` (a DualPathAdapter) on cached features with AdamW; write checkpoints to `run`.
+
+    `train`: one FeatureSet or R resampled ones (see `AdapterTrainer`); `val`: the selection set.
 
     After every epoch: a metrics.jsonl line and best.safetensors when the selection metric improved;
     every `save_every` epochs and after the last one: last.safetensors and the resume state.
@@ -480,7 +537,8 @@ class FewShotRun:
     """One `c2p fewshot` run, in named stages (the public entry point is `run_fewshot`).
 
     `run()` = `setup()` (options, run folder, dataset, models, config.json, shots), `features()`
-    (both paths' per-view features of the shots, cached), `train()` (the epochs, see
+    (both paths' per-view features of the shots, of their R resampled point sets, and of the test
+    split when it selects the epoch; all cached), `train()` (the epochs, see
     `AdapterTrainer`: epoch / end of epoch), `finish()` (test report, summary.json).
     Events for progress displays: on_event("stage", name=...), ("features", done=, total=, name=),
     ("epoch", metrics=, epochs=).
@@ -590,7 +648,12 @@ class FewShotRun:
             "depth_encoder_sha256": depth_sha, "encoder_ids": self.encoder_ids, "fold": opts.fold,
             "fusion": opts.fusion, "dropout": clf.adapter.path1.dropout.p, "normalize_views": clf.adapter.normalize_views,
             "num_views": len(view_list), "views": [list(v) for v in view_list], "dim": clf.adapter.dim,
+            # Training logits are z . t with scale 1 (the official loss); reported probabilities are
+            # softmax(probability_scale * z . t). `logit_scale` is the same number (older readers).
+            "loss_scale": 1.0, "probability_scale": float(clf.adapter.logit_scale),
             "logit_scale": float(clf.adapter.logit_scale), "image_size": self.settings.image_size, "radius": opts.radius,
+            "selection": {"select": opts.select, "note": SELECTION_NOTES.get(opts.select)},
+            "resamples": opts.resamples,
             "dataset": self.train_ds.describe(), "options": {k: v for k, v in asdict(opts).items() if k in RECORDED_KEYS},
             "warnings": self.warnings,
         }
@@ -598,7 +661,8 @@ class FewShotRun:
         return config
 
     def _check_resume(self, old: dict, config: dict) -> None:
-        diffs = [k for k in RESUME_KEYS if old.get("options", {}).get(k) != config["options"].get(k)]
+        saved = {**RESUME_DEFAULTS, **old.get("options", {})}
+        diffs = [k for k in RESUME_KEYS if saved.get(k) != config["options"].get(k)]
         for key, what in RESUME_IDENTITY.items():
             if old.get(key) != config[key] and not (key == "encoder_ids" and diffs):
                 diffs.append(f"{what} ({old.get(key)} != {config[key]})")
@@ -610,27 +674,60 @@ class FewShotRun:
     # -- features ---------------------------------------------------------------------------------
 
     def features(self) -> None:
-        """Per-view features of every shot, from the cache or rendered and encoded once."""
+        """Per-view features of every shot (and of R - 1 more point sets of each training shot, and of
+        the test split when it selects the epoch), from the cache or rendered and encoded once."""
         from clip2point.paths import cache_dir as default_cache_dir
 
-        from .features import cached_features
+        from .datasets import resampled
 
-        opts, clf = self.opts, self.clf
+        opts = self.opts
         self.emit("stage", name="features")
         self.cache = None
         if opts.use_cache:
             self.cache = Path(opts.cache_dir) if opts.cache_dir else default_cache_dir("features")
         t_feat = time.perf_counter()
-        self.shot_feats, self.cache_hit = cached_features(
-            self.shots_ds, self.split.all, clf.depth_encoder, clf.clip_encoder, self.settings, self.encoder_ids, self.cache,
-            self.device, opts.feature_batch_size, lambda d, t: self.emit("features", done=d, total=t, name="shots"),
-        )
-        self.feature_time = time.perf_counter() - t_feat
+        self.shot_feats, self.cache_hit = self._features(self.shots_ds, self.split.all, "shots")
         self.train_feats = subset(self.shot_feats, self.split.train)
         self.val_feats = subset(self.shot_feats, self.split.val) if self.split.val else None
+        self.train_sets = [self.train_feats]
+        for r in range(1, opts.resamples):
+            feats, _ = self._features(resampled(self.train_ds, r), self.train_feats.indices, f"shots, resample {r + 1}")
+            self.train_sets.append(feats)
+        self.train_sets = _common_samples(self.train_sets)
+        self.train_feats = self.train_sets[0]
+        self.test_feats = None
+        if opts.select == "test":
+            self.test_feats = self._test_features()
+            if isinstance(self.test_feats, dict):
+                raise UsageError(f"selection on the test split: {self.test_feats['error']}")
+        self.feature_time = time.perf_counter() - t_feat
         unseen = [self.labels[c] for c in range(len(self.labels)) if not (self.train_feats.targets == c).any()]
         if unseen:
             self.warnings.append(f"no readable training shot for class(es) {', '.join(unseen)}: the adapter never sees them")
+
+    def _features(self, dataset, indices, name: str) -> tuple[FeatureSet, bool]:
+        from .features import cached_features
+
+        clf = self.clf
+        return cached_features(
+            dataset, indices, clf.depth_encoder, clf.clip_encoder, self.settings, self.encoder_ids, self.cache,
+            self.device, self.opts.feature_batch_size, lambda d, t: self.emit("features", done=d, total=t, name=name),
+        )
+
+    def _test_features(self) -> FeatureSet | dict:
+        """Features of the whole test split, or {"error": why there are none}."""
+        from clip2point.errors import DatasetError
+
+        from .datasets import open_dataset
+
+        try:
+            test_ds = open_dataset(self.data, self.opts.dataset_kind, "test", **self.ds_kw)
+        except DatasetError as e:
+            return {"error": str(e)}
+        if list(test_ds.labels) != self.labels:
+            return {"error": f"the test split's classes differ from the training split's ({len(test_ds.labels)} vs {len(self.labels)})"}
+        self.emit("stage", name="test features")
+        return self._features(test_ds, list(range(len(test_ds))), "test")[0]
 
     def _refresh(self) -> Callable[[], tuple[FeatureSet, FeatureSet | None]] | None:
         """Benchmark baseline: features rendered and encoded again before every epoch after the first."""
@@ -656,8 +753,10 @@ class FewShotRun:
     def train(self) -> None:
         opts = self.opts
         self.emit("stage", name="training")
+        selection_set = self.test_feats if opts.select == "test" else self.val_feats
+        train = self.train_sets if len(self.train_sets) > 1 else self.train_feats
         self.result = AdapterTrainer(
-            self.clf.adapter, self.train_feats, self.val_feats, self.run_dir, epochs=opts.epochs,
+            self.clf.adapter, train, selection_set, self.run_dir, epochs=opts.epochs,
             batch_size=opts.batch_size, lr=opts.lr, weight_decay=opts.weight_decay, seed=opts.seed, select=opts.select,
             resume=self.resume and self.has_state, save_every=opts.save_every, on_event=self.on_event,
             refresh_features=self._refresh(),
@@ -672,38 +771,31 @@ class FewShotRun:
             "run": str(self.run_dir), "labels": labels, "shots": opts.shots, "train_samples": len(self.train_feats),
             "val_samples": len(self.val_feats) if self.val_feats is not None else 0, "epochs": opts.epochs,
             "best_epoch": result.best["epoch"], "best_val_acc": result.best["val_acc"] if opts.select == "val" else None,
+            "selection": {"select": opts.select, "note": SELECTION_NOTES.get(opts.select)},
+            "resamples": len(self.train_sets),
             "shots_per_class": _shot_counts(labels, self.train_feats, self.val_feats),
             "last": result.last, "skipped": self.unreadable + self.shot_feats.skipped,
             "short_classes": self.split.short_classes, "feature_cache_hit": self.cache_hit,
             "feature_time_s": round(self.feature_time, 3), "warnings": self.warnings,
         }
-        if opts.eval_test:
+        if opts.select == "test":
+            summary["best_test_acc"] = result.best["test_acc"]
+        if opts.eval_test or opts.select == "test":
             summary["test"] = self._evaluate_test()
         summary["time_s"] = round(time.perf_counter() - self.t_start, 3)
         write_json(self.run_dir / "summary.json", summary)
         return summary
 
     def _evaluate_test(self) -> dict | None:
-        """Test accuracy of the best and last adapters (after training; never used for selection)."""
-        from clip2point.errors import DatasetError
-
-        from .datasets import open_dataset
-        from .features import cached_features
-
+        """Test accuracy of the best and last adapters (after training; for information, except
+        with `select="test"`, whose best epoch was chosen on these very samples)."""
+        feats = self.test_feats if self.test_feats is not None else self._test_features()
+        if isinstance(feats, dict):
+            return feats
         opts, labels, clf = self.opts, self.labels, self.clf
-        try:
-            test_ds = open_dataset(self.data, opts.dataset_kind, "test", **self.ds_kw)
-        except DatasetError as e:
-            return {"error": str(e)}
-        if list(test_ds.labels) != labels:
-            return {"error": f"the test split's classes differ from the training split's ({len(test_ds.labels)} vs {len(labels)})"}
-        self.emit("stage", name="test features")
-        feats, _ = cached_features(
-            test_ds, list(range(len(test_ds))), clf.depth_encoder, clf.clip_encoder, self.settings, self.encoder_ids,
-            self.cache, self.device, opts.feature_batch_size,
-            lambda d, t: self.emit("features", done=d, total=t, name="test"),
-        )
         out: dict = {"n": len(feats), "skipped": feats.skipped}
+        if SELECTION_NOTES.get(opts.select):
+            out["selection"] = SELECTION_NOTES[opts.select]
         for which in ("best", "last"):
             state = load_tensors(self.run_dir / f"{which}.safetensors", device=self.device)
             clf.adapter.load_state_dict(state)
@@ -712,6 +804,16 @@ class FewShotRun:
             out[which] = {"top1": acc, "mean_class_accuracy": report["mean_class_accuracy"],
                           "per_class": {k: v["accuracy"] for k, v in report["per_class"].items()}}
         return out
+
+
+def _common_samples(sets: list[FeatureSet]) -> list[FeatureSet]:
+    """The resampled feature sets restricted to the samples every one of them could read."""
+    if len(sets) == 1:
+        return sets
+    common = set(sets[0].indices).intersection(*(s.indices for s in sets[1:]))
+    if all(len(s) == len(common) for s in sets):
+        return sets
+    return [subset(s, sorted(common)) for s in sets]
 
 
 def run_fewshot(

@@ -80,7 +80,9 @@ def eval_cmd(
     elif read["n_points"] is None:
         read["n_points"] = defaults.NUM_POINTS
     ds = open_dataset(data, dataset, split, seed=seed, variant=variant, **read)
-    console.print(f"{ds.kind} {split}: {len(ds)} samples, {ds.n_points} points ({ds.sampling}), {describe_up_axis(ds.up)}")
+    info = ds.describe()
+    sampled = f"{info['n_points']} points" + (f" ({info['sampling']})" if info.get("sampling") else "")
+    console.print(f"{ds.kind} {split}: {len(ds)} samples, {sampled}, {describe_up_axis(ds.up)}")
     with console.status("loading the model", spinner="dots"):
         clf, mapping, mode = classifier_for_dataset(
             ds.labels, adapter=adapter, which=which, labels=labels, label_set=label_set, templates=prompt,
@@ -93,6 +95,10 @@ def eval_cmd(
                                      progress=lambda done, total: progress.update(task, completed=done))
     report.update({"mode": mode, "dataset": {**ds.describe(), "rotation": describe_up_axis(ds.up)},
                    "classifier": getattr(clf, "meta", {}), "version": __version__})
+    note = (getattr(clf, "meta", {}).get("selection") or {}).get("note")
+    if note:  # an adapter whose epoch was chosen on the test split: its test accuracy is optimistic
+        report["selection"] = note
+        console.print(f"[yellow]selection:[/] {note}")
     write_json(out / "report.json", report)
     confusion_png(out / "confusion.png", report["confusion"], report["labels"])
     if not quiet:

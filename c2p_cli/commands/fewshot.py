@@ -28,9 +28,15 @@ def fewshot(
     lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate.")] = 1e-3,
     weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay.")] = 1e-4,
     select: Annotated[
-        str, typer.Option("--select", help="Model selection: val (best accuracy on held-out shots) or last (last epoch, all shots train).")
-    ] = "val",
+        str, typer.Option("--select", help="Which epoch to keep: last (all shots train; the official code's training), "
+                          "val (best accuracy on held-out shots), or test (the paper's protocol: epoch chosen on the "
+                          "test split, optimistic).")
+    ] = "last",
     val_fraction: Annotated[float, typer.Option("--val-fraction", help="Part of each class's shots held out for --select val.")] = 0.25,
+    resamples: Annotated[
+        int, typer.Option("--resamples", help="Point sets sampled per training shot (features cached); each epoch draws one, "
+                          "like the official loader's fresh samples. 1: one fixed set.")
+    ] = 1,
     seed: opt.Seed = 0,
     views: opt.Views = defaults.FEW_SHOT_VIEWS,
     points: opt.Points = defaults.NUM_POINTS,
@@ -73,7 +79,7 @@ def fewshot(
         depth_encoder=str(depth_encoder) if depth_encoder else None, views=views, n_points=points, sampling=sampling,
         up=up, dataset_kind=dataset, templates=list(prompt) if prompt else None, device=device,
         cache_dir=str(cache_dir) if cache_dir else None, use_cache=not no_cache, eval_test=test, variant=variant,
-        save_every=save_every,
+        save_every=save_every, resamples=resamples,
     )
     with progress_bar(console, info=True, disable=quiet) as progress:
         tasks: dict[str, int] = {}
@@ -93,11 +99,16 @@ def fewshot(
                 text = f"loss {m['loss']:.3f}  acc {m['train_acc']:.3f}"
                 if "val_acc" in m:
                     text += f"  val {m['val_acc']:.3f}"
+                if "test_acc" in m:
+                    text += f"  test {m['test_acc']:.3f}"
                 progress.update(tasks["train"], completed=m["epoch"], info=text)
 
         summary = run_fewshot(data, out, opts, resume=resume, on_event=on_event)
     if not quiet:
         _print_summary(summary)
+    note = (summary.get("selection") or {}).get("note")
+    if note:
+        console.print(f"[yellow]selection:[/] {note}")
     for w in summary.get("warnings", []):
         console.print(f"[yellow]note:[/] {w}")
     if summary.get("skipped"):
@@ -121,6 +132,9 @@ def _print_summary(summary: dict) -> None:
     ]
     if summary.get("best_val_acc") is not None:
         rows.append(("best validation accuracy", f"{summary['best_val_acc']:.3f}"))
+    note = (summary.get("selection") or {}).get("note")
+    if note:
+        rows.append(("epoch selection", note))
     test = summary.get("test")
     if test and "best" in test:
         rows.append(("test accuracy (best / last)", f"{test['best']['top1']:.3f} / {test['last']['top1']:.3f}"))
