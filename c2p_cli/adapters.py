@@ -321,16 +321,20 @@ def build_adapter_classifier(
 
 
 def read_run_config(run: str | Path) -> dict:
-    """The config.json of a few-shot run folder; CheckpointError when it is not one."""
+    """The config.json of a few-shot run folder, every field checked (`clip2point.run_files`);
+    CheckpointError when it is not one, RunFileError naming the field that is wrong."""
     from clip2point.checkpoints import read_json
+
+    from .run_files import check_fewshot_config
 
     run = Path(run)
     if not run.is_dir():
         raise CheckpointError(f"{run}: not a few-shot run folder (no such folder)")
     cfg = read_json(run / "config.json")
-    if cfg.get("format") != RUN_FORMAT:
-        raise CheckpointError(f"{run / 'config.json'}: not a c2p fewshot run config (format {cfg.get('format')!r})")
-    return cfg
+    if not isinstance(cfg, dict) or cfg.get("format") != RUN_FORMAT:
+        found = cfg.get("format") if isinstance(cfg, dict) else type(cfg).__name__
+        raise CheckpointError(f"{run / 'config.json'}: not a c2p fewshot run config (format {found!r})")
+    return check_fewshot_config(cfg, run / "config.json")
 
 
 def check_encoder_identity(cfg: dict, bundle) -> None:

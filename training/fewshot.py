@@ -200,9 +200,18 @@ def _save_state(run: Path, adapter, opt, gen: torch.Generator, epoch: int, best:
     write_json(run / "state.json", {"epoch": epoch, "best": best, "optimizer": opt_meta})
 
 
-def _load_state(run: Path, adapter, opt, gen: torch.Generator, device: torch.device) -> tuple[int, dict]:
+def _load_state(run: Path, adapter, opt, gen: torch.Generator, device: torch.device,
+                split: str | None = None) -> tuple[int, dict]:
+    """(epoch, best) of the run's resume state, loaded into the adapter, optimiser and RNGs after
+    checking every field it uses (`clip2point.run_files`; `split`: the selection set's name)."""
+    from clip2point.run_files import FEWSHOT_STATE, check_fewshot_best, check_fields, check_rng_tensors
+
     meta = read_json(run / "state.json")
+    check_fields(run / "state.json", meta, FEWSHOT_STATE)
+    if split is not None:
+        check_fewshot_best(meta["best"], run / "state.json", split)
     tensors = load_tensors(run / "state.safetensors")
+    check_rng_tensors(tensors, run / "state.safetensors", ["rng.torch", "rng.shuffle", "rng.cuda"])
     try:
         adapter.load_state_dict({k[len("adapter."):]: v for k, v in tensors.items() if k.startswith("adapter.")})
         load_optimizer_state(opt, tensors, meta["optimizer"])
@@ -309,7 +318,8 @@ class AdapterTrainer:
         self.opt = torch.optim.AdamW(self.adapter.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         self.gen = torch.Generator().manual_seed(self.seed)
         if self.resume:
-            self.start, self.best = _load_state(self.run_dir, self.adapter, self.opt, self.gen, self.device)
+            self.start, self.best = _load_state(self.run_dir, self.adapter, self.opt, self.gen, self.device,
+                                                None if self.select == "last" else self.split_name)
         self.history = _read_metrics(self.metrics_path, upto=self.start)
         _write_metrics(self.metrics_path, self.history)
 
@@ -455,12 +465,15 @@ def _load_shots(run: Path, dataset) -> ShotSplit:
     Resuming must train on the same samples: re-sampling would move shots between training and
     validation as soon as a file was added. A listed shot that is gone (or changed class) refuses.
     """
+    from clip2point.run_files import FEWSHOT_SHOTS, check_fields
+
     from .datasets import ShotSplit
 
     path = run / "shots.json"
     if not path.is_file():
         raise CheckpointError(f"{path}: missing; cannot resume without the run's shots")
     saved = read_json(path)
+    check_fields(path, saved, FEWSHOT_SHOTS)
     index = {sid: i for i, sid in enumerate(dataset.sample_ids)}
     parts: dict[str, list[int]] = {}
     for part in ("train", "val"):
@@ -610,7 +623,9 @@ class FewShotRun:
                                        opts.render_backend)
         config = self._config(bundle, view_list, depth_sha)
         if self.resume and (run / "config.json").is_file():
-            self._check_resume(read_json(run / "config.json"), config)
+            from clip2point.adapters import read_run_config
+
+            self._check_resume(read_run_config(run), config)
 
         self.shots_ds = self.train_ds
         if self.resume:

@@ -440,15 +440,17 @@ def build_optimizer(model: nn.Module, cfg: PretrainConfig) -> torch.optim.Optimi
 
 
 def latest_checkpoint(out: str | os.PathLike) -> Path | None:
-    """The folder of RUN's last complete checkpoint, or None."""
-    from clip2point.checkpoints import read_json
+    """The folder of RUN's last complete checkpoint, or None. latest.json must name a `step-N`
+    folder of RUN/checkpoints (`clip2point.run_files.checkpoint_folder`): resume never reads
+    outside the run folder."""
+    from clip2point.run_files import checkpoint_folder
 
-    pointer = Path(out) / "checkpoints" / "latest.json"
-    if not pointer.is_file():
+    root = Path(out) / "checkpoints"
+    folder = checkpoint_folder(root)
+    if folder is None:
         return None
-    folder = pointer.parent / str(read_json(pointer).get("path", ""))
     if not (folder / "state.safetensors").is_file() or not (folder / "state.json").is_file():
-        raise CheckpointError(f"{pointer}: points to {folder.name}, which is incomplete or missing")
+        raise CheckpointError(f"{root / 'latest.json'}: points to {folder.name}, which is incomplete or missing")
     return folder
 
 
@@ -912,11 +914,13 @@ def check_resumable(folder: Path, cfg: PretrainConfig, world_size: int) -> dict:
     optimiser and scheduler states would silently keep the old lr, floor and decay.
     """
     from clip2point.checkpoints import read_json
+    from clip2point.run_files import PRETRAIN_STATE, check_fields
 
     meta = read_json(folder / "state.json")
-    if meta.get("format") != CHECKPOINT_FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{folder / 'state.json'}: not a c2p pre-training checkpoint")
-    saved = meta.get("config", {})
+    check_fields(folder / "state.json", meta, PRETRAIN_STATE)
+    saved = meta.get("config") or {}
     mismatches = [(f"--{key.replace('_', '-')}", saved[key], getattr(cfg, key)) for key in RESUME_MUST_MATCH
                   if key in saved and saved[key] != getattr(cfg, key)]
     if "world_size" in meta and int(meta["world_size"]) != world_size:
@@ -930,9 +934,11 @@ def check_resumable(folder: Path, cfg: PretrainConfig, world_size: int) -> dict:
 def _restore(folder: Path, model, optimizer, scheduler, cfg: PretrainConfig, ctx, batches: int) -> tuple[int, int, int]:
     """Load a checkpoint into the model, optimiser and scheduler; returns (step, epoch, position)."""
     from clip2point.checkpoints import load_optimizer_state, load_tensors
+    from clip2point.run_files import check_rng_tensors
 
     meta = check_resumable(folder, cfg, ctx.world_size)
     tensors = load_tensors(folder / "state.safetensors", device="cpu")
+    check_rng_tensors(tensors, folder / "state.safetensors", ["rng.torch", "rng.cuda"])
     state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     try:
         model.load_state_dict(state, strict=True)
@@ -940,8 +946,7 @@ def _restore(folder: Path, model, optimizer, scheduler, cfg: PretrainConfig, ctx
         scheduler.load_state_dict(meta["scheduler"])
     except (RuntimeError, KeyError, ValueError) as e:
         raise CheckpointError(f"{folder}: does not fit this model ({str(e).splitlines()[0]})") from e
-    if "rng.torch" in tensors:
-        torch.set_rng_state(tensors["rng.torch"])
+    torch.set_rng_state(tensors["rng.torch"])
     position = int(meta.get("position", 0))
     if position >= batches:
         raise CheckpointError(f"{folder}: stopped at batch {position} of an epoch of {batches}; the data changed")
