@@ -161,6 +161,7 @@ def test_eval_on_a_modelnet40_ply_folder_reports_per_class_accuracy_and_its_rota
     assert "up axis z: the ModelNet rotation points @ Rx(+90) @ Ry(-90)" in said
     report = json.loads((out / "report.json").read_text())
     assert report["dataset"]["kind"] == "modelnet40-ply" and report["dataset"]["up"] == "z"
+    assert report["dataset"]["all_points"] is True and "every point of each file" in said
     assert report["dataset"]["rotation"].startswith("up axis z")
     assert report["labels"] == list(MODELNET40_FOLDERS) and report["n"] == 4
     assert report["per_class"]["night_stand"]["count"] == 2 and report["per_class"]["xbox"]["count"] == 1

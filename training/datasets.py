@@ -610,7 +610,7 @@ class ModelNet40PlyDataset(_FileListDataset):
         return apply_up_axis(normalize_unit_sphere(pts), self.up)
 
     def describe(self) -> dict:
-        return {**super().describe(), "n_points": "all (the authors' fixed samples)", "sampling": None}
+        return {**super().describe(), "all_points": True, "sampling": None}
 
 
 _READERS: dict[str, type[PointDataset]] = {

@@ -81,7 +81,7 @@ def eval_cmd(
         read["n_points"] = defaults.NUM_POINTS
     ds = open_dataset(data, dataset, split, seed=seed, variant=variant, **read)
     info = ds.describe()
-    sampled = f"{info['n_points']} points" + (f" ({info['sampling']})" if info.get("sampling") else "")
+    sampled = "every point of each file" if info.get("all_points") else f"{info['n_points']} points ({info['sampling']})"
     console.print(f"{ds.kind} {split}: {len(ds)} samples, {sampled}, {describe_up_axis(ds.up)}")
     with console.status("loading the model", spinner="dots"):
         clf, mapping, mode = classifier_for_dataset(
