@@ -54,8 +54,9 @@ class Fusion(Choice):
 
 
 class Select(Choice):
-    val = "val"
     last = "last"
+    val = "val"
+    test = "test"
 
 
 class Which(Choice):
@@ -76,16 +77,18 @@ class DatasetKind(Choice):
     modelnet = "modelnet"
     modelnet_h5 = "modelnet-h5"
     modelnet_resampled = "modelnet-resampled"
+    modelnet40_ply = "modelnet40-ply"
     scanobjectnn = "scanobjectnn"
     folder = "folder"
     modelnet40 = "modelnet40"
     modelnet10 = "modelnet10"
     modelnet40_ply_hdf5_2048 = "modelnet40_ply_hdf5_2048"
     modelnet40_normal_resampled = "modelnet40_normal_resampled"
+    modelnet40_ply_folder = "modelnet40_ply"
 
 
 # The help lists the kinds; the aliases (folder names users type) are accepted too.
-DATASET_METAVAR = "[auto|synth|modelnet|modelnet-h5|modelnet-resampled|scanobjectnn|folder]"
+DATASET_METAVAR = "[auto|synth|modelnet|modelnet-h5|modelnet-resampled|modelnet40-ply|scanobjectnn|folder]"
 DATASET_HELP = "Dataset layout; auto detects it from the folder (also accepted: modelnet40, modelnet10 and the ModelNet folder names)."
 
 

@@ -743,9 +743,9 @@ def build_metadata(
         meta["depth_encoder_sha256"] = sha256_file(depth_encoder)
     templates = model_meta.get("templates")
     if templates:
-        from clip2point.prompts import readable_name
+        from clip2point.prompts import prompt_texts
 
-        meta["prompts"] = {label: [t.format(readable_name(label)) for t in templates] for label in labels}
+        meta["prompts"] = dict(zip(labels, prompt_texts(labels, templates), strict=True))
     if extra_meta:
         meta.update(extra_meta)
     return meta

@@ -71,7 +71,7 @@ def test_metadata_describes_the_export(exported):
     assert meta["normalisation"]["clip_mean"] == pytest.approx([0.48145466, 0.4578275, 0.40821073])
     assert meta["image_size"] == 224 and meta["radius"] == pytest.approx(0.02) and meta["opset"] == 18
     assert meta["model"] == "c2p-tiny" and meta["pretrained"] == "none" and meta["weights_id"]
-    assert meta["prompts"]["chair"] == ["image of a chair."]
+    assert meta["prompts"]["chair"] == ["image of a chair"]
     assert set(meta["versions"]) == {"c2p", "torch", "onnx", "onnxruntime"}
     depth = meta["graphs"]["classifier"]
     assert depth["inputs"] == {"depth": ["batch", 6, 1, 224, 224]} and depth["outputs"] == {"logits": ["batch", 5]}

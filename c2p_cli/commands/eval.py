@@ -43,7 +43,7 @@ def eval_cmd(
     ] = None,
     up: Annotated[
         opt.UpAxisChoice | None,
-        typer.Option("--up", case_sensitive=False, help="Up axis z or y (default: the --adapter run's, else z for ModelNet / synth / folders, y for ScanObjectNN)."),
+        typer.Option("--up", case_sensitive=False, help="Up axis z or y (default: the --adapter run's, else z for ModelNet meshes / ModelNet40_Ply / synth / folders, y for ModelNet h5 / resampled and ScanObjectNN)."),
     ] = None,
     variant: Annotated[
         opt.Variant | None, typer.Option("--variant", case_sensitive=False, help="ScanObjectNN variant (default: obj_bg).")
@@ -67,6 +67,7 @@ def eval_cmd(
     from ..checkpoints import write_json
     from ..evaluate import classifier_for_dataset, evaluate_classifier
     from ..progress import progress_bar
+    from ..views import describe_up_axis
 
     console = Console(stderr=True)
     if adapter is not None and adapter.is_dir():
@@ -91,6 +92,9 @@ def eval_cmd(
     elif read["n_points"] is None:
         read["n_points"] = defaults.NUM_POINTS
     ds = open_dataset(data, dataset, split, seed=seed, variant=variant, **read)
+    info = ds.describe()
+    sampled = "every point of each file" if info.get("all_points") else f"{info['n_points']} points ({info['sampling']})"
+    console.print(f"{ds.kind} {split}: {len(ds)} samples, {sampled}, {describe_up_axis(ds.up)}")
     with console.status("loading the model", spinner="dots"):
         clf, mapping, mode = classifier_for_dataset(
             ds.labels, adapter=adapter, which=which, labels=labels, label_set=label_set, templates=prompt,
@@ -101,7 +105,12 @@ def eval_cmd(
         task = progress.add_task("eval", total=len(ds))
         report = evaluate_classifier(clf, ds, mapping, batch_size,
                                      progress=lambda done, total: progress.update(task, completed=done))
-    report.update({"mode": mode, "dataset": ds.describe(), "classifier": getattr(clf, "meta", {}), "version": __version__})
+    report.update({"mode": mode, "dataset": {**ds.describe(), "rotation": describe_up_axis(ds.up)},
+                   "classifier": getattr(clf, "meta", {}), "version": __version__})
+    note = (getattr(clf, "meta", {}).get("selection") or {}).get("note")
+    if note:  # an adapter whose epoch was chosen on the test split: its test accuracy is optimistic
+        report["selection"] = note
+        console.print(f"[yellow]selection:[/] {note}")
     write_json(out / "report.json", report)
     confusion_png(out / "confusion.png", report["confusion"], report["labels"])
     if not quiet:

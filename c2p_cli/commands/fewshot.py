@@ -32,12 +32,18 @@ def fewshot(
     lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate.", callback=opt.between(0, 10, open_low=True))] = 1e-3,
     weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay.", callback=opt.between(0, 10))] = 1e-4,
     select: Annotated[
-        opt.Select, typer.Option("--select", case_sensitive=False, help="Model selection: val (best accuracy on held-out shots) or last (last epoch, all shots train).")
-    ] = "val",
+        opt.Select, typer.Option("--select", case_sensitive=False, help="Which epoch to keep: last (all shots train; the official code's training), "
+                                 "val (best accuracy on held-out shots), or test (the paper's protocol: epoch chosen on the "
+                                 "test split, optimistic).")
+    ] = "last",
     val_fraction: Annotated[
         float,
         typer.Option("--val-fraction", help="Part of each class's shots held out for --select val (0 to 0.9).", callback=opt.between(0, 0.9)),
     ] = 0.25,
+    resamples: Annotated[
+        int, typer.Option("--resamples", help="Point sets sampled per training shot (features cached); each epoch draws one, "
+                          "like the official loader's fresh samples. 1: one fixed set.", callback=opt.between(1, 1000))
+    ] = 1,
     seed: opt.Seed = 0,
     views: opt.Views = defaults.FEW_SHOT_VIEWS,
     points: opt.Points = defaults.NUM_POINTS,
@@ -47,7 +53,7 @@ def fewshot(
     ] = None,
     up: Annotated[
         opt.UpAxisChoice | None,
-        typer.Option("--up", case_sensitive=False, help="Up axis z or y (default: z for ModelNet / synth / folders, y for ScanObjectNN)."),
+        typer.Option("--up", case_sensitive=False, help="Up axis z or y (default: z for ModelNet meshes / synth / folders, y for ModelNet h5 / resampled and ScanObjectNN)."),
     ] = None,
     variant: Annotated[
         opt.Variant | None, typer.Option("--variant", case_sensitive=False, help="ScanObjectNN variant (default: obj_bg).")
@@ -84,7 +90,7 @@ def fewshot(
         depth_encoder=str(depth_encoder) if depth_encoder else None, views=views, n_points=points, sampling=sampling,
         up=up, dataset_kind=dataset, templates=list(prompt) if prompt else None, device=device,
         cache_dir=str(cache_dir) if cache_dir else None, use_cache=not no_cache, eval_test=test, variant=variant,
-        save_every=save_every,
+        save_every=save_every, resamples=resamples,
     )
     with progress_bar(console, info=True, disable=quiet) as progress:
         tasks: dict[str, int] = {}
@@ -104,11 +110,16 @@ def fewshot(
                 text = f"loss {m['loss']:.3f}  acc {m['train_acc']:.3f}"
                 if "val_acc" in m:
                     text += f"  val {m['val_acc']:.3f}"
+                if "test_acc" in m:
+                    text += f"  test {m['test_acc']:.3f}"
                 progress.update(tasks["train"], completed=m["epoch"], info=text)
 
         summary = run_fewshot(data, out, opts, resume=resume, on_event=on_event)
     if not quiet:
         _print_summary(summary)
+    note = (summary.get("selection") or {}).get("note")
+    if note:
+        console.print(f"[yellow]selection:[/] {note}")
     for w in summary.get("warnings", []):
         console.print(f"[yellow]note:[/] {w}")
     if summary.get("skipped"):
@@ -132,6 +143,9 @@ def _print_summary(summary: dict) -> None:
     ]
     if summary.get("best_val_acc") is not None:
         rows.append(("best validation accuracy", f"{summary['best_val_acc']:.3f}"))
+    note = (summary.get("selection") or {}).get("note")
+    if note:
+        rows.append(("epoch selection", note))
     test = summary.get("test")
     if test and "best" in test:
         rows.append(("test accuracy (best / last)", f"{test['best']['top1']:.3f} / {test['last']['top1']:.3f}"))
