@@ -184,6 +184,11 @@ def main(argv: list[str] | None = None) -> dict:
         result["threads"] = torch.get_num_threads()
         result["cpu_count"] = os.cpu_count()
         result["load_average_1min"] = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+        # OpenMP threads that spin while waiting steal the CPU from working ones on an oversubscribed
+        # machine (many more runnable threads than cores): record the settings that change this.
+        result["omp_env"] = {
+            k: os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY") if k in os.environ
+        }
     error = triton_import_error()
     if error is not None:
         result["triton_unavailable"] = f"triton does not import: {error}"

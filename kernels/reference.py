@@ -52,6 +52,9 @@ MAX_CELLS_PER_CHUNK = 1 << 23
 # cache of a small CPU; more clouds per chunk measured no faster, fewer cost Python overhead.
 ZBUF_CELLS_PER_CHUNK = 1 << 21
 CANDIDATES_PER_CHUNK = 1 << 21
+# Point-views projected at once (~40 bytes each with temporaries): one set of ops for the whole
+# batch of the usual sizes instead of one per chunk.
+PROJECTED_PER_GROUP = 1 << 20
 # Extra reach of the compact window beyond the radius, in pixels: far more than the float32
 # rounding of the coverage test (~S * 2^-22 px), so the window holds every pixel the test accepts.
 WINDOW_SLACK_PX = 1.0 / 64.0
@@ -203,8 +206,7 @@ def _window_starts(coord: torch.Tensor, size: int, width: int, reach: float) -> 
     return start.to(torch.int32)
 
 
-def _splat_compact(
-    zbuf: torch.Tensor,
+def _prepare(
     points: torch.Tensor,
     lengths: torch.Tensor,
     distance: torch.Tensor,
@@ -212,26 +214,40 @@ def _splat_compact(
     bases: torch.Tensor,
     image_size: int,
     radius: float,
-    centers: torch.Tensor,
-) -> None:
-    """Compact: scatter the nearest depth of points [c, n, 3] (indices first_point.. of their clouds) into zbuf [c*V*S*S]."""
+) -> tuple[torch.Tensor, ...]:
+    """Compact: u, v, z and each window's first column and row (int32), all [c, V, n], for points [c, n, 3].
+
+    `first_point` is the index of points[:, 0] in its cloud (for `lengths`). v is NaN for points
+    that are not drawn (padding, non-finite, at or behind the camera plane): a NaN row distance
+    makes every dist2 NaN, which `<=` rejects, so no mask over the candidates is needed.
+    """
     size = image_size
-    cells = size * size
     width, reach = compact_window(size, radius)
     u, v, z = project(points, bases, distance)  # [c, V, n]
-    clouds, views, n = u.shape
-    count = clouds * views * n
+    n = points.shape[1]
     index = torch.arange(first_point, first_point + n, device=points.device)
     valid = (index[None, None, :] < lengths[:, None, None]) & torch.isfinite(z) & (z > 0)
-    u, z = u.reshape(count), z.reshape(count)
-    # A NaN row distance makes every dist2 NaN, which `<=` rejects: padded, non-finite and culled
-    # points are dropped without a mask over the candidates.
-    v = torch.where(valid, v, float("nan")).reshape(count)
-
+    v = torch.where(valid, v, float("nan"))
     half = size * 0.5
     col0 = _window_starts((u.double() + 1.0) * half, size, width, reach)
     row0 = _window_starts((1.0 - v.double()) * half, size, width, reach)
-    steps = torch.arange(width, dtype=torch.int32, device=points.device)[:, None]
+    return u, v, z, col0, row0
+
+
+def _splat_compact(
+    zbuf: torch.Tensor,
+    prepared: tuple[torch.Tensor, ...],
+    image_size: int,
+    radius: float,
+    centers: torch.Tensor,
+) -> None:
+    """Compact: scatter the nearest depth of `_prepare`d points (c clouds) into their z-buffer zbuf [c*V*S*S]."""
+    size = image_size
+    width, _ = compact_window(size, radius)
+    u, v, z, col0, row0 = (t.reshape(-1) for t in prepared)
+    clouds, views, n = prepared[0].shape
+    count = u.shape[0]
+    steps = torch.arange(width, dtype=torch.int32, device=u.device)[:, None]
     cols = col0 + steps  # [w, count]: window column i of every point
     rows = row0 + steps
     # The same float32 operations as the dense strategy and the Triton kernel: dx = x_col - u,
@@ -242,7 +258,7 @@ def _splat_compact(
     covered = (dist2.view(-1) <= squared_radius(radius)).nonzero().squeeze(1)
 
     index_dtype = torch.int32 if zbuf.shape[0] < INT32_LIMIT else torch.int64
-    maps = torch.arange(clouds * views, dtype=index_dtype, device=points.device) * cells
+    maps = torch.arange(clouds * views, dtype=index_dtype, device=u.device) * (size * size)
     row_base = rows.to(index_dtype) * size + maps.repeat_interleave(n)  # [w, count]
     pixel = (row_base[:, None, :] + cols[None, :, :]).view(-1).index_select(0, covered)
     depth = z.repeat(width * width).index_select(0, covered)
@@ -253,7 +269,8 @@ def _compact_chunks(inputs: RenderInputs, target: torch.Tensor | None = None):
     """Yield (first cloud, end cloud, z-buffer [m, S*S]) chunk by chunk (compact strategy).
 
     Without `target` one cache-sized buffer is reused: each z-buffer is valid until the next chunk.
-    With `target` (float32 [B*V*S*S]) the chunks are written into it.
+    With `target` (float32 [B*V*S*S]) the chunks are written into it. Points are projected for
+    several chunks at once where they fit (fewer, longer ops), else per chunk and part of a cloud.
     """
     batch, n, views, size = inputs.batch, inputs.num_points, inputs.num_views, inputs.image_size
     cells = size * size
@@ -263,31 +280,43 @@ def _compact_chunks(inputs: RenderInputs, target: torch.Tensor | None = None):
         1, min(batch, ZBUF_CELLS_PER_CHUNK // max(1, views * cells), CANDIDATES_PER_CHUNK // per_cloud)
     )
     points_per_part = max(1, CANDIDATES_PER_CHUNK // max(1, clouds * views * width * width))
+    group = clouds * max(1, PROJECTED_PER_GROUP // max(1, clouds * views * n))
     device = inputs.points.device
     centers = pixel_centers(size, device)
+    geometry = (inputs.bases, size, inputs.radius)
     buffer = None
     if target is None:
         buffer = torch.empty(clouds * views * cells, dtype=torch.float32, device=device)
-    for start in range(0, batch, clouds):
-        stop = min(start + clouds, batch)
-        if buffer is None:
-            zbuf = target[start * views * cells : stop * views * cells]
-        else:
-            zbuf = buffer[: (stop - start) * views * cells]
-        zbuf.fill_(float("inf"))
-        for first in range(0, n, points_per_part):
-            _splat_compact(
-                zbuf,
-                inputs.points[start:stop, first : first + points_per_part],
-                inputs.lengths[start:stop],
-                inputs.distance[start:stop],
-                first,
-                inputs.bases,
-                size,
-                inputs.radius,
-                centers,
+    for group_start in range(0, batch, group):
+        group_stop = min(group_start + group, batch)
+        prepared = None
+        if n <= points_per_part:
+            part = slice(group_start, group_stop)
+            prepared = _prepare(
+                inputs.points[part], inputs.lengths[part], inputs.distance[part], 0, *geometry
             )
-        yield start, stop, zbuf.view((stop - start) * views, cells)
+        for start in range(group_start, group_stop, clouds):
+            stop = min(start + clouds, group_stop)
+            if buffer is None:
+                zbuf = target[start * views * cells : stop * views * cells]
+            else:
+                zbuf = buffer[: (stop - start) * views * cells]
+            zbuf.fill_(float("inf"))
+            if prepared is not None:
+                rows = slice(start - group_start, stop - group_start)
+                _splat_compact(zbuf, tuple(t[rows] for t in prepared), size, inputs.radius, centers)
+            else:
+                for first in range(0, n, points_per_part):
+                    chunk = (slice(start, stop), slice(first, first + points_per_part))
+                    part = _prepare(
+                        inputs.points[chunk],
+                        inputs.lengths[start:stop],
+                        inputs.distance[start:stop],
+                        first,
+                        *geometry,
+                    )
+                    _splat_compact(zbuf, part, size, inputs.radius, centers)
+            yield start, stop, zbuf.view((stop - start) * views, cells)
 
 
 def _normalize_into(out: torch.Tensor, zbuf: torch.Tensor, channels: int) -> None:

@@ -203,25 +203,41 @@ def test_points_on_the_pixel_lattice_and_the_disk_boundary(v1, size, radius):
     assert torch.equal(torch.isfinite(zbuf.view(size, size)), covered)
 
 
-def test_chunks_and_point_parts_do_not_change_the_maps(v1, monkeypatch):
+def test_chunks_groups_and_point_parts_do_not_change_the_maps(v1, monkeypatch):
     points = _sphere(5, 300, 4)
     lengths = torch.tensor([300, 1, 0, 299, 150])
     inputs = check_inputs(points, camera_bases(10), lengths=lengths, image_size=61, radius=0.05, channels=3)
     whole = ref.render_depth_torch(inputs)
+    assert torch.equal(whole, v1.render_depth_v1(inputs))
     width, _ = ref.compact_window(61, inputs.radius)
     assert width == 4
-    monkeypatch.setattr(ref, "ZBUF_CELLS_PER_CHUNK", 1)  # one cloud per chunk
-    monkeypatch.setattr(ref, "CANDIDATES_PER_CHUNK", 7 * 10 * width * width)  # 7 points per part
-    parts = []
+    splats = []
     splat = ref._splat_compact
     monkeypatch.setattr(
-        ref, "_splat_compact", lambda zbuf, points, *a: parts.append(points.shape) or splat(zbuf, points, *a)
+        ref,
+        "_splat_compact",
+        lambda zbuf, prepared, *a: splats.append(prepared[0].shape) or splat(zbuf, prepared, *a),
     )
-    chunks = list(ref._compact_chunks(inputs))
-    assert [(a, b) for a, b, _ in chunks] == [(i, i + 1) for i in range(5)]
-    assert len(parts) == 5 * 43 and parts[0] == (1, 7, 3) and parts[42] == (1, 300 - 42 * 7, 3)
+    monkeypatch.setattr(ref, "ZBUF_CELLS_PER_CHUNK", 1)  # one cloud per chunk
+    prepares = []
+    prepare = ref._prepare
+    monkeypatch.setattr(
+        ref,
+        "_prepare",
+        lambda points, lengths, *a: prepares.append(lengths.shape[0]) or prepare(points, lengths, *a),
+    )
+    for projected, groups in ((1 << 20, [(0, 5)]), (2 * 10 * 300, [(0, 2), (2, 4), (4, 5)])):
+        monkeypatch.setattr(ref, "PROJECTED_PER_GROUP", projected)
+        prepares.clear()
+        splats.clear()
+        chunks = [(a, b) for a, b, _ in ref._compact_chunks(inputs)]
+        assert chunks == [(i, i + 1) for i in range(5)]
+        assert prepares == [b - a for a, b in groups] and splats == [(1, 10, 300)] * 5
+        assert torch.equal(ref.render_depth_torch(inputs), whole)
+    monkeypatch.setattr(ref, "CANDIDATES_PER_CHUNK", 7 * 10 * width * width)  # 7 points per part
+    splats.clear()
     assert torch.equal(ref.render_depth_torch(inputs), whole)
-    assert torch.equal(whole, v1.render_depth_v1(inputs))
+    assert len(splats) == 5 * 43 and splats[0] == (1, 10, 7) and splats[42] == (1, 10, 300 - 42 * 7)
 
 
 def test_compact_window_bounds():
