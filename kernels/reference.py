@@ -66,8 +66,14 @@ def _exporting() -> bool:
 
 
 def use_compact(inputs: RenderInputs) -> bool:
-    """True where the compact strategy runs: eager CPU tensors (not exporting, compiling or tracing)."""
-    return inputs.points.device.type == "cpu" and not _exporting()
+    """True where the compact strategy runs: eager CPU tensors (not exporting, compiling or tracing).
+
+    Points that require gradients keep the dense strategy, which autograd can differentiate
+    (through the depths); the compact one works in place.
+    """
+    if inputs.points.device.type != "cpu" or _exporting():
+        return False
+    return not (torch.is_grad_enabled() and (inputs.points.requires_grad or inputs.distance.requires_grad))
 
 
 def project(points: torch.Tensor, bases: torch.Tensor, distance: torch.Tensor):

@@ -266,3 +266,14 @@ def test_the_export_path_is_dense_and_gives_the_same_maps(monkeypatch):
     assert not ref.use_compact(inputs)
     assert torch.equal(render_depth(points, bases, image_size=40, backend="torch"), eager)
     assert len(calls) == 1
+
+
+def test_points_that_require_gradients_keep_the_differentiable_dense_path():
+    points, bases = _sphere(2, 64, 9), camera_bases(6)
+    plain = render_depth(points, bases, image_size=32, backend="torch")
+    with_grad = render_depth(points.clone().requires_grad_(), bases, image_size=32, backend="torch")
+    assert with_grad.requires_grad and torch.equal(with_grad.detach(), plain)
+    with_grad.sum().backward()
+    with torch.no_grad():
+        inputs = check_inputs(points.clone().requires_grad_(), bases, image_size=32)
+        assert ref.use_compact(inputs)
