@@ -9,7 +9,8 @@ a little radial noise), rendered at the paper's settings (radius 0.02, distance 
   so that load on a shared machine falls on both, and `speedup_reference_over_v1` is the median
   of the per-pair ratios. `bitwise_equal_to_v1` compares their maps.
 - On CUDA the Triton kernel is timed too, and the output says whether it agrees with the
-  reference (mask mismatches, max absolute difference). On CPU "triton": null says why.
+  reference (mask mismatches, max absolute difference) and where its time goes
+  ("triton_stages": z-buffer fill, splat, normalisation). On CPU "triton": null says why.
 
     PYTHONPATH=. python3 benchmarks/projection.py                      # CPU: B=32, V=10, 224 px
     PYTHONPATH=. python3 benchmarks/projection.py --threads 1
@@ -100,6 +101,37 @@ def _median(values: list[float]) -> float:
     values = sorted(values)
     mid = len(values) // 2
     return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def triton_stages(inputs, device: torch.device, warmup: int, repeats: int) -> dict:
+    """Where the Triton renderer's time goes (medians, ms; the stages are differences of separate timings).
+
+    zbuffer_fill: torch.full of the +inf z-buffer; splat: `splat_zbuffer` minus the fill;
+    normalise: the whole renderer minus `splat_zbuffer`. The GB/s count the bulk bytes each stage
+    must move: the fill writes the z-buffer once, the normalisation reads it twice (min / max,
+    then values) and writes the maps.
+    """
+    from clip2point.kernels.triton_depth import render_depth_triton, splat_zbuffer
+
+    cells = inputs.batch * inputs.num_views * inputs.image_size**2
+    out_bytes = cells * inputs.channels * torch.finfo(inputs.out_dtype).bits // 8
+    fill = _time(
+        lambda: torch.full((cells,), float("inf"), dtype=torch.float32, device=device),
+        device,
+        warmup,
+        repeats,
+    )
+    splat = _time(lambda: splat_zbuffer(inputs), device, warmup, repeats)
+    whole = _time(lambda: render_depth_triton(inputs), device, warmup, repeats)
+    normalise = max(whole - splat, 1e-9)
+    return {
+        "zbuffer_fill_ms": round(fill * 1e3, 3),
+        "splat_ms": round((splat - fill) * 1e3, 3),
+        "normalise_ms": round((whole - splat) * 1e3, 3),
+        "whole_ms": round(whole * 1e3, 3),
+        "zbuffer_fill_GB_per_s": round(cells * 4 / max(fill, 1e-9) / 1e9, 1),
+        "normalise_GB_per_s": round((2 * cells * 4 + out_bytes) / normalise / 1e9, 1),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -202,6 +234,7 @@ def main(argv: list[str] | None = None) -> dict:
 
         result["versions"]["triton"] = triton.__version__
         result["triton"] = measure("triton")
+        result["triton_stages"] = triton_stages(inputs, device, args.warmup, args.repeats)
         result["speedup_triton_over_reference"] = round(
             result["reference"]["ms_per_batch"] / result["triton"]["ms_per_batch"], 2
         )
