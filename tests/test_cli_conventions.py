@@ -71,7 +71,7 @@ def test_fixed_choices_are_shown_and_other_values_refused_in_one_line(capsys, mo
                        (["--device", "gpu"], "--device")):  # fmt: skip
         r = run_c2p(["classify", "x.ply", *args], capsys, monkeypatch)
         assert r.code == 2 and flag in r.err and len(r.err.strip().splitlines()) == 1, r.err
-    for command, choices in ((["fewshot"], ("gated|mean", "val|last", "obj_bg|obj_only|pb_t50_rs")),
+    for command, choices in ((["fewshot"], ("gated|mean", "last|val|test", "obj_bg|obj_only|pb_t50_rs")),
                              (["eval"], ("best|last", "train|test")), (["pretrain"], ("adamw|lamb", "auto|c2p|clip2point")),
                              (["export"], ("none|int8",))):  # fmt: skip
         out = run_c2p([*command, "-h"], capsys, monkeypatch).out
