@@ -22,7 +22,8 @@ ZERO_SHOT_VIEWS = 6
 FEW_SHOT_VIEWS = 10
 PRETRAIN_VIEWS = 10
 
-PROMPT_TEMPLATE = "image of a {}."
+# The official zeroshot.py / fewshot.py prompt: 'image of a ' + name, no period.
+PROMPT_TEMPLATE = "image of a {}"
 
 MODEL = "ViT-B-32"
 PRETRAINED = "openai"

@@ -20,30 +20,39 @@ def classify(
     pretrained: opt.Pretrained = defaults.PRETRAINED,
     depth_encoder: opt.DepthEncoderPath = None,
     adapter: Annotated[
-        Path | None, typer.Option("--adapter", help="A `c2p fewshot` run folder: classify with its trained adapter and labels.")
+        Path | None,
+        typer.Option(
+            "--adapter",
+            help="A `c2p fewshot` run folder (brings its model, labels and prompts), or an official CLIP2Point "
+            "few-shot checkpoint (.pth: --model/--pretrained name its CLIP, --labels/--label-set its classes, default ModelNet40).",
+        ),
     ] = None,
-    backend: Annotated[str, typer.Option("--backend", help="torch, onnx (ONNX Runtime) or trt (TensorRT engine).")] = "torch",
+    backend: Annotated[
+        opt.Backend, typer.Option("--backend", case_sensitive=False, help="torch, onnx (ONNX Runtime) or trt (TensorRT engine).")
+    ] = "torch",
     engine: Annotated[Path | None, typer.Option("--engine", help="A `c2p export` folder, for --backend onnx|trt.")] = None,
     views: opt.Views = defaults.ZERO_SHOT_VIEWS,
     batch_size: opt.BatchSize = 32,
     device: opt.Device = "auto",
-    top_k: Annotated[int, typer.Option("--top-k", help="How many labels to report per file.")] = 3,
+    top_k: Annotated[int, typer.Option("--top-k", help="How many labels to report per file.", callback=opt.at_least(1))] = 3,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write results to .jsonl, .json or .csv.")] = None,
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")] = False,
     points: Annotated[
-        int | None, typer.Option("--points", help=f"Points sampled per shape (default: the adapter's, else {defaults.NUM_POINTS}).")
+        int | None,
+        typer.Option("--points", help=f"Points sampled per shape (default: the adapter's, else {defaults.NUM_POINTS}).", callback=opt.check_points),
     ] = None,
     sampling: Annotated[
-        str | None, typer.Option("--sampling", help="random (seeded) or fps (default: the adapter's, else random).")
+        opt.SamplingChoice | None,
+        typer.Option("--sampling", case_sensitive=False, help="random (seeded) or fps (default: the adapter's, else random)."),
     ] = None,
     up: Annotated[
-        str | None,
-        typer.Option("--up", help=f"The shapes' up axis, z (ModelNet, scanners, CAD) or y (ShapeNet-style); default: the adapter's, else {defaults.UP_AXIS}."),
+        opt.UpAxisChoice | None,
+        typer.Option("--up", case_sensitive=False, help=f"The shapes' up axis, z (ModelNet, scanners, CAD) or y (ShapeNet-style); default: the adapter's, else {defaults.UP_AXIS}."),
     ] = None,
     seed: opt.Seed = 0,
     max_points: opt.MaxPoints = defaults.MAX_POINTS,
     bin_columns: opt.BinColumns = defaults.BIN_COLUMNS,
-    workers: Annotated[int | None, typer.Option("--workers", help="Reader processes (default: up to 4, one fewer than the CPU cores; 0 reads in-process).")] = None,
+    workers: opt.Workers = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table.")] = False,
 ) -> None:
     """Classify point clouds and meshes zero-shot with CLIP (or with a trained adapter / exported engine).
@@ -126,17 +135,39 @@ def _build_classifier(console, *, labels, label_set, prompt, model, pretrained, 
         if engine is not None:
             raise UsageError("--engine is for --backend onnx or trt")
         if adapter is not None:
-            if labels or label_set:
-                raise UsageError("--adapter brings its own labels: drop --labels/--label-set")
-            from ..adapters import load_adapter_classifier
-
-            return load_adapter_classifier(adapter, device=device)
+            return _adapter_classifier(adapter, labels=labels, label_set=label_set, prompt=prompt, model=model,
+                                       pretrained=pretrained, depth_encoder=depth_encoder, device=device)  # fmt: skip
         from ..classifier import load_classifier
 
         return load_classifier(
             labels=labels, label_set=label_set, model=model, pretrained=pretrained, depth_encoder=depth_encoder,
             views=views, templates=prompt, device=device,
         )
+
+
+def _adapter_classifier(adapter, *, labels, label_set, prompt, model, pretrained, depth_encoder, device):
+    """A run folder brings everything but the device: options that it would override are refused, not
+    ignored. The official checkpoint holds only adapter weights: the CLIP (--model/--pretrained), the
+    labels and the prompts come from the options, as for `c2p eval` and `c2p export`."""
+    from ..adapters import load_adapter_classifier
+    from ..errors import UsageError
+    from ._common import given_on_command_line
+
+    if depth_encoder is not None:
+        raise UsageError("--adapter brings its own encoders: drop --depth-encoder")
+    if Path(adapter).is_file():
+        from ..prompts import resolve_labels
+
+        if given_on_command_line("views"):
+            raise UsageError("the official few-shot checkpoint uses its own 10 views: drop --views")
+        names = resolve_labels(labels, label_set) if (labels or label_set) else None
+        return load_adapter_classifier(adapter, device=device, labels=names, templates=prompt, model=model, pretrained=pretrained)
+    given = {"labels": bool(labels), "label_set": bool(label_set), "prompt": bool(prompt)}
+    clash = [n for n in ("labels", "label_set", "prompt", "model", "pretrained", "views") if given.get(n) or given_on_command_line(n)]
+    if clash:
+        flags = ", ".join("--" + n.replace("_", "-") for n in clash)
+        raise UsageError(f"--adapter {adapter} brings its own model, labels, prompts and views: drop {flags}")
+    return load_adapter_classifier(adapter, device=device)
 
 
 def _run(console, clf, files, read, batch_size, top_k, workers, quiet):

@@ -21,8 +21,10 @@ def render(
     seed: opt.Seed = 0,
     max_points: opt.MaxPoints = defaults.MAX_POINTS,
     bin_columns: opt.BinColumns = defaults.BIN_COLUMNS,
-    size: Annotated[int, typer.Option("--size", help="Image size in pixels (the models expect 224).")] = defaults.IMAGE_SIZE,
-    columns: Annotated[int, typer.Option("--columns", help="Tiles per row of the montage.")] = 5,
+    size: Annotated[
+        int, typer.Option("--size", help="Image size in pixels, 16 to 2048 (the models expect 224).", callback=opt.between(16, 2048))
+    ] = defaults.IMAGE_SIZE,
+    columns: Annotated[int, typer.Option("--columns", help="Tiles per row of the montage.", callback=opt.between(1, 64))] = 5,
 ) -> None:
     """Render the paper's depth maps of FILE (orthographic, nearest point per pixel) into a montage."""
     from rich.console import Console
