@@ -30,3 +30,8 @@ PRETRAINED = "openai"
 TINY_MODEL = "c2p-tiny"
 
 UP_AXIS = "z"
+
+# Reading untrusted files: the most points (vertices, triangles) a file may declare, and the
+# float32 columns of a KITTI-style .bin scan (KITTI 4: x y z intensity; nuScenes 5: + ring).
+MAX_POINTS = 50_000_000
+BIN_COLUMNS = 4

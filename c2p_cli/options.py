@@ -328,3 +328,14 @@ Workers = Annotated[
         help="Reader processes (0 reads in-process; at most 2 per CPU core). Default: chosen from the CPU cores.",
     ),
 ]
+MaxPoints = Annotated[
+    int,
+    typer.Option(
+        "--max-points", callback=at_least(1),
+        help="The most points (or vertices, triangles) a file may declare; larger files fail with an error.",
+    ),
+]
+BinColumns = Annotated[
+    int,
+    typer.Option("--bin-columns", callback=between(3, 64), help="float32 columns per point of .bin scans (KITTI 4, nuScenes 5)."),
+]

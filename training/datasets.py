@@ -126,6 +126,8 @@ class PointDataset:
     kind: str = ""
     default_up: str = defaults.UP_AXIS
     default_sampling: str = "random"
+    # Reading limits for files (max_points, bin_columns of clip2point.io.read_cloud); set by open_dataset.
+    read_limits: dict = {}
 
     def __init__(
         self,
@@ -191,7 +193,7 @@ class _FileListDataset(PointDataset):
         return pts, self.targets[i]
 
     def _read(self, path: Path, seed: int) -> np.ndarray:
-        return read_cloud(path, self.n_points, self.sampling, seed, self.up)
+        return read_cloud(path, self.n_points, self.sampling, seed, self.up, **self.read_limits)
 
     def fingerprint(self, i: int) -> str:
         return f"{self.sample_ids[i]}:{_file_stat(self.files[i])}"
@@ -601,7 +603,7 @@ class ModelNet40PlyDataset(_FileListDataset):
         self._set_files(files, targets)
 
     def _read(self, path: Path, seed: int) -> np.ndarray:
-        pts = read_points(path).astype(np.float64)
+        pts = read_points(path, **self.read_limits).astype(np.float64)
         pts = pts[np.isfinite(pts).all(axis=1)]
         if len(pts) == 0:
             raise InputFileError(path, "no finite points")
@@ -663,6 +665,7 @@ def open_dataset(root: str | Path, kind: str = "auto", split: str = "train", **k
     test_fraction / split_seed (folder), variant (scanobjectnn). Options a kind does not take are
     dropped when they are None.
     """
+    limits = {k: v for k in ("max_points", "bin_columns") if (v := kw.pop(k, None)) is not None}
     kind = KIND_ALIASES.get(kind, kind)
     if kind not in KINDS:
         raise OptionError(Opt("dataset"), f" must be one of {', '.join(KINDS + tuple(KIND_ALIASES))}, got {kind!r}")
@@ -678,7 +681,14 @@ def open_dataset(root: str | Path, kind: str = "auto", split: str = "train", **k
                 del kw[key]
             else:
                 raise UsageError(f"option {key.replace('_', '-')} does not apply to {kind} datasets")
-    return cls(root, split, **kw)
+    if limits:
+        from clip2point.io import check_read_limits
+
+        check_read_limits(limits.get("max_points", defaults.MAX_POINTS), limits.get("bin_columns", defaults.BIN_COLUMNS))
+    ds = cls(root, split, **kw)
+    if limits:
+        ds.read_limits = limits
+    return ds
 
 
 # ---------------------------------------------------------------------------------------------

@@ -50,6 +50,8 @@ def classify(
         typer.Option("--up", case_sensitive=False, help=f"The shapes' up axis, z (ModelNet, scanners, CAD) or y (ShapeNet-style); default: the adapter's, else {defaults.UP_AXIS}."),
     ] = None,
     seed: opt.Seed = 0,
+    max_points: opt.MaxPoints = defaults.MAX_POINTS,
+    bin_columns: opt.BinColumns = defaults.BIN_COLUMNS,
     workers: opt.Workers = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table.")] = False,
 ) -> None:
@@ -67,7 +69,10 @@ def classify(
     if output is not None:
         check_output_path(output)
     # validate what was given before the model loads; unset options are filled in below
-    ReadOptions(n_points=points or 1, sampling=sampling or "random", seed=seed, up=up or "z").validate()
+    ReadOptions(
+        n_points=points or 1, sampling=sampling or "random", seed=seed, up=up or "z",
+        max_points=max_points, bin_columns=bin_columns,
+    ).validate()
     entries = gather_inputs(paths, recursive=recursive)
     files = [e for e in entries if isinstance(e, Path)]
     if not entries:
@@ -77,7 +82,7 @@ def classify(
         console, labels=labels, label_set=label_set, prompt=prompt, model=model, pretrained=pretrained,
         depth_encoder=depth_encoder, adapter=adapter, backend=backend, engine=engine, views=views, device=device,
     )
-    read = _read_options(console, clf, points, sampling, up, seed)
+    read = _read_options(console, clf, points, sampling, up, seed, max_points, bin_columns)
     results = in_input_order(entries, _run(console, clf, files, read, batch_size, top_k, workers, quiet) if files else [])
 
     if not quiet:
@@ -92,7 +97,7 @@ def classify(
         raise typer.Exit(1)
 
 
-def _read_options(console, clf, points, sampling, up, seed):
+def _read_options(console, clf, points, sampling, up, seed, max_points=defaults.MAX_POINTS, bin_columns=defaults.BIN_COLUMNS):
     """Unset reading options come from the adapter run (its shapes were read that way), else the defaults."""
     from rich.markup import escape
 
@@ -105,7 +110,10 @@ def _read_options(console, clf, points, sampling, up, seed):
     for line in warnings:
         console.print(f"[yellow]warning:[/] {escape(cli_text(line))}")
     fallback = {"n_points": defaults.NUM_POINTS, "sampling": "random", "up": defaults.UP_AXIS}
-    read = ReadOptions(seed=seed, **{k: fallback[k] if v is None else v for k, v in chosen.items()})
+    read = ReadOptions(
+        seed=seed, max_points=max_points, bin_columns=bin_columns,
+        **{k: fallback[k] if v is None else v for k, v in chosen.items()},
+    )
     read.validate()
     return read
 

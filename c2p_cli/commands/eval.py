@@ -49,6 +49,8 @@ def eval_cmd(
         opt.Variant | None, typer.Option("--variant", case_sensitive=False, help="ScanObjectNN variant (default: obj_bg).")
     ] = None,
     seed: opt.Seed = 0,
+    max_points: opt.MaxPoints = defaults.MAX_POINTS,
+    bin_columns: opt.BinColumns = defaults.BIN_COLUMNS,
     batch_size: opt.BatchSize = 32,
     device: opt.Device = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table.")] = False,
@@ -91,7 +93,9 @@ def eval_cmd(
             console.print(f"[yellow]warning:[/] {escape(cli_text(line))}")
     elif read["n_points"] is None:
         read["n_points"] = defaults.NUM_POINTS
-    ds = open_dataset(data, dataset, split, seed=seed, variant=variant, **read)
+    ds = open_dataset(
+        data, dataset, split, seed=seed, variant=variant, max_points=max_points, bin_columns=bin_columns, **read
+    )
     info = ds.describe()
     sampled = "every point of each file" if info.get("all_points") else f"{info['n_points']} points ({info['sampling']})"
     console.print(f"{ds.kind} {split}: {len(ds)} samples, {sampled}, {describe_up_axis(ds.up)}")

@@ -19,6 +19,8 @@ def render(
     sampling: opt.Sampling = "random",
     up: opt.UpAxis = defaults.UP_AXIS,
     seed: opt.Seed = 0,
+    max_points: opt.MaxPoints = defaults.MAX_POINTS,
+    bin_columns: opt.BinColumns = defaults.BIN_COLUMNS,
     size: Annotated[
         int, typer.Option("--size", help="Image size in pixels, 16 to 2048 (the models expect 224).", callback=opt.between(16, 2048))
     ] = defaults.IMAGE_SIZE,
@@ -35,7 +37,9 @@ def render(
     if out.suffix.lower() != ".png":
         raise UsageError(f"--out {out}: the montage is written as PNG; use a .png name")
     preset = view_preset(views)
-    cloud = read_cloud(path, n_points=points, sampling=sampling, seed=seed, up=up)
+    cloud = read_cloud(
+        path, n_points=points, sampling=sampling, seed=seed, up=up, max_points=max_points, bin_columns=bin_columns
+    )
     image = depth_montage(cloud, preset, image_size=size, columns=columns)
     out.parent.mkdir(parents=True, exist_ok=True)
     image.save(out)
