@@ -16,7 +16,8 @@ LABELS ?= cube,sphere,cylinder,cone,torus,pyramid,capsule,ring
 .PHONY: demo test install install-dev system-deps clean
 
 system-deps:
-	@# open3d's shared library links libusb-1.0 (Debian package libusb-1.0-0).
+	@# open3d (the `mesh` extra, part of `dev`) links libusb-1.0 (Debian package libusb-1.0-0);
+	@# the core install (make install / make demo) does not need it.
 	@if ! ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0'; then \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libusb-1.0-0 >/dev/null; \
@@ -36,7 +37,7 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/pip install -q -e ".[onnx,dev]"
 	touch $@
 
-install: system-deps $(VENV)/.installed
+install: $(VENV)/.installed
 install-dev: system-deps $(VENV)/.installed-dev
 
 demo: install

@@ -1,9 +1,10 @@
 """The few-shot head of CLIP2Point: global-view aggregators, DPA / GDPA fusion, AdapterClassifier.
 
 Two frozen encoders see the same V depth maps: the pre-trained depth encoder (path 1) and CLIP's
-own visual tower (path 2). Each path's per-view features [B, V, D] are L2-normalised per view
-(as PointCLIP does; `normalize_views=False` feeds raw features, see `inputs_were_normalised`)
-and go through a global-view aggregator (the paper's "simplified adapter"):
+own visual tower (path 2). Each path's RAW per-view features [B, V, D] (as the official dpa.py:
+`self.adapter1(self.pre_model(imgs))`; runs made before this default recorded
+`normalize_views=True` and L2-normalised them first) go through a global-view aggregator (the
+paper's "simplified adapter"):
 
     x = f * w_v                   (learnable per-view weight, initial 0.5)
     x = BatchNorm(x)              (per channel, statistics pooled over batch and views)
@@ -17,8 +18,12 @@ Fusion of the two path outputs h1, h2 [B, D]:
       z = g * h1 + (1 - g) * h2
   W and b start at zero, so g = 0.5 and GDPA starts as exactly DPA; training then learns, per
   channel and per shape, how much to trust the depth-pre-trained path against CLIP's own.
-The output is z / |z|; logits = logit_scale * z . t_k over the frozen, L2-normalised text features
-t_k of the class prompts; training minimises cross-entropy.
+The output is z / |z|, and the adapter's logits are z . t_k over the frozen, L2-normalised text
+features t_k of the class prompts, with no scale (the official fewshot.py: `img_feats @
+prompt_feats.t()`): training minimises cross-entropy of exactly these. Cosines in [-1, 1] make
+near-uniform softmax probabilities, so `AdapterClassifier` reports logits multiplied by a
+separate, recorded temperature (`logit_scale`, CLIP's; config.json "probability_scale"): the same
+argmax, readable probabilities. `AdapterClassifier.official_logits` gives the unscaled ones.
 
 `AdapterClassifier` wraps both encoders and the head: depth[B, V, C, S, S] -> logits[B, K], the
 same interface as `classifier.DepthMapClassifier` (the export boundary). Only `DualPathAdapter`'s
@@ -90,9 +95,11 @@ class MeanFusion(nn.Module):
 class DualPathAdapter(nn.Module):
     """The trainable head: two aggregators, a fusion and the frozen text classifier.
 
-    forward(f1[B, V, D], f2[B, V, D]) -> logits[B, K]; f1 from the depth encoder, f2 from CLIP's
-    visual tower, both raw encoder outputs (normalised here). Text features and the logit scale
-    are buffers: saved with the weights, never trained.
+    forward(f1[B, V, D], f2[B, V, D]) -> logits[B, K] = z . t_k (scale 1, what training sees); f1
+    from the depth encoder, f2 from CLIP's visual tower, both raw encoder outputs (L2-normalised
+    per view first only with `normalize_views=True`, runs made before the official default). Text
+    features and `logit_scale` (the temperature of reported probabilities, not of training) are
+    buffers: saved with the weights, never trained.
     """
 
     def __init__(
@@ -103,7 +110,7 @@ class DualPathAdapter(nn.Module):
         logit_scale: float,
         fusion: str = "gated",
         dropout: float = ADAPTER_DROPOUT,
-        normalize_views: bool = True,
+        normalize_views: bool = False,
     ):
         super().__init__()
         if fusion not in FUSIONS:
@@ -136,7 +143,7 @@ class DualPathAdapter(nn.Module):
         return F.normalize(self.fusion(h1, h2), dim=-1)
 
     def forward(self, f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
-        return self.logit_scale * self.features(f1, f2) @ self.text_features.t()
+        return self.features(f1, f2) @ self.text_features.t()
 
 
 class AdapterClassifier(nn.Module):
@@ -166,9 +173,14 @@ class AdapterClassifier(nn.Module):
         f2 = self.clip_encoder(x).float()
         return f1.reshape(-1, self.num_views, f1.shape[-1]), f2.reshape(-1, self.num_views, f2.shape[-1])
 
-    def forward(self, depth: torch.Tensor) -> torch.Tensor:
+    def official_logits(self, depth: torch.Tensor) -> torch.Tensor:
+        """The head's logits z . t_k without the reporting temperature (the official DPA's output)."""
         f1, f2 = self.encode(depth)
         return self.adapter(f1, f2)
+
+    def forward(self, depth: torch.Tensor) -> torch.Tensor:
+        """Reported logits: `official_logits` times the recorded temperature `adapter.logit_scale`."""
+        return self.adapter.logit_scale * self.official_logits(depth)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,23 +250,6 @@ def convert_official_fewshot_state(state: dict[str, torch.Tensor]) -> dict[str, 
     return parts
 
 
-def inputs_were_normalised(aggregator_state: dict[str, torch.Tensor]) -> bool:
-    """Whether an aggregator was trained on L2-normalised per-view features, read from its first batch norm.
-
-    The public code does not say whether view features are normalised before the adapter, but its
-    batch-norm statistics do: they estimate E|w_v f_v|^2 = sum_c (var_c + mean_c^2), so
-    E|f|^2 ~ that / mean_v(w_v^2) is about 1 for normalised features and tens to hundreds for raw
-    CLIP features (|f| ~ 10 for ViT-B/32). The threshold 4 sits far from both.
-    """
-    mean = aggregator_state.get("view_norm.running_mean")
-    var = aggregator_state.get("view_norm.running_var")
-    weight = aggregator_state.get("view_weight")
-    if mean is None or var is None or weight is None:
-        return True
-    second_moment = float((var + mean**2).sum()) / max(float((weight.float() ** 2).mean()), 1e-12)
-    return second_moment < 4.0
-
-
 def load_official_fewshot(
     path: str | Path,
     bundle,
@@ -265,7 +260,9 @@ def load_official_fewshot(
     """An AdapterClassifier (mean fusion) from CLIP2Point's few-shot checkpoint, loaded weights_only.
 
     `bundle` must be the CLIP the checkpoint was trained from (ViT-B-32, openai); its text tower
-    encodes the prompts of `labels`.
+    encodes the prompts of `labels` (default template: the official `image of a {}`). The forward
+    is the official DPA's: raw per-view features into both aggregators, their mean L2-normalised,
+    dotted with the text features (`official_logits`; `forward` adds the reporting temperature).
     """
     from clip2point.checkpoints import load_state_dict_file
 
@@ -282,7 +279,7 @@ def load_official_fewshot(
     num_views = int(parts["path1"]["view_weight"].numel())
     text = prompts.text_features(bundle, labels, templates or prompts.DEFAULT_TEMPLATES).cpu()
     adapter = DualPathAdapter(num_views, depth.output_dim or text.shape[1], text, _logit_scale(bundle), "mean",
-                              normalize_views=inputs_were_normalised(parts["path1"]))
+                              normalize_views=False)
     for name in ("path1", "path2"):
         try:
             getattr(adapter, name).load_state_dict(parts[name], strict=True)
@@ -311,7 +308,7 @@ def build_adapter_classifier(
     depth_encoder: str | Path | None = None,
     fold: bool = True,
     dropout: float = ADAPTER_DROPOUT,
-    normalize_views: bool = True,
+    normalize_views: bool = False,
 ) -> AdapterClassifier:
     """Both frozen encoders plus a freshly initialised DualPathAdapter (seed the caller's RNG first)."""
     from . import encoders
@@ -324,16 +321,20 @@ def build_adapter_classifier(
 
 
 def read_run_config(run: str | Path) -> dict:
-    """The config.json of a few-shot run folder; CheckpointError when it is not one."""
+    """The config.json of a few-shot run folder, every field checked (`clip2point.run_files`);
+    CheckpointError when it is not one, RunFileError naming the field that is wrong."""
     from clip2point.checkpoints import read_json
+
+    from .run_files import check_fewshot_config
 
     run = Path(run)
     if not run.is_dir():
         raise CheckpointError(f"{run}: not a few-shot run folder (no such folder)")
     cfg = read_json(run / "config.json")
-    if cfg.get("format") != RUN_FORMAT:
-        raise CheckpointError(f"{run / 'config.json'}: not a c2p fewshot run config (format {cfg.get('format')!r})")
-    return cfg
+    if not isinstance(cfg, dict) or cfg.get("format") != RUN_FORMAT:
+        found = cfg.get("format") if isinstance(cfg, dict) else type(cfg).__name__
+        raise CheckpointError(f"{run / 'config.json'}: not a c2p fewshot run config (format {found!r})")
+    return check_fewshot_config(cfg, run / "config.json")
 
 
 def check_encoder_identity(cfg: dict, bundle) -> None:
@@ -437,7 +438,8 @@ def load_adapter_classifier(
         head = load_official_fewshot(run, bundle, names, templates).to(dev).eval()
         meta = {"adapter": str(run), "adapter_format": "clip2point-official", "model": bundle.model_name,
                 "weights": bundle.weights_id, "fusion": "mean", "views": head.num_views,
-                "normalize_views": head.adapter.normalize_views}
+                "normalize_views": head.adapter.normalize_views,
+                "probability_scale": float(head.adapter.logit_scale)}
         return PointCloudClassifier(
             head, names, head.num_views, in_channels=head.in_channels, device=dev,
             image_size=defaults.IMAGE_SIZE, radius=defaults.POINT_RADIUS, render_backend=render_backend, meta=meta,
@@ -446,7 +448,12 @@ def load_adapter_classifier(
     cfg = read_run_config(run)
     meta = {"adapter": str(run), "which": which, "model": cfg["model"], "weights": cfg["weights_id"],
             "depth_encoder": cfg.get("depth_encoder"), "fusion": cfg["fusion"], "views": cfg["num_views"],
-            "templates": cfg.get("templates"), "read": run_read_settings(cfg)}
+            "templates": cfg.get("templates"), "read": run_read_settings(cfg),
+            "probability_scale": float(head.adapter.logit_scale)}
+    selection = cfg.get("selection") or {}
+    if selection.get("note") and which == "best":
+        # The paper's protocol picked this epoch on the test split: every report of it says so.
+        meta["selection"] = selection
     return PointCloudClassifier(
         head, cfg["labels"], cfg["num_views"], in_channels=head.in_channels, device=dev,
         image_size=cfg.get("image_size", defaults.IMAGE_SIZE), radius=cfg.get("radius", defaults.POINT_RADIUS),

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import defaults
 from .errors import C2PError, Opt, OptionError
 
 
@@ -76,6 +77,8 @@ class ReadOptions:
     sampling: str = "random"
     seed: int = 0
     up: str = "z"
+    max_points: int = defaults.MAX_POINTS  # the most points a file may declare
+    bin_columns: int = defaults.BIN_COLUMNS  # float32 columns of .bin scans
 
     def validate(self) -> None:
         if self.n_points < 1:
@@ -84,6 +87,9 @@ class ReadOptions:
             raise OptionError(Opt("sampling"), f" must be random or fps, got {self.sampling!r}")
         if self.up not in ("z", "y"):
             raise OptionError(Opt("up"), f" must be z or y, got {self.up!r}")
+        from .io import check_read_limits
+
+        check_read_limits(self.max_points, self.bin_columns)
 
 
 def read_one(path: str | Path, options: ReadOptions) -> tuple[np.ndarray | None, str | None]:
@@ -91,7 +97,10 @@ def read_one(path: str | Path, options: ReadOptions) -> tuple[np.ndarray | None,
     from .io import read_cloud
 
     try:
-        return read_cloud(path, n_points=options.n_points, sampling=options.sampling, seed=options.seed, up=options.up), None
+        return read_cloud(
+            path, n_points=options.n_points, sampling=options.sampling, seed=options.seed, up=options.up,
+            max_points=options.max_points, bin_columns=options.bin_columns,
+        ), None
     except C2PError as e:
         return None, str(e)
     except Exception as e:  # an unforeseen reader failure still belongs to this file alone

@@ -60,6 +60,10 @@ class DepthMapClassifier(nn.Module):
         pooled = self.view_features(depth).mean(dim=1)
         return self.logit_scale * pooled @ self.text_features.t()
 
+    def official_logits(self, depth: torch.Tensor) -> torch.Tensor:
+        """The official zeroshot.py's logits: sum_v cos(f_v, t_k) (= forward * V / logit_scale)."""
+        return self.view_features(depth).sum(dim=1) @ self.text_features.t()
+
 
 def _as_batch(
     points: Any, lengths: Any, device: torch.device

@@ -22,10 +22,16 @@ ZERO_SHOT_VIEWS = 6
 FEW_SHOT_VIEWS = 10
 PRETRAIN_VIEWS = 10
 
-PROMPT_TEMPLATE = "image of a {}."
+# The official zeroshot.py / fewshot.py prompt: 'image of a ' + name, no period.
+PROMPT_TEMPLATE = "image of a {}"
 
 MODEL = "ViT-B-32"
 PRETRAINED = "openai"
 TINY_MODEL = "c2p-tiny"
 
 UP_AXIS = "z"
+
+# Reading untrusted files: the most points (vertices, triangles) a file may declare, and the
+# float32 columns of a KITTI-style .bin scan (KITTI 4: x y z intensity; nuScenes 5: + ring).
+MAX_POINTS = 50_000_000
+BIN_COLUMNS = 4

@@ -139,9 +139,8 @@ def env_context() -> tuple[int, int]:
 def cores_per_process() -> int:
     """CPU cores this process may use: the ones it is allowed to run on, split among the ranks of
     this node when torchrun started several here."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
+    from .limits import usable_cpus
+
+    cores = usable_cpus()
     local = max(_env_int("LOCAL_WORLD_SIZE", 1), 1)
     return max(cores // local, 1)

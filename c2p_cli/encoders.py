@@ -541,3 +541,22 @@ def read_depth_encoder_meta(path: str | Path) -> dict:
     except Exception as e:  # safetensors raises its own error types for corrupt headers
         raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
     return json.loads(text) if text else {}
+
+
+def list_architectures(contains: str | None = None) -> list[dict[str, Any]]:
+    """open_clip's architectures (this package's tiny configs included), offline: name, the weight
+    tags open_clip knows for it, and whether it is one of the tiny test configs."""
+    import open_clip
+
+    register_model_configs()
+    tiny = {p.stem for p in Path(__file__).with_name("model_configs").glob("*.json")}
+    needle = (contains or "").lower()
+    rows = []
+    for name in open_clip.list_models():
+        if needle in name.lower():
+            try:
+                tags = list(open_clip.list_pretrained_tags_by_model(name))
+            except Exception:  # a registry entry open_clip cannot describe still gets listed
+                tags = []
+            rows.append({"name": name, "pretrained": tags, "tiny": name in tiny})
+    return rows

@@ -74,8 +74,14 @@ class OptionError(UsageError):
 class InputFileError(C2PError):
     """A point-cloud or mesh file that cannot be used; names the file and the problem."""
 
+    # A file may put anything in a message (key names, header lines): one bounded line at most.
+    MAX_PROBLEM = 300
+
     def __init__(self, path: str | Path, problem: str):
         self.path = str(path)
+        problem = " ".join(str(problem).split())
+        if len(problem) > self.MAX_PROBLEM:
+            problem = problem[: self.MAX_PROBLEM - 3] + "..."
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
 

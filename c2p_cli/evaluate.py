@@ -44,8 +44,9 @@ def accuracy_report(targets: Sequence[int], preds: Sequence[int], labels: Sequen
 def label_mapping(dataset_labels: Sequence[str], classifier_labels: Sequence[str], positional: bool = False) -> list[int]:
     """For each dataset class, the index of the classifier's label for it.
 
-    By name (an adapter may know more classes than the dataset holds), or by position when the
-    classifier's labels are the dataset's classes renamed (zero-shot prompts given as `labels`).
+    By name (an adapter may know more classes than the dataset holds; "night_stand" matches
+    "night stand"), or by position when the classifier's labels are the dataset's classes renamed
+    (zero-shot prompts given as `labels`).
     """
     if positional:
         if len(classifier_labels) != len(dataset_labels):
@@ -54,14 +55,19 @@ def label_mapping(dataset_labels: Sequence[str], classifier_labels: Sequence[str
                 f"({', '.join(dataset_labels)})"
             )
         return list(range(len(dataset_labels)))
+    from .prompts import canonical_label
+
     index = {name: i for i, name in enumerate(classifier_labels)}
-    missing = [name for name in dataset_labels if name not in index]
+    # "night_stand" (a folder name) is the official label "night stand": spellings are compared too.
+    by_canonical = {canonical_label(name): i for i, name in reversed(list(enumerate(classifier_labels)))}
+    found = [index.get(name, by_canonical.get(canonical_label(name))) for name in dataset_labels]
+    missing = [name for name, i in zip(dataset_labels, found, strict=True) if i is None]
     if missing:
         raise UsageError(
             f"the classifier has no label for dataset class(es) {', '.join(missing)} "
             f"(it knows: {', '.join(classifier_labels)})"
         )
-    return [index[name] for name in dataset_labels]
+    return found
 
 
 def read_samples(dataset, indices: Sequence[int]) -> tuple[list[tuple[int, np.ndarray, int]], list[dict]]:

@@ -6,13 +6,17 @@ import os
 from pathlib import Path
 
 
-def cache_dir(sub: str | None = None) -> Path:
-    """$C2P_CACHE_DIR, else $XDG_CACHE_HOME/clip2point, else ~/.cache/clip2point; created on demand."""
+def cache_root() -> Path:
+    """$C2P_CACHE_DIR, else $XDG_CACHE_HOME/clip2point, else ~/.cache/clip2point (not created)."""
     root = os.environ.get("C2P_CACHE_DIR")
     if root:
-        base = Path(root)
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "clip2point"
+        return Path(root).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "clip2point"
+
+
+def cache_dir(sub: str | None = None) -> Path:
+    """`cache_root()`, or its folder `sub`; created on demand."""
+    base = cache_root()
     path = base / sub if sub else base
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -28,13 +28,7 @@ __all__ = [
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 _AUTOCAST = {"fp16": torch.float16, "bf16": torch.bfloat16}
-# Reader processes allowed per CPU core: beyond this, processes only fight over the cores.
-WORKERS_PER_CORE = 4
 READER_NICE_ON_CPU = 10
-
-
-def max_workers() -> int:
-    return max(WORKERS_PER_CORE * (os.cpu_count() or 1), 8)
 
 
 def default_workers(n_files: int) -> int:
@@ -47,17 +41,15 @@ def default_workers(n_files: int) -> int:
 
 
 def validate_run_options(batch_size: int = 32, top_k: int = 5, workers: int | None = None, precision: str | None = None) -> None:
-    """Bounds of the run options, checked before anything is loaded."""
+    """Bounds of the run options (the limits of clip2point.limits), checked before anything is loaded."""
+    from . import limits
+
     if batch_size < 1:
         raise OptionError(Opt("batch_size"), f" must be at least 1, got {batch_size}")
-    if batch_size > 65536:
-        raise OptionError(Opt("batch_size"), f" must be at most 65536, got {batch_size}")
+    limits.check_range("batch_size", batch_size, 1, limits.MAX_BATCH)
     if top_k < 1:
         raise OptionError(Opt("top_k"), f" must be at least 1, got {top_k}")
-    if workers is not None and not 0 <= workers <= max_workers():
-        raise OptionError(
-            Opt("workers"), f" must be between 0 and {max_workers()} ({WORKERS_PER_CORE} per CPU core), got {workers}"
-        )
+    limits.check_workers(workers)
     if precision is not None and precision not in PRECISIONS:
         raise OptionError(Opt("precision"), f" must be one of {', '.join(PRECISIONS)}, got {precision!r}")
 

@@ -1,7 +1,12 @@
 """Class labels, prompt templates and CLIP text features (prompt-ensembled, cached on disk).
 
-A label is the dataset's class name ("night_stand"); the prompt uses a readable form of it
-("nightstand"), so results and confusion matrices keep the dataset's names.
+The built-in label sets are the official CLIP2Point class strings (zeroshot.py, fewshot.py,
+pretraining.py): the prompt is `image of a <name>` with no period, and ModelNet40 says
+"night stand" and "flower pot" while ModelNet10 keeps "night_stand". A dataset's own class names
+(its folders, or shape_names.txt: "night_stand", "flower_pot") are mapped to the same strings
+when the dataset's classes are one of these sets (`prompt_names`), so `c2p eval`, few-shot runs
+and the official DPA checkpoint see exactly the official text features. Other labels go into the
+prompt with underscores read as spaces.
 """
 
 from __future__ import annotations
@@ -18,14 +23,17 @@ from .errors import Opt, OptionError, UsageError
 if TYPE_CHECKING:  # torch is imported where features are computed, so label sets stay cheap to import
     import torch
 
-# ModelNet40 in the official order (shape_names.txt of modelnet40_ply_hdf5_2048: label id = index).
+# ModelNet40, the official prompt strings in the official label order (label id = index; the
+# order of shape_names.txt of modelnet40_ply_hdf5_2048 and of ModelNet40_Ply's file prefixes).
 MODELNET40 = (
     "airplane", "bathtub", "bed", "bench", "bookshelf", "bottle", "bowl", "car", "chair", "cone",
-    "cup", "curtain", "desk", "door", "dresser", "flower_pot", "glass_box", "guitar", "keyboard", "lamp",
-    "laptop", "mantel", "monitor", "night_stand", "person", "piano", "plant", "radio", "range_hood", "sink",
-    "sofa", "stairs", "stool", "table", "tent", "toilet", "tv_stand", "vase", "wardrobe", "xbox",
+    "cup", "curtain", "desk", "door", "dresser", "flower pot", "glass box", "guitar", "keyboard", "lamp",
+    "laptop", "mantel", "monitor", "night stand", "person", "piano", "plant", "radio", "range hood", "sink",
+    "sofa", "stairs", "stool", "table", "tent", "toilet", "tv stand", "vase", "wardrobe", "xbox",
 )
-# ModelNet10: the alphabetical subset that ModelNet10.zip's folders and label ids follow.
+# The same classes as the datasets name them (folders of the .off release, shape_names.txt).
+MODELNET40_FOLDERS = tuple(name.replace(" ", "_") for name in MODELNET40)
+# ModelNet10: the official list keeps the underscore of "night_stand" (alphabetical, as its folders).
 MODELNET10 = ("bathtub", "bed", "chair", "desk", "dresser", "monitor", "night_stand", "sofa", "table", "toilet")
 # ScanObjectNN: the order of the label ids stored in its h5 files (object id 0..14).
 SCANOBJECTNN = (
@@ -50,30 +58,73 @@ SHAPENET55_SYNSETS = {
     "04330267": "stove", "04379243": "table", "04401088": "telephone", "04460130": "tower",
     "04468005": "train", "04530566": "watercraft", "04554684": "washer",
 }
-SHAPENET55 = tuple(SHAPENET55_SYNSETS[s] for s in sorted(SHAPENET55_SYNSETS))
+# The names the datasets use (Point-BERT's ShapeNet-55 class names), synset order.
+SHAPENET55_FOLDERS = tuple(SHAPENET55_SYNSETS[s] for s in sorted(SHAPENET55_SYNSETS))
+# The official strings of the pre-training's ShapeNet validation (pretraining.py), same order.
+SHAPENET55 = (
+    "airplane", "ashcan", "bag", "basket", "bathtub", "bed", "bench", "birdhouse", "bookshelf", "bottle",
+    "bowl", "bus", "cabinet", "camera", "can", "cap", "car", "cellular telephone", "chair", "clock",
+    "computer keyboard", "dishwasher", "display", "earphone", "faucet", "file", "guitar", "helmet", "jar", "knife",
+    "lamp", "laptop", "loudspeaker", "mailbox", "microphone", "microwave", "motorcycle", "mug", "piano", "pillow",
+    "pistol", "pot", "printer", "remote control", "rifle", "rocket", "skateboard", "sofa", "stove", "table",
+    "telephone", "tower", "train", "vessel", "washer",
+)
 
+# name -> the official strings; `LABEL_FOLDERS[name]` are the same classes as datasets name them.
 LABEL_SETS: dict[str, tuple[str, ...]] = {
     "modelnet40": MODELNET40,
     "modelnet10": MODELNET10,
     "scanobjectnn": SCANOBJECTNN,
     "shapenet55": SHAPENET55,
 }
-
-# Where "replace underscores by spaces" is not what a caption would say.
-_READABLE = {
-    "night_stand": "nightstand",
-    "tv_stand": "tv stand",
-    "range_hood": "range hood",
+LABEL_FOLDERS: dict[str, tuple[str, ...]] = {
+    "modelnet40": MODELNET40_FOLDERS,
+    "modelnet10": MODELNET10,
+    "scanobjectnn": SCANOBJECTNN,
+    "shapenet55": SHAPENET55_FOLDERS,
 }
 
 DEFAULT_TEMPLATES = (defaults.PROMPT_TEMPLATE,)
 
 
+def canonical_label(label: str) -> str:
+    """A label compared across spellings: lower case, underscores and runs of spaces as one space."""
+    return " ".join(label.replace("_", " ").lower().split())
+
+
 def readable_name(label: str) -> str:
-    """The form of a label used inside prompts: "flower_pot" -> "flower pot", "night_stand" -> "nightstand"."""
-    if label in _READABLE:
-        return _READABLE[label]
+    """A label outside the built-in sets as it goes into a prompt: "flower_pot" -> "flower pot"."""
     return " ".join(label.replace("_", " ").split())
+
+
+def official_label_set(labels: Sequence[str]) -> str | None:
+    """The built-in set whose classes `labels` are (in any order and either spelling), or None."""
+    wanted = sorted(canonical_label(x) for x in labels)
+    for name in LABEL_SETS:
+        for names in (LABEL_SETS[name], LABEL_FOLDERS[name]):
+            if sorted(canonical_label(x) for x in names) == wanted:
+                return name
+    return None
+
+
+def prompt_names(labels: Sequence[str]) -> list[str]:
+    """What goes into the prompt for each label: the official string when the labels are the classes
+    of a built-in set ("night_stand" -> "night stand" among ModelNet40's, "night_stand" among
+    ModelNet10's), else the label with underscores read as spaces."""
+    labels = list(labels)
+    found = official_label_set(labels)
+    if found is None:
+        return [readable_name(x) for x in labels]
+    official = {}
+    for folder, name in zip(LABEL_FOLDERS[found], LABEL_SETS[found], strict=True):
+        official[canonical_label(folder)] = name
+        official[canonical_label(name)] = name
+    return [official[canonical_label(x)] for x in labels]
+
+
+def prompt_texts(labels: Sequence[str], templates: Sequence[str]) -> list[list[str]]:
+    """Per label, its prompts: each template filled with `prompt_names(labels)`."""
+    return [[template.format(name) for template in templates] for name in prompt_names(labels)]
 
 
 def resolve_labels(labels: str | Sequence[str] | None, label_set: str | None) -> list[str]:
@@ -108,7 +159,7 @@ def resolve_labels(labels: str | Sequence[str] | None, label_set: str | None) ->
 
 
 def resolve_templates(prompts: Sequence[str] | None) -> list[str]:
-    """Prompt templates; default ["image of a {}."] (the paper's). Each must contain "{}" exactly once."""
+    """Prompt templates; default ["image of a {}"] (the official one, no period). Each must contain "{}" exactly once."""
     if not prompts:
         return list(DEFAULT_TEMPLATES)
     out: list[str] = []
@@ -124,7 +175,7 @@ def resolve_templates(prompts: Sequence[str] | None) -> list[str]:
     return out
 
 
-def _cache_key(bundle, labels: Sequence[str], templates: Sequence[str]) -> str:
+def _cache_key(bundle, texts: Sequence[Sequence[str]]) -> str:
     import open_clip
     import torch
 
@@ -134,8 +185,7 @@ def _cache_key(bundle, labels: Sequence[str], templates: Sequence[str]) -> str:
         {
             "model": bundle.model_name,
             "weights": bundle.weights_id,
-            "templates": list(templates),
-            "labels": list(labels),
+            "texts": [list(t) for t in texts],
             "version": __version__,
             # random ("none") weights are only reproducible within one torch / open_clip version
             "torch": torch.__version__,
@@ -148,10 +198,15 @@ def _cache_key(bundle, labels: Sequence[str], templates: Sequence[str]) -> str:
 
 def encode_prompts(bundle, labels: Sequence[str], templates: Sequence[str], batch_size: int = 256) -> torch.Tensor:
     """[K, D] L2-normalised class embeddings: per label, the mean of its normalised template embeddings, re-normalised."""
+    return _encode_texts(bundle, prompt_texts(labels, templates), batch_size)
+
+
+def _encode_texts(bundle, per_label: Sequence[Sequence[str]], batch_size: int = 256) -> torch.Tensor:
     import torch
     model = bundle.model
     device = bundle.device
-    texts = [template.format(readable_name(label)) for label in labels for template in templates]
+    texts = [text for group in per_label for text in group]
+    n_templates = len(per_label[0])
     chunks = []
     # no_grad, not inference_mode: adapters train against these features, and inference tensors
     # cannot be saved for backward.
@@ -159,7 +214,7 @@ def encode_prompts(bundle, labels: Sequence[str], templates: Sequence[str], batc
         for start in range(0, len(texts), batch_size):
             tokens = bundle.tokenizer(texts[start:start + batch_size]).to(device)
             chunks.append(model.encode_text(tokens).float())
-    features = torch.cat(chunks).view(len(labels), len(templates), -1)
+    features = torch.cat(chunks).view(len(per_label), n_templates, -1)
     features = torch.nn.functional.normalize(features, dim=-1).mean(dim=1)
     return torch.nn.functional.normalize(features, dim=-1)
 
@@ -172,8 +227,9 @@ def text_features(
 ) -> torch.Tensor:
     """[K, D] L2-normalised text features of `labels` (CLIP prompt ensembling over `templates`).
 
+    The prompts are `prompt_texts(labels, templates)` (official strings for the built-in sets).
     Cached as safetensors under `cache_dir` (default: paths.cache_dir("text_features")), keyed by
-    model, weights id, templates, labels and project version. A corrupt cache entry is recomputed.
+    model, weights id, the prompt texts and project version. A corrupt cache entry is recomputed.
     Returned as float32 on the model's device.
     """
     from clip2point.checkpoints import load_tensors, save_tensors
@@ -187,7 +243,8 @@ def text_features(
     if not templates:
         raise UsageError("no prompt templates")
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir("text_features")
-    path = folder / f"{_cache_key(bundle, labels, templates)}.safetensors"
+    texts = prompt_texts(labels, templates)
+    path = folder / f"{_cache_key(bundle, texts)}.safetensors"
     if path.is_file():
         try:
             cached = load_tensors(path).get("text_features")
@@ -195,7 +252,7 @@ def text_features(
             cached = None  # corrupt or truncated: recompute and overwrite below
         if cached is not None and cached.ndim == 2 and cached.shape[0] == len(labels):
             return cached.float().to(bundle.device)
-    features = encode_prompts(bundle, labels, templates)
+    features = _encode_texts(bundle, texts)
     try:
         save_tensors(
             path,

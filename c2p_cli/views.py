@@ -91,6 +91,15 @@ Z_UP_ROTATION = (_rx(90.0) @ _ry(-90.0)).astype(np.float32)
 UP_AXES = ("z", "y")
 
 
+def describe_up_axis(up: str) -> str:
+    """One line saying what `apply_up_axis(points, up)` does, for reports."""
+    if up == "z":
+        return "up axis z: the ModelNet rotation points @ Rx(+90) @ Ry(-90)"
+    if up == "y":
+        return "up axis y: no rotation"
+    raise OptionError(Opt("up"), f" must be one of {', '.join(UP_AXES)}, got {up!r}")
+
+
 def apply_up_axis(points: np.ndarray, up: str) -> np.ndarray:
     """Rotate a cloud so that its `up` axis becomes the renderer's +y.
 

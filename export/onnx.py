@@ -376,13 +376,128 @@ def raise_if_failed(
 
 
 # ---------------------------------------------------------------------------------------------
+# Self-description, the ONNX checker, int8
+# ---------------------------------------------------------------------------------------------
+
+
+def check_onnx_file(path: str | Path) -> None:
+    """`onnx.checker.check_model(full_check=True)` (graph, types and shape inference); ModelError when it fails."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as e:  # ValidationError, InferenceError, or a protobuf error
+        raise ModelError(f"{Path(path).name}: the ONNX checker rejects the exported graph ({_first_line(e)})") from e
+
+
+def stamp_graph(path: str | Path, props: dict[str, str]) -> None:
+    """Write `props` into the graph's metadata_props (replacing earlier c2p.* keys, keeping the
+    others), atomically, then run the full ONNX checker on the file."""
+    import onnx
+
+    from clip2point.atomic import atomic_write_bytes
+
+    path = Path(path)
+    model = onnx.load(str(path), load_external_data=False)
+    kept = {p.key: p.value for p in model.metadata_props if not p.key.startswith(md.PROP_PREFIX)}
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, {**kept, **props})
+    model.doc_string = "clip2point classifier; c2p.* metadata_props describe its labels, views and input preparation"
+    atomic_write_bytes(path, model.SerializeToString())
+    check_onnx_file(path)
+
+
+INT8_OP_TYPES = ("MatMul", "Gemm")
+
+
+def quantize_int8(src: str | Path, dst: str | Path) -> dict[str, Any]:
+    """Dynamic int8 quantisation of `src` with ONNX Runtime's tools (weights of MatMul/Gemm in int8,
+    activations quantised per batch at run time); everything else, the renderer included, stays float32.
+
+    Convolutions are left in float32: ONNX Runtime's CPU provider has no ConvInteger kernel for
+    int8 weights, and the patch embedding is a small part of a ViT's work.
+    """
+    try:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError as e:
+        from clip2point.errors import BackendUnavailableError
+
+        raise BackendUnavailableError("int8 export needs onnxruntime's quantization tools: pip install 'clip2point[onnx]'") from e
+    import onnx
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # it logs a "consider pre-processing" warning on the root logger every time
+    try:
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=list(INT8_OP_TYPES))
+    except Exception as e:
+        raise ModelError(f"{Path(dst).name}: int8 quantisation failed ({_first_line(e)})") from e
+    finally:
+        root.setLevel(level)
+    model = onnx.load(str(dst), load_external_data=False)
+    counts: dict[str, int] = {}
+    for node in model.graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return {
+        "method": "onnxruntime.quantization.quantize_dynamic",
+        "weight_type": "QInt8",
+        "op_types": list(INT8_OP_TYPES),
+        "integer_nodes": counts.get("MatMulInteger", 0) + counts.get("ConvInteger", 0),
+        "float_matmuls_left": counts.get("MatMul", 0) + counts.get("Gemm", 0),
+    }
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    z = np.asarray(x, dtype=np.float64)
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def compare_int8(reference: np.ndarray, candidate: np.ndarray, *, inputs: str) -> dict[str, Any]:
+    """How far int8 logits are from torch's. Int8 is not held to the float tolerance: it passes
+    when its logits have the right shape and are finite; agreement and differences are recorded."""
+    ref = np.asarray(reference, dtype=np.float64)
+    cand = np.asarray(candidate, dtype=np.float64)
+    ok = ref.shape == cand.shape and bool(np.isfinite(cand).all())
+    if not ok:
+        return {"inputs": inputs, "batch": int(ref.shape[0]) if ref.ndim else 0, "max_abs_diff": float("inf"),
+                "max_prob_diff": float("inf"), "argmax_agreement": 0.0, "passed": False}  # fmt: skip
+    return {
+        "inputs": inputs,
+        "batch": int(ref.shape[0]),
+        "max_abs_diff": float(np.abs(ref - cand).max(initial=0.0)),
+        "max_prob_diff": float(np.abs(_softmax(ref) - _softmax(cand)).max(initial=0.0)),
+        "argmax_agreement": float((ref.argmax(axis=1) == cand.argmax(axis=1)).mean()) if len(ref) else 1.0,
+        "passed": True,
+    }
+
+
+def summarise_int8(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "passed": all(r["passed"] for r in runs),
+        "rule": "int8: finite logits of the right shape; agreement with torch recorded, not held to the float tolerance",
+        "max_abs_diff": max((r["max_abs_diff"] for r in runs), default=0.0),
+        "max_prob_diff": max((r["max_prob_diff"] for r in runs), default=0.0),
+        "argmax_agreement": min((r["argmax_agreement"] for r in runs), default=1.0),
+        "runs": list(runs),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
 # The whole export
 # ---------------------------------------------------------------------------------------------
+
+QUANTIZE_CHOICES = (None, "int8")
 
 
 @dataclass
 class ExportOptions:
-    """What `export_classifier` writes and how it checks it."""
+    """What `export_classifier` writes and how it checks it.
+
+    `quantize="int8"` also writes int8 versions of the graphs (`*.int8.onnx`) and makes them the
+    export's default for ONNX Runtime (`precision` in c2p_export.json); the float32 graphs stay
+    (the TensorRT engine is built from classifier.onnx, and they are the int8 check's reference).
+    """
 
     opset: int = DEFAULT_OPSET
     with_projection: bool = False
@@ -392,6 +507,9 @@ class ExportOptions:
     check_points: int = defaults.NUM_POINTS
     n_points: int = defaults.NUM_POINTS
     seed: int = 0
+    quantize: str | None = None
+    up: str | None = None  # the shapes' up axis recorded for runtimes (default: the classifier's, else z)
+    sampling: str | None = None  # likewise, random or fps
 
 
 def _file_entry(folder: Path, name: str, shapes: dict[str, list], outputs: dict[str, list]) -> dict[str, Any]:
@@ -416,6 +534,43 @@ def _as_views(views) -> list[list[float]]:
     return [[float(e), float(a)] for e, a in views]
 
 
+class _Export:
+    """State of one export: the folder, the graphs written so far, their checks, and the metadata."""
+
+    def __init__(self, classifier, out: Path, head: nn.Module, options: ExportOptions, extra_meta):
+        self.classifier = classifier
+        self.out = out
+        self.head = head
+        self.options = options
+        self.extra_meta = extra_meta
+        self.labels = list(classifier.labels)
+        self.views = _as_views(classifier.views)
+        self.in_channels = int(classifier.in_channels)
+        self.image_size = int(getattr(classifier, "image_size", defaults.IMAGE_SIZE))
+        self.radius = float(getattr(classifier, "radius", defaults.POINT_RADIUS))
+        self.graphs: dict[str, Any] = {}
+        self.checks: dict[str, Any] = {}
+
+    def metadata(self) -> dict[str, Any]:
+        return build_metadata(
+            self.classifier, labels=self.labels, views=self.views, in_channels=self.in_channels, image_size=self.image_size,
+            radius=self.radius, graphs=self.graphs, checks=self.checks, options=self.options, extra_meta=self.extra_meta,
+        )  # fmt: skip
+
+    def finish(self, key: str, name: str, shapes: dict[str, list], started: float, extra: dict | None = None) -> dict:
+        """Stamp the graph with its metadata_props, run the ONNX checker, record its entry, write c2p_export.json."""
+        entry = _file_entry(self.out, name, shapes, {md.LOGITS_OUTPUT: ["batch", len(self.labels)]})
+        entry.update(extra or {})
+        self.graphs[key] = entry
+        stamp_graph(self.out / name, md.graph_props(self.metadata(), key))
+        entry["bytes"] = (self.out / name).stat().st_size
+        entry["onnx_checker"] = "passed (full_check)"
+        entry["export_seconds"] = round(time.perf_counter() - started, 2)
+        meta = self.metadata()
+        md.write_metadata(self.out, meta)
+        return meta
+
+
 def export_classifier(
     classifier,
     out_dir: str | Path,
@@ -426,14 +581,18 @@ def export_classifier(
 ) -> dict[str, Any]:
     """Export a `classifier.PointCloudClassifier` (torch head) into `out_dir` and check it.
 
-    Writes classifier.onnx, optionally points_classifier.onnx, and c2p_export.json (returned).
-    The check (unless `options.check` is False) compares ONNX Runtime with torch on random depth
-    maps and on depth maps rendered from synthetic shapes (and, for the points graph, on the
-    synthetic clouds themselves) and raises `ExportCheckError` with the measured difference when
-    the tolerance is exceeded; the measured differences are recorded in the metadata either way
-    a check ran. `extra_meta` (adapter run, prompts...) is merged into the metadata.
+    Writes classifier.onnx, optionally points_classifier.onnx and their int8 versions, and
+    c2p_export.json (returned). Every graph carries its description in its metadata_props and
+    passes `onnx.checker.check_model(full_check=True)`. The check (unless `options.check` is
+    False) compares ONNX Runtime with torch on random depth maps and on depth maps rendered from
+    synthetic shapes (and, for the points graph, on the synthetic clouds themselves) and raises
+    `ExportCheckError` with the measured difference when the tolerance is exceeded; the measured
+    differences are recorded in the metadata and the graph either way a check ran. `extra_meta`
+    (adapter run, prompts...) is merged into the metadata.
     """
     options = options or ExportOptions()
+    if options.quantize not in QUANTIZE_CHOICES:
+        raise OptionError(Opt("quantize"), f" must be int8 or None, got {options.quantize!r}")
     step = on_step or (lambda _msg: None)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -442,77 +601,80 @@ def export_classifier(
         raise UsageError("export needs a classifier whose head is a torch module (not an exported runtime)")
     # A CPU copy in eval mode: the check's torch reference runs where ONNX Runtime's CPU provider does.
     head = copy.deepcopy(head).cpu().eval()
-    labels = list(classifier.labels)
-    views = _as_views(classifier.views)
-    in_channels = int(classifier.in_channels)
-    image_size = int(getattr(classifier, "image_size", defaults.IMAGE_SIZE))
-    radius = float(getattr(classifier, "radius", defaults.POINT_RADIUS))
-    num_views = len(views)
+    job = _Export(classifier, out, head, options, extra_meta)
+    num_views, in_channels, image_size, radius = len(job.views), job.in_channels, job.image_size, job.radius
 
-    # An engine left by an earlier export was built from the graph about to be replaced.
+    # Files left by an earlier export would no longer match this one.
     (out / md.ENGINE_FILE).unlink(missing_ok=True)
-    graphs: dict[str, Any] = {}
-    checks: dict[str, Any] = {}
-    logit_shape = ["batch", len(labels)]
+    for stale in (md.CLASSIFIER_INT8_ONNX, md.POINTS_INT8_ONNX) + (() if options.with_projection else (md.POINTS_ONNX,)):
+        (out / stale).unlink(missing_ok=True)
 
     step("exporting classifier.onnx")
     started = time.perf_counter()
     shapes = export_depth_graph(
         head, out / md.CLASSIFIER_ONNX, num_views=num_views, in_channels=in_channels, image_size=image_size, opset=options.opset
     )
-    graphs["classifier"] = _file_entry(out, md.CLASSIFIER_ONNX, shapes, {md.LOGITS_OUTPUT: logit_shape})
-    graphs["classifier"]["export_seconds"] = round(time.perf_counter() - started, 2)
+    depth_feeds: list[tuple[str, dict[str, torch.Tensor]]] = []
     if options.check:
         step("checking classifier.onnx against torch")
         session = cpu_session(out / md.CLASSIFIER_ONNX)
         random_maps = random_depth_maps(options.check_batch, num_views, in_channels, image_size, seed=options.seed)
         real_maps = synthetic_depth_maps(
-            options.check_batch + 1, views, in_channels, image_size, radius, n_points=options.check_points, seed=options.seed
+            options.check_batch + 1, job.views, in_channels, image_size, radius, n_points=options.check_points, seed=options.seed
         )
-        reports = [
-            check_against_torch(session, head, {md.DEPTH_INPUT: random_maps}, inputs="random depth", rtol=options.rtol),
-            check_against_torch(session, head, {md.DEPTH_INPUT: real_maps}, inputs="synthetic depth", rtol=options.rtol),
-        ]
-        checks["classifier"] = summarise(reports)
-        _write(out, classifier, labels, views, in_channels, image_size, radius, graphs, checks, options, extra_meta)
+        depth_feeds = [("random depth", {md.DEPTH_INPUT: random_maps}), ("synthetic depth", {md.DEPTH_INPUT: real_maps})]
+        reports = [check_against_torch(session, head, feeds, inputs=name, rtol=options.rtol) for name, feeds in depth_feeds]
+        del session
+        job.checks["classifier"] = summarise(reports)
+        job.finish("classifier", md.CLASSIFIER_ONNX, shapes, started)
         raise_if_failed(md.CLASSIFIER_ONNX, reports)
+    else:
+        job.finish("classifier", md.CLASSIFIER_ONNX, shapes, started)
 
+    points_feeds: list[tuple[str, dict[str, torch.Tensor]]] = []
+    pipeline = None
     if options.with_projection:
         step("exporting points_classifier.onnx (renderer traced in)")
         started = time.perf_counter()
         shapes = export_points_graph(
-            head, out / md.POINTS_ONNX, views=views, in_channels=in_channels, image_size=image_size, radius=radius,
+            head, out / md.POINTS_ONNX, views=job.views, in_channels=in_channels, image_size=image_size, radius=radius,
             opset=options.opset,
         )
-        graphs["points_classifier"] = _file_entry(out, md.POINTS_ONNX, shapes, {md.LOGITS_OUTPUT: logit_shape})
-        graphs["points_classifier"]["export_seconds"] = round(time.perf_counter() - started, 2)
         if options.check:
             step("checking points_classifier.onnx against the torch pipeline")
             session = cpu_session(out / md.POINTS_ONNX)
-            pipeline = PointsToLogits(head, views, in_channels=in_channels, image_size=image_size, radius=radius).eval()
+            pipeline = PointsToLogits(head, job.views, in_channels=in_channels, image_size=image_size, radius=radius).eval()
             points, lengths = synthetic_clouds(options.check_batch + 1, options.check_points, seed=options.seed + 1)
-            reports = [
-                check_against_torch(
-                    session, pipeline, {md.POINTS_INPUT: points, md.LENGTHS_INPUT: lengths}, inputs="synthetic clouds",
-                    rtol=options.rtol,
-                )
-            ]
-            checks["points_classifier"] = summarise(reports)
-            _write(out, classifier, labels, views, in_channels, image_size, radius, graphs, checks, options, extra_meta)
+            points_feeds = [("synthetic clouds", {md.POINTS_INPUT: points, md.LENGTHS_INPUT: lengths})]
+            reports = [check_against_torch(session, pipeline, feeds, inputs=name, rtol=options.rtol) for name, feeds in points_feeds]
+            del session
+            job.checks["points_classifier"] = summarise(reports)
+            job.finish("points_classifier", md.POINTS_ONNX, shapes, started)
             raise_if_failed(md.POINTS_ONNX, reports)
-    else:
-        # A points graph left by an earlier export would no longer match this one.
-        (out / md.POINTS_ONNX).unlink(missing_ok=True)
-    return _write(out, classifier, labels, views, in_channels, image_size, radius, graphs, checks, options, extra_meta)
+        else:
+            job.finish("points_classifier", md.POINTS_ONNX, shapes, started)
 
-
-def _write(out, classifier, labels, views, in_channels, image_size, radius, graphs, checks, options, extra_meta) -> dict:
-    meta = build_metadata(
-        classifier, labels=labels, views=views, in_channels=in_channels, image_size=image_size, radius=radius,
-        graphs=graphs, checks=checks, options=options, extra_meta=extra_meta,
-    )
-    md.write_metadata(out, meta)
-    return meta
+    if options.quantize == "int8":
+        todo = [("classifier", md.CLASSIFIER_ONNX, md.CLASSIFIER_INT8_ONNX, head, depth_feeds)]
+        if options.with_projection:
+            todo.append(("points_classifier", md.POINTS_ONNX, md.POINTS_INT8_ONNX, pipeline, points_feeds))
+        for key, src, dst, reference, feeds in todo:
+            step(f"quantising {src} to int8 ({dst})")
+            started = time.perf_counter()
+            quant = quantize_int8(out / src, out / dst)
+            if options.check and reference is not None:
+                step(f"checking {dst} against torch")
+                session = cpu_session(out / dst)
+                with torch.no_grad():
+                    runs = [compare_int8(reference(*f.values()).float().numpy(), run_session(session, f), inputs=name)
+                            for name, f in feeds]  # fmt: skip
+                del session
+                job.checks[key + md.INT8_SUFFIX] = summarise_int8(runs)
+            job.finish(key + md.INT8_SUFFIX, dst, job.graphs[key]["inputs"], started, {"quantization": quant})
+            check = job.checks.get(key + md.INT8_SUFFIX)
+            if check is not None and not check["passed"]:
+                raise ExportCheckError(f"{dst}: int8 logits are not finite or have the wrong shape")
+    return job.metadata()
 
 
 def build_metadata(
@@ -530,6 +692,7 @@ def build_metadata(
 ) -> dict[str, Any]:
     """The content of c2p_export.json (see clip2point.export.metadata for the folder layout)."""
     model_meta = dict(getattr(classifier, "meta", None) or {})
+    read = model_meta.get("read") if isinstance(model_meta.get("read"), dict) else {}
     versions = _versions()
     meta: dict[str, Any] = {
         "format": md.FORMAT,
@@ -558,9 +721,11 @@ def build_metadata(
         },
         "points": {
             "n_points": options.n_points,
-            "up_axis": defaults.UP_AXIS,
+            "up_axis": options.up or read.get("up") or defaults.UP_AXIS,
+            "sampling": options.sampling or read.get("sampling") or "random",
             "preparation": "clip2point.io.read_cloud: sample, turn the up axis to +y, centre and scale into the unit sphere",
         },
+        "precision": "int8" if options.quantize == "int8" else "float32",
         "opset": options.opset,
         "exporter": "torch.onnx.export(dynamo=True)",
         "graphs": graphs,
@@ -578,9 +743,9 @@ def build_metadata(
         meta["depth_encoder_sha256"] = sha256_file(depth_encoder)
     templates = model_meta.get("templates")
     if templates:
-        from clip2point.prompts import readable_name
+        from clip2point.prompts import prompt_texts
 
-        meta["prompts"] = {label: [t.format(readable_name(label)) for t in templates] for label in labels}
+        meta["prompts"] = dict(zip(labels, prompt_texts(labels, templates), strict=True))
     if extra_meta:
         meta.update(extra_meta)
     return meta

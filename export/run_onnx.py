@@ -1,6 +1,10 @@
-"""Classify files with an export folder's points_classifier.onnx, without torch.
+"""Classify files with an export's points_classifier.onnx, without torch.
 
-    python -m clip2point.export.run_onnx EXPORT_DIR FILES_OR_FOLDERS... [--output results.jsonl] [--top-k 3]
+    python -m clip2point.export.run_onnx EXPORT_DIR_OR_ONNX FILES_OR_FOLDERS... [--output results.jsonl] [--top-k 3]
+
+The first argument is a `c2p export --with-projection` folder, or the points graph file alone
+(points_classifier.onnx / points_classifier.int8.onnx): every graph carries its labels, views, up
+axis, points and model id in its ONNX metadata_props, so a deployed .onnx file needs nothing beside it.
 
 Only numpy, onnxruntime and the numpy-only modules of this project (clip2point.io, clip2point.views,
 clip2point.errors, clip2point.batching, clip2point.results_io, clip2point.export.metadata) are imported: a machine with neither torch nor a GPU can
@@ -51,15 +55,36 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 class OnnxPointsClassifier:
-    """points_classifier.onnx of an export folder: prepared clouds -> probabilities, numpy only."""
+    """An export's points graph: prepared clouds -> probabilities, numpy only.
 
-    def __init__(self, folder: str | Path):
-        self.folder = Path(folder)
-        self.meta = md.read_metadata(self.folder)
+    `source`: an export folder (its c2p_export.json names the graph) or a points graph .onnx file
+    (described by its own metadata_props). `precision`: "float32" or "int8" in a folder; None takes
+    the export's own (int8 after `--quantize int8`).
+    """
+
+    def __init__(self, source: str | Path, precision: str | None = None):
+        source = Path(source)
+        if source.is_file():
+            self.folder = source.parent
+            self.path = source
+            self.session = _session(self.path)
+            self.meta = md.meta_from_props(dict(self.session.get_modelmeta().custom_metadata_map), source)
+            key = next(iter(self.meta["graphs"]))
+            if not key.startswith("points_classifier"):
+                raise UsageError(f"{source}: a depth-map graph (classifier.onnx) needs the renderer in torch; "
+                                 "give points_classifier.onnx (c2p export --with-projection), or use c2p classify --engine")  # fmt: skip
+            if precision and self.meta["precision"] != precision:
+                raise UsageError(f"{source}: a {self.meta['precision']} graph, not {precision}")
+        else:
+            self.folder = source
+            self.meta = md.read_metadata(self.folder)
+            key = md.graph_key("points_classifier", precision, self.meta)
+            self.path = md.graph_path(self.folder, self.meta, key)
+        md.refuse_failed_check(self.folder, self.meta, key)
+        if source.is_dir():
+            self.session = _session(self.path)
+        self.graph = key
         self.labels: list[str] = list(self.meta["labels"])
-        self.path = md.graph_path(self.folder, self.meta, "points_classifier")
-        md.refuse_failed_check(self.folder, self.meta, "points_classifier")
-        self.session = _session(self.path)
         self.providers = self.session.get_providers()
 
     def logits(self, points: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -100,15 +125,17 @@ def classify_files(
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m clip2point.export.run_onnx",
-        description="Classify point clouds and meshes with a `c2p export --with-projection` folder, without torch.",
+        description="Classify point clouds and meshes with a `c2p export --with-projection` folder, or its "
+        "points_classifier.onnx alone, without torch.",
     )
-    p.add_argument("export_dir", type=Path, help="A `c2p export` folder holding points_classifier.onnx.")
+    p.add_argument("export_dir", type=Path, help="A `c2p export` folder holding points_classifier.onnx, or that file itself.")
     p.add_argument("paths", nargs="+", type=Path, help="Point-cloud / mesh files and folders.")
     p.add_argument("--output", "-o", type=Path, help="Write results to .jsonl, .json or .csv.")
     p.add_argument("--top-k", type=int, default=3, help="How many labels to report per file.")
     p.add_argument("--batch-size", "-b", type=int, default=32, help="Shapes per batch.")
     p.add_argument("--points", type=int, default=None, help="Points sampled per shape (default: the export's).")
-    p.add_argument("--sampling", default="random", choices=("random", "fps"))
+    p.add_argument("--sampling", default=None, choices=("random", "fps"), help="Point sampling (default: the export's).")
+    p.add_argument("--precision", default=None, choices=md.PRECISIONS, help="float32 or int8 graph of a folder (default: the export's).")
     p.add_argument("--up", default=None, choices=("z", "y"), help="The shapes' up axis (default: the export's).")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--recursive", "-r", action="store_true", help="Descend into sub-folders.")
@@ -123,9 +150,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_output_path(args.output)
         if args.top_k < 1 or args.batch_size < 1:
             raise UsageError("--top-k and --batch-size must be at least 1")
-        clf = OnnxPointsClassifier(args.export_dir)
+        if not 0 <= args.seed <= 2**32 - 1 or (args.points is not None and not 1 <= args.points <= 1_000_000):
+            raise UsageError("--seed must be between 0 and 4294967295 and --points between 1 and 1000000")
+        clf = OnnxPointsClassifier(args.export_dir, precision=args.precision)
         prep = clf.meta.get("points", {})
-        read = ReadOptions(n_points=args.points or int(prep.get("n_points", 1024)), sampling=args.sampling,
+        read = ReadOptions(n_points=args.points or int(prep.get("n_points", 1024)),
+                           sampling=args.sampling or prep.get("sampling", "random"),
                            seed=args.seed, up=args.up or prep.get("up_axis", "z"))  # fmt: skip
         read.validate()
         results = classify_files(clf, args.paths, read=read, batch_size=args.batch_size, top_k=args.top_k,
@@ -142,6 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{r.path}\terror\t\t{r.error}")
     if args.output is not None:
         meta = {"export": str(args.export_dir), "backend": "onnxruntime (torch-free)", "providers": clf.providers,
+                "onnx_file": str(clf.path), "precision": "int8" if clf.graph.endswith(md.INT8_SUFFIX) else "float32",
                 **{k: clf.meta[k] for k in ("model", "pretrained", "weights_id", "adapter") if k in clf.meta}}  # fmt: skip
         try:
             write_results(args.output, results, meta)

@@ -56,7 +56,8 @@ def _check_depth(depth: torch.Tensor, expected: list[Any], what: str) -> None:
 class OnnxRuntimeHead:
     """depth -> logits through `classifier.onnx` with ONNX Runtime (CUDA provider when present, else CPU)."""
 
-    def __init__(self, path: str | Path, device: torch.device | str | None = None, providers: list[str] | None = None):
+    def __init__(self, path: str | Path, device: torch.device | str | None = None, providers: list[str] | None = None,
+                 check_inputs: bool = True):
         ort = _ort()
         self.path = Path(path)
         if not self.path.is_file():
@@ -68,12 +69,21 @@ class OnnxRuntimeHead:
             self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=self.providers)
         except Exception as e:  # onnxruntime raises its own exception types for unreadable graphs
             raise CheckpointError(f"{self.path}: ONNX Runtime cannot load it ({str(e).splitlines()[0]})") from e
+        # The providers the session really got (a CUDA provider that fails to load falls back to CPU).
+        self.active_providers = self.session.get_providers()
+        self.input_shape: list[Any] = []
+        if check_inputs:
+            self.check_inputs()
+
+    def check_inputs(self) -> None:
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or inputs[0].name != md.DEPTH_INPUT:
             raise CheckpointError(f"{self.path}: expected one input named {md.DEPTH_INPUT!r}, got {[i.name for i in inputs]}")
         self.input_shape = list(inputs[0].shape)
-        # The providers the session really got (a CUDA provider that fails to load falls back to CPU).
-        self.active_providers = self.session.get_providers()
+
+    def props(self) -> dict[str, str]:
+        """The graph's metadata_props (its c2p.* self-description)."""
+        return dict(self.session.get_modelmeta().custom_metadata_map)
 
     def __call__(self, depth: torch.Tensor) -> torch.Tensor:
         _check_depth(depth, self.input_shape, str(self.path))
@@ -135,17 +145,39 @@ class TensorRTHead:
         return logits.to(depth.device)
 
 
+def _from_onnx_file(path: Path, device: str, precision: str | None):
+    """(head, meta) of a lone classifier .onnx file, described by its own metadata_props."""
+    from clip2point.devices import resolve_device
+
+    torch_device = resolve_device(device)
+    head = OnnxRuntimeHead(path, torch_device, check_inputs=False)
+    meta = md.meta_from_props(head.props(), path)
+    key = next(iter(meta["graphs"]))
+    if not key.startswith("classifier"):
+        raise UsageError(f"{path}: a points graph (points -> logits); run it with python -m clip2point.export.run_onnx, "
+                         f"or give classifier.onnx here")  # fmt: skip
+    if precision and meta["precision"] != precision:
+        raise UsageError(f"{path}: a {meta['precision']} graph, not {precision}")
+    md.refuse_failed_check(path.parent, meta, key)
+    head.check_inputs()
+    return head, meta, key, torch_device
+
+
 def load_exported_classifier(
     folder: str | Path,
     backend: str = "onnx",
     device: str = "auto",
     render_backend: str = "auto",
+    precision: str | None = None,
 ):
-    """A `classifier.PointCloudClassifier` whose head runs `folder`'s exported graph.
+    """A `classifier.PointCloudClassifier` whose head runs an exported graph.
 
-    `backend`: "onnx" (classifier.onnx with ONNX Runtime) or "trt" (classifier.engine, needs
-    TensorRT and a CUDA GPU). Labels, views, channels, image size and radius come from the
-    folder's c2p_export.json; `meta` says which export and runtime made the results.
+    `folder`: a `c2p export` folder, or (ONNX Runtime only) a lone classifier .onnx file, which
+    describes itself in its metadata_props. `backend`: "onnx" (classifier.onnx, or its int8 version,
+    with ONNX Runtime) or "trt" (classifier.engine, needs TensorRT and a CUDA GPU). `precision`:
+    "float32" or "int8" for ONNX Runtime; None takes the export's own (int8 after `--quantize int8`).
+    Labels, views, channels, image size and radius come from the export's metadata; `meta` says
+    which export, graph and runtime made the results.
     """
     from clip2point.classifier import PointCloudClassifier
     from clip2point.devices import resolve_device
@@ -153,6 +185,13 @@ def load_exported_classifier(
     if backend not in BACKENDS:
         raise OptionError(Opt("backend"), f" for an export folder must be one of {', '.join(BACKENDS)}, got {backend!r}")
     folder = Path(folder)
+    if folder.is_file():
+        if backend != "onnx":
+            raise UsageError(f"{folder}: a TensorRT engine is used from its export folder, not from a single file")
+        head, meta, key, torch_device = _from_onnx_file(folder, device, precision)
+        return _classifier(PointCloudClassifier, head, meta, folder, torch_device, render_backend,
+                           {"backend": "onnx", "onnx_file": str(head.path), "precision": meta["precision"],
+                            "providers": head.active_providers})  # fmt: skip
     meta = md.read_metadata(folder)
     # The engine is built from classifier.onnx: a failed ONNX check disqualifies both backends.
     md.refuse_failed_check(folder, meta, "classifier")
@@ -165,9 +204,16 @@ def load_exported_classifier(
         head = TensorRTHead(md.graph_path(folder, meta, "engine"), torch_device)
         runtime = {"backend": "trt", "engine_file": str(head.path), "tensorrt": meta.get("tensorrt", {}).get("version")}
     else:
+        key = md.graph_key("classifier", precision, meta)
+        md.refuse_failed_check(folder, meta, key)
         torch_device = resolve_device(device)
-        head = OnnxRuntimeHead(md.graph_path(folder, meta, "classifier"), torch_device)
-        runtime = {"backend": "onnx", "onnx_file": str(head.path), "providers": head.active_providers}
+        head = OnnxRuntimeHead(md.graph_path(folder, meta, key), torch_device)
+        runtime = {"backend": "onnx", "onnx_file": str(head.path), "precision": "int8" if key.endswith(md.INT8_SUFFIX) else "float32",
+                   "providers": head.active_providers}  # fmt: skip
+    return _classifier(PointCloudClassifier, head, meta, folder, torch_device, render_backend, runtime)
+
+
+def _classifier(cls, head, meta, folder, torch_device, render_backend, runtime):
     info = {
         "export": str(folder),
         **{k: meta[k] for k in ("model", "pretrained", "weights_id", "depth_encoder", "templates", "adapter") if k in meta},
@@ -178,7 +224,12 @@ def load_exported_classifier(
         "c2p_export_version": meta.get("c2p_version"),
         **runtime,
     }
-    return PointCloudClassifier(
+    points = meta.get("points") or {}
+    if meta.get("adapter") and points:
+        # files are read the way the adapter's shapes were (classify merges these with its options)
+        info["read"] = {"n_points": points.get("n_points"), "sampling": points.get("sampling", "random"),
+                        "up": points.get("up_axis", "z")}  # fmt: skip
+    return cls(
         head,
         meta["labels"],
         md.views_from_meta(meta),

@@ -65,13 +65,22 @@ def test_adapter_rejects_bad_options():
         DualPathAdapter(V, D, _text(d=D + 1), 10.0, "mean")
 
 
-def test_logits_are_scaled_cosines_of_the_fused_feature():
+def test_logits_are_unscaled_cosines_of_the_fused_feature_of_raw_view_features():
+    """The official head: raw per-view features into both aggregators (no L2 normalisation first),
+    logits = normalised fused feature . text^T with scale 1 (the scale 7 is only a reporting temperature)."""
     torch.manual_seed(0)
     adapter = DualPathAdapter(V, D, _text(), 7.0, "mean").eval()
+    assert not adapter.normalize_views
     f1, f2 = _feats()
+    f1, f2 = 10 * f1, 3 * f2  # raw features are not unit vectors, and their norm matters
     z = adapter.features(f1, f2)
     assert torch.allclose(z.norm(dim=-1), torch.ones(6), atol=1e-6)
-    assert torch.allclose(adapter(f1, f2), 7.0 * z @ _text().t(), atol=1e-5)
+    with torch.no_grad():
+        expected = torch.nn.functional.normalize(0.5 * (adapter.path1(f1) + adapter.path2(f2)), dim=-1)
+    assert torch.allclose(z, expected, atol=1e-6)
+    assert torch.allclose(adapter(f1, f2), z @ _text().t(), atol=1e-6)
+    normalised = torch.nn.functional.normalize(f1, dim=-1), torch.nn.functional.normalize(f2, dim=-1)
+    assert not torch.allclose(adapter.features(*normalised), z, atol=1e-3)
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +105,9 @@ def test_adapter_classifier_is_a_traceable_depth_boundary(tiny_bundle):
         f1 = clf.depth_encoder(depth.flatten(0, 1)).reshape(2, V, -1)
         f2 = clf.clip_encoder(depth.flatten(0, 1)).reshape(2, V, -1)
         assert logits.shape == (2, 3)
-        assert torch.allclose(logits, clf.adapter(f1, f2), atol=1e-5)
+        # Reported logits carry the recorded temperature; the official (training) logits do not.
+        assert torch.allclose(clf.official_logits(depth), clf.adapter(f1, f2), atol=1e-5)
+        assert torch.allclose(logits, clf.adapter.logit_scale * clf.adapter(f1, f2), atol=1e-4)
     # torch.export (what the ONNX exporter runs) with a dynamic batch: no data-dependent control flow.
     batch = torch.export.Dim("batch", min=1, max=1024)
     exported = torch.export.export(clf, (depth,), dynamic_shapes={"depth": {0: batch}})
@@ -144,16 +155,6 @@ class _TheirSimplifiedAdapter(nn.Module):
         return self.global_f(feat * self.fusion_ratio.reshape(1, -1, 1))
 
 
-def test_official_input_normalisation_is_read_from_batch_norm_statistics():
-    from clip2point.adapters import inputs_were_normalised
-
-    for norm, expected in ((1.0, True), (10.0, False)):
-        state = {f"adapter1.{k}": v for k, v in _TheirSimplifiedAdapter(V, 512, norm).state_dict().items()}
-        state.update({k.replace("adapter1", "adapter2"): v for k, v in state.items()})
-        state.update({"pre_model.proj": torch.zeros(1), "ori_model.proj": torch.zeros(1)})
-        assert inputs_were_normalised(convert_official_fewshot_state(state)["path1"]) is expected
-
-
 def test_official_adapter_keys_map_onto_view_aggregator():
     torch.manual_seed(0)
     theirs = _TheirSimplifiedAdapter(V, D).eval()
@@ -192,16 +193,16 @@ def test_official_checkpoint_loads_into_the_mean_fusion_classifier(tmp_path, tin
 
     labels = ["cube", "sphere"]
     clf = load_official_fewshot(path, tiny_bundle, labels)
-    assert clf.adapter.fusion_kind == "mean" and clf.labels == labels and clf.adapter.normalize_views
+    assert clf.adapter.fusion_kind == "mean" and clf.labels == labels and not clf.adapter.normalize_views
     got = clf.depth_encoder.visual.state_dict()
     assert all(torch.equal(got[k], depth_state[k]) for k in depth_state)
     depth = torch.rand(2, V, 1, 224, 224)
     with torch.no_grad():
-        f1, f2 = clf.encode(depth)
-        n1, n2 = (torch.nn.functional.normalize(f, dim=-1) for f in (f1, f2))
-        z = torch.nn.functional.normalize(0.5 * (a1(n1) + a2(n2)), dim=-1)
-        expected = clf.adapter.logit_scale * z @ text_features(tiny_bundle, labels).t()
-        assert torch.allclose(clf(depth), expected, atol=1e-5)
+        f1, f2 = clf.encode(depth)  # dpa.py: adapter1(pre_model(imgs)), adapter2(ori_model(imgs)), raw
+        z = torch.nn.functional.normalize(0.5 * (a1(f1) + a2(f2)), dim=-1)
+        expected = z @ text_features(tiny_bundle, labels).t()
+        assert torch.allclose(clf.official_logits(depth), expected, atol=1e-5)
+        assert torch.allclose(clf(depth), clf.adapter.logit_scale * expected, atol=1e-4)
 
     # The same file through the classify / eval entry point (labels given, as the file has none).
     from clip2point.adapters import load_adapter_classifier

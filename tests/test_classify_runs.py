@@ -383,17 +383,19 @@ def test_labels_file_and_the_one_label_trap(shapes, tmp_path, capsys, monkeypatc
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["--workers", "100000"], "--workers must be between 0 and"),
-    (["--workers", "-1"], "--workers must be between 0 and"),
-    (["--batch-size", "0"], "--batch-size must be at least 1"),
-    (["--top-k", "0"], "--top-k must be at least 1"),
-    (["--precision", "fp8"], "--precision must be one of"),
+    (["--workers", "100000"], "--workers"),
+    (["--workers", "-1"], "--workers"),
+    (["--batch-size", "0"], "--batch-size"),
+    (["--top-k", "0"], "--top-k"),
+    (["--precision", "fp8"], "--precision"),
+    (["--format", "xml"], "--format"),
     (["--precision", "bf16", "--device", "cpu"], "--precision bf16 needs a CUDA device"),
-    (["--format", "xml"], "--format must be one of"),
     (["--resume"], "--resume needs an output file"),
+    (["--labels-file", "/no/such/labels.txt"], "--labels-file"),
 ])
 def test_run_options_are_checked_before_the_model_loads(shapes, capsys, monkeypatch, args, needle):
-    r = run_c2p(["classify", shapes, "-r", "--labels", LABELS, "--model", "no-such-model", *args], capsys, monkeypatch)
+    labels = [] if "--labels-file" in args else ["--labels", LABELS]
+    r = run_c2p(["classify", shapes, "-r", *labels, "--model", "no-such-model", *args], capsys, monkeypatch)
     assert r.code == 2 and needle in r.err and "no-such-model" not in r.err, r.err
 
 

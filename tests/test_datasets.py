@@ -182,10 +182,12 @@ def test_modelnet_h5_layout(tmp_path):
     assert ds.sample_ids[4] == "ply_data_train1.h5:1"
     pts, label = ds[4]
     assert label == 1
-    # All 100 points kept (n_points = stored count): the sample equals the stored cloud, rotated and normalised.
+    # All 100 points kept (n_points = stored count): the sample equals the stored cloud, normalised and
+    # NOT rotated: the h5 release is y-up (PointNet rotates it about y).
+    assert ds.up == "y"
     with h5py.File(tmp_path / "ply_data_train1.h5") as h:
         raw = h["data"][1]
-    expected = normalize_unit_sphere(apply_up_axis(raw, "z"))
+    expected = normalize_unit_sphere(raw)
     assert np.allclose(np.sort(pts, axis=0), np.sort(expected, axis=0), atol=1e-6)
 
 
@@ -220,6 +222,7 @@ def test_modelnet_resampled_layout(tmp_path):
     assert detect_layout(tmp_path) == "modelnet-resampled"
     ds = open_dataset(tmp_path, split="train", n_points=20)
     assert ds.labels == ["night_stand", "vase"] and ds.targets == [0, 1, 1]
+    assert ds.up == "y"  # y-up like the h5 release: no ModelNet rotation
     assert ds[0][0].shape == (20, 3)
     (tmp_path / "modelnet40_test.txt").write_text("sofa_0001\n")
     with pytest.raises(DatasetError, match="names class 'sofa'"):
@@ -251,8 +254,50 @@ def test_scanobjectnn_variants(tmp_path):
         open_dataset(tmp_path, split="test", variant="obj_only")
     pts, _ = bg[0]
     assert pts.shape == (64, 3)
+    # The official order: normalise the 2048 points, then FPS from the first point, no second normalisation.
+    with h5py.File(tmp_path / "main_split/training_objectdataset.h5") as h:
+        stored = normalize_unit_sphere(h["data"][0])
+    assert np.array_equal(pts[0], stored[0])
+    assert np.abs(pts.mean(axis=0)).max() > 1e-3  # not re-centred after sampling
+    assert set(map(tuple, pts.tolist())) <= set(map(tuple, stored.tolist()))
     with pytest.raises(UsageError, match="variant must be one of"):
         open_dataset(tmp_path, split="train", variant="hardest")
+
+
+def test_farthest_points_from_first_is_pointnet2s_order():
+    from clip2point.training.datasets import farthest_points_from_first
+
+    pts = np.array([[0, 0, 0], [1, 0, 0], [0.4, 0, 0], [-2, 0, 0], [0, 0.1, 0]], np.float32)
+    # from index 0: farthest is -2 (index 3); then the point farthest from both: 1 (index 1); then 0.4 / ...
+    assert farthest_points_from_first(pts, 3).tolist() == pts[[0, 3, 1]].tolist()
+    assert farthest_points_from_first(pts, 9).shape == (5, 3)
+
+
+def _write_ply(path, points):
+    header = f"ply\nformat ascii 1.0\nelement vertex {len(points)}\nproperty float x\nproperty float y\nproperty float z\nend_header\n"
+    path.write_text(header + "".join(f"{x} {y} {z}\n" for x, y, z in points))
+
+
+def test_modelnet40_ply_layout(tmp_path):
+    """ModelNet40_Ply: a flat folder of <label index>_<anything>.ply, z-up, test split only."""
+    from clip2point.prompts import MODELNET40_FOLDERS
+
+    _write_ply(tmp_path / "23_0001.ply", _cloud(50, 1))
+    _write_ply(tmp_path / "0_airplane_7.ply", _cloud(50, 2))
+    _write_ply(tmp_path / "39_x.ply", _cloud(50, 3))
+    assert detect_layout(tmp_path) == "modelnet40-ply"
+    ds = open_dataset(tmp_path, split="test", n_points=20)  # every point is used: the authors' fixed samples
+    assert ds.kind == "modelnet40-ply" and ds.labels == list(MODELNET40_FOLDERS) and ds.up == "z"
+    assert sorted(ds.labels[t] for t in ds.targets) == ["airplane", "night_stand", "xbox"]
+    pts, label = ds[ds.sample_ids.index("23_0001.ply")]
+    assert label == 23
+    expected = apply_up_axis(normalize_unit_sphere(_cloud(50, 1)), "z")  # every point, the ModelNet rotation
+    assert pts.shape == (50, 3) and np.allclose(pts, expected, atol=1e-5)
+    with pytest.raises(DatasetError, match="test samples only"):
+        open_dataset(tmp_path, split="train")
+    _write_ply(tmp_path / "40_y.ply", _cloud(10, 4))
+    with pytest.raises(DatasetError, match="label index 40 out of range"):
+        open_dataset(tmp_path, "modelnet40-ply", "test")
 
 
 def test_unrecognised_layout_names_what_was_looked_for(tmp_path):
@@ -332,3 +377,16 @@ def test_sample_shots_replaces_unusable_draws_from_the_same_class():
     # A class that cannot fill its shots reports how many usable ones it had.
     short = sample_shots(targets, ["a", "b"], shots=3, seed=1, usable=lambda i: i not in range(1, 6))
     assert short.short_classes == {"a": 1} and np.bincount(t[short.train], minlength=2).tolist() == [1, 3]
+
+
+def test_a_resampled_dataset_draws_new_points_for_the_same_samples(tmp_path):
+    from clip2point.training.datasets import resampled
+
+    _write_npy_folder(tmp_path, ["a", "b"], 2)
+    ds = open_dataset(tmp_path, "folder", "train", n_points=16, test_fraction=0.0)
+    again = resampled(ds, 1)
+    assert resampled(ds, 0) is ds and again.sample_ids == ds.sample_ids and again.targets == ds.targets
+    assert not np.array_equal(again[0][0], ds[0][0])
+    assert np.array_equal(again[0][0], resampled(ds, 1)[0][0])  # deterministic per (seed, r)
+    assert not np.array_equal(resampled(ds, 2)[0][0], again[0][0])
+    assert ds.seed == 0  # the original is untouched

@@ -32,6 +32,8 @@ def test_label_mapping_by_name_and_by_position():
     with pytest.raises(UsageError, match="no label for dataset class"):
         label_mapping(["a", "z"], ["a", "b"])
     assert label_mapping(["night_stand", "sofa"], ["nightstand", "couch"], positional=True) == [0, 1]
+    # A dataset's folder names find the official strings of a label set ("night_stand" -> "night stand").
+    assert label_mapping(["night_stand", "flower_pot"], ["flower pot", "night stand", "sofa"]) == [1, 0]
     with pytest.raises(UsageError, match="1 label names were given for a dataset with 2 classes"):
         label_mapping(["a", "b"], ["x"], positional=True)
 
@@ -135,3 +137,33 @@ def test_adapter_eval_and_classifier_read_clouds_the_runs_way(tiny_synth, tmp_pa
     assert json.loads((out / "report.json").read_text())["dataset"]["n_points"] == 64
     clf = load_adapter_classifier(run, device="cpu")
     assert clf.meta["read"] == {"n_points": 96, "sampling": "fps", "up": "y"}
+
+
+def test_eval_on_a_modelnet40_ply_folder_reports_per_class_accuracy_and_its_rotation(tmp_path, tiny_model_name):
+    """The paper's evaluation set: auto-detected, official ModelNet40 strings, the ModelNet rotation."""
+    from clip2point.prompts import MODELNET40_FOLDERS
+
+    root = tmp_path / "ModelNet40_Ply"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for i, label in enumerate((0, 23, 23, 39)):
+        pts = rng.standard_normal((64, 3)) * (1.0, 2.0, 0.5)
+        body = "".join(f"{x:.5f} {y:.5f} {z:.5f}\n" for x, y, z in pts)
+        (root / f"{label}_{i:04d}.ply").write_text(
+            "ply\nformat ascii 1.0\nelement vertex 64\nproperty float x\nproperty float y\nproperty float z\n"
+            f"end_header\n{body}")
+    out = tmp_path / "report"
+    result = _invoke(["eval", str(root), "--out", str(out), "--model", tiny_model_name, "--pretrained", "none",
+                      "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())  # rich wraps long lines
+    assert "modelnet40-ply test: 4 samples" in said
+    assert "up axis z: the ModelNet rotation points @ Rx(+90) @ Ry(-90)" in said
+    report = json.loads((out / "report.json").read_text())
+    assert report["dataset"]["kind"] == "modelnet40-ply" and report["dataset"]["up"] == "z"
+    assert report["dataset"]["all_points"] is True and "every point of each file" in said
+    assert report["dataset"]["rotation"].startswith("up axis z")
+    assert report["labels"] == list(MODELNET40_FOLDERS) and report["n"] == 4
+    assert report["per_class"]["night_stand"]["count"] == 2 and report["per_class"]["xbox"]["count"] == 1
+    assert report["per_class"]["airplane"]["accuracy"] in (0.0, 1.0)
+    assert report["classifier"]["templates"] == ["image of a {}"]

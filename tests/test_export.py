@@ -71,7 +71,7 @@ def test_metadata_describes_the_export(exported):
     assert meta["normalisation"]["clip_mean"] == pytest.approx([0.48145466, 0.4578275, 0.40821073])
     assert meta["image_size"] == 224 and meta["radius"] == pytest.approx(0.02) and meta["opset"] == 18
     assert meta["model"] == "c2p-tiny" and meta["pretrained"] == "none" and meta["weights_id"]
-    assert meta["prompts"]["chair"] == ["image of a chair."]
+    assert meta["prompts"]["chair"] == ["image of a chair"]
     assert set(meta["versions"]) == {"c2p", "torch", "onnx", "onnxruntime"}
     depth = meta["graphs"]["classifier"]
     assert depth["inputs"] == {"depth": ["batch", 6, 1, 224, 224]} and depth["outputs"] == {"logits": ["batch", 5]}
@@ -275,3 +275,135 @@ def test_torch_free_runner_refuses_a_points_graph_that_failed_its_check(exported
     assert err.count("\n") == 0
     assert err.startswith("error: ") and "points_classifier.onnx: failed its check at export (max abs diff 0.5)" in err
     assert run_onnx.main([str(exported), str(files[0]), "--quiet"]) == 0  # the untouched export runs
+
+
+# ---------------------------------------------------------------------------------------------
+# Self-describing graphs (metadata_props) and the full ONNX checker
+# ---------------------------------------------------------------------------------------------
+
+
+def _props(path: Path) -> dict[str, str]:
+    import onnx
+
+    return {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+
+
+def test_every_graph_carries_its_description_in_metadata_props(exported):
+    meta = md.read_metadata(exported)
+    for key, name in (("classifier", md.CLASSIFIER_ONNX), ("points_classifier", md.POINTS_ONNX)):
+        props = _props(exported / name)
+        assert json.loads(props["c2p.labels"]) == LABELS and json.loads(props["c2p.views"]) == meta["views"]
+        assert props["c2p.up_axis"] == "z" and props["c2p.n_points"] == "1024" and props["c2p.sampling"] == "random"
+        assert props["c2p.model"] == "c2p-tiny" and props["c2p.pretrained"] == "none" and props["c2p.weights_id"] == meta["weights_id"]
+        assert props["c2p.graph"] == key and props["c2p.precision"] == "float32" and json.loads(props["c2p.check"])["passed"]
+        back = md.meta_from_props(props, exported / name)
+        assert {k: back[k] for k in ("labels", "views", "image_size", "radius", "in_channels")} == {
+            k: meta[k] for k in ("labels", "views", "image_size", "radius", "in_channels")
+        }
+        assert back["points"] == {"n_points": 1024, "up_axis": "z", "sampling": "random"}
+        assert meta["graphs"][key]["onnx_checker"] == "passed (full_check)"
+        assert (exported / name).stat().st_size == meta["graphs"][key]["bytes"]  # stamped before it was measured
+
+
+def test_a_lone_onnx_file_is_enough_for_both_runners(zero_shot, exported, files, tmp_path, capsys, monkeypatch):
+    """points_classifier.onnx copied alone (no c2p_export.json) runs torch-free; classifier.onnx alone runs in classify."""
+    import shutil
+
+    from tests.cli_helpers import run_c2p
+
+    lone = tmp_path / "deployed"
+    lone.mkdir()
+    shutil.copy(exported / md.POINTS_ONNX, lone / "model.onnx")
+    shutil.copy(exported / md.CLASSIFIER_ONNX, lone / "depth.onnx")
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text("import sys\nsys.modules['torch'] = None\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(shim), str(ROOT)])}
+    out = tmp_path / "r.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "clip2point.export.run_onnx", str(lone / "model.onnx"), *map(str, files),
+                           "-o", str(out), "-q"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    rows = {Path(r["path"]).name: r for r in map(json.loads, out.read_text().splitlines())}
+    reference = _classify(zero_shot, files)
+    for ref in reference:
+        row = rows[Path(ref.path).name]
+        assert row["label"] == ref.label and row["probability"] == pytest.approx(ref.probability, abs=1e-4)
+
+    out = tmp_path / "c.json"
+    r = run_c2p(["classify", *files, "--backend", "onnx", "--engine", lone / "depth.onnx", "-o", out, "-q", "--workers", "0",
+                 "--device", "cpu"], capsys, monkeypatch)  # fmt: skip
+    assert r.code == 0, r.err
+    doc = json.loads(out.read_text())
+    assert [row["label"] for row in doc["results"]] == [ref.label for ref in reference]
+    assert doc["meta"]["onnx_file"].endswith("depth.onnx") and doc["meta"]["model"] == "c2p-tiny"
+    r = run_c2p(["classify", *files, "--backend", "onnx", "--engine", lone / "model.onnx"], capsys, monkeypatch)
+    assert r.code == 2 and "a points graph" in r.err
+
+
+def test_lone_graphs_that_lie_or_failed_are_refused(exported, tmp_path):
+    from clip2point.errors import CheckpointError, ExportCheckError
+    from clip2point.export.onnx import stamp_graph
+    from clip2point.export.run_onnx import OnnxPointsClassifier
+
+    good = _props(exported / md.POINTS_ONNX)
+    failed = tmp_path / "failed.onnx"
+    failed.write_bytes((exported / md.POINTS_ONNX).read_bytes())
+    stamp_graph(failed, {**good, "c2p.check": json.dumps({"passed": False, "max_abs_diff": 0.7})})
+    with pytest.raises(ExportCheckError, match=r"failed\.onnx: failed its check at export \(max abs diff 0\.7\)"):
+        OnnxPointsClassifier(failed)
+
+    bare = tmp_path / "bare.onnx"
+    bare.write_bytes((exported / md.POINTS_ONNX).read_bytes())
+    stamp_graph(bare, {"onnx.infer": "x"})  # every c2p.* key removed
+    with pytest.raises(CheckpointError, match="no c2p metadata in this ONNX file"):
+        OnnxPointsClassifier(bare)
+
+    lies = {
+        "c2p.labels": ("{}", "labels must be a list"),
+        "c2p.views": (json.dumps([[0, 0]] * 5000), "views must be a list of 1 to 1000"),
+        "c2p.image_size": ("100000", "image_size must be between 8 and 4096"),
+        "c2p.in_channels": ("true", "in_channels must be a number"),
+        "c2p.format_version": ("99", "newer than this c2p reads"),
+        "c2p.up_axis": ("x", "up_axis must be z or y"),
+        "c2p.labels ": ("[", None),  # an unknown key is ignored
+    }
+    for key, (value, message) in lies.items():
+        if message is None:
+            md.meta_from_props({**good, key: value}, "p.onnx")
+            continue
+        with pytest.raises(CheckpointError, match=message):
+            md.meta_from_props({**good, key: value}, "p.onnx")
+    with pytest.raises(CheckpointError, match=r"c2p\.labels is not valid JSON"):
+        md.meta_from_props({**good, "c2p.labels": "[" * 100000}, "p.onnx")
+    without = {k: v for k, v in good.items() if k != "c2p.radius"}
+    with pytest.raises(CheckpointError, match=r"p\.onnx: ONNX metadata c2p\.radius is missing"):
+        md.meta_from_props(without, "p.onnx")
+
+
+def test_the_full_onnx_checker_runs_on_every_graph(zero_shot, exported, tmp_path, monkeypatch):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from clip2point.errors import ModelError
+    from clip2point.export import onnx as exp
+
+    # A graph the plain checker accepts and only full_check (type inference) rejects.
+    relu = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                             [helper.make_tensor_value_info("y", TensorProto.INT64, [2])])  # fmt: skip
+    bad = tmp_path / "bad.onnx"
+    onnx.save(helper.make_model(relu, opset_imports=[helper.make_opsetid("", 18)]), str(bad))
+    onnx.checker.check_model(str(bad))
+    with pytest.raises(ModelError, match="bad.onnx: the ONNX checker rejects the exported graph"):
+        exp.stamp_graph(bad, {"c2p.format": "c2p-export"})
+
+    calls = []
+    real = onnx.checker.check_model
+    monkeypatch.setattr(onnx.checker, "check_model", lambda m, **kw: (calls.append((Path(m).name, kw)), real(m, **kw))[1])
+
+    def fake_export(module, path, **kwargs):  # reuse the graph exported once for this module
+        Path(path).write_bytes((exported / md.CLASSIFIER_ONNX).read_bytes())
+        return {"depth": ["batch", 6, 1, 224, 224]}
+
+    monkeypatch.setattr(exp, "export_depth_graph", fake_export)
+    exp.export_classifier(zero_shot, tmp_path / "e", exp.ExportOptions(check=False, quantize="int8"))
+    assert calls == [(md.CLASSIFIER_ONNX, {"full_check": True}), (md.CLASSIFIER_INT8_ONNX, {"full_check": True})]

@@ -151,7 +151,7 @@ def test_run_folder_contents(trained_run, tiny_model_name):
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["labels"] == CLASSES and cfg["fusion"] == "gated" and cfg["num_views"] == 10
     assert cfg["model"] == tiny_model_name and cfg["version"] == clip2point.__version__
-    assert cfg["templates"] == ["image of a {}."]
+    assert cfg["templates"] == ["image of a {}"]
     assert any("depth path starts from CLIP" in w for w in cfg["warnings"])
     shots = json.loads((run / "shots.json").read_text())
     assert {k: len(v) for k, v in shots["train"].items()} == dict.fromkeys(CLASSES, 16)
@@ -209,7 +209,7 @@ def _small_synth(root, per_class=5):
 
 def _quick_opts(tiny_model_name, **kw) -> FewShotOptions:
     base = {"shots": 3, "epochs": 1, "batch_size": 4, "model": tiny_model_name, "pretrained": "none", "n_points": 64,
-            "device": "cpu", "use_cache": False, "eval_test": False, "val_fraction": 0.34}
+            "device": "cpu", "use_cache": False, "eval_test": False, "select": "val", "val_fraction": 0.34}
     return FewShotOptions(**{**base, **kw})
 
 
@@ -296,3 +296,89 @@ def test_feature_cache_key_changes_with_the_torch_and_open_clip_versions(tmp_pat
     real = importlib.metadata.version
     monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.0.1" if name == "open_clip_torch" else real(name))
     assert feature_cache_key(*args) != key
+
+
+# --- the official protocol: all shots train, --select last / val / test, per-epoch resampling ------
+
+
+def test_resampled_features_are_drawn_per_epoch_and_resume_bit_identically(tmp_path):
+    sets = [_random_features(30, seed) for seed in (0, 5, 9)]  # the same samples, three point sets each
+    kw = {"epochs": 4, "batch_size": 8, "seed": 2, "select": "last"}
+    from clip2point.training.fewshot import AdapterTrainer
+
+    trainer = AdapterTrainer(_adapter(0), sets, None, tmp_path / "probe", **kw)
+    a, b = trainer.epoch_features(1), trainer.epoch_features(2)
+    assert torch.equal(a.depth, trainer.epoch_features(1).depth)  # seeded by (seed, epoch): resume sees the same
+    assert not torch.equal(a.depth, b.depth)
+    for feats in (a, b):  # every sample takes one whole set (both paths from the same draw)
+        for i in range(len(feats)):
+            r = next(k for k, s in enumerate(sets) if torch.equal(s.depth[i], feats.depth[i]))
+            assert torch.equal(feats.clip[i], sets[r].clip[i])
+
+    straight = train_adapter(_adapter(0), sets, None, tmp_path / "straight", **kw)
+    one_set = train_adapter(_adapter(0), sets[0], None, tmp_path / "one", **kw)
+    assert straight.last["loss"] != one_set.last["loss"]
+
+    def kill_after_2(kind, metrics, epochs):
+        if metrics["epoch"] == 2:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        train_adapter(_adapter(0), sets, None, tmp_path / "killed", on_event=kill_after_2, **kw)
+    train_adapter(_adapter(7), sets, None, tmp_path / "killed", resume=True, **kw)
+    x, y = load_tensors(tmp_path / "straight" / "last.safetensors"), load_tensors(tmp_path / "killed" / "last.safetensors")
+    assert all(torch.equal(x[k], y[k]) for k in x)
+    with pytest.raises(UsageError, match="same samples"):
+        train_adapter(_adapter(0), [sets[0], _random_features(29, 1)], None, tmp_path / "bad", **kw)
+
+
+def test_test_selection_keeps_the_first_best_test_epoch_and_says_so(tmp_path):
+    from clip2point.training.fewshot import SELECTION_NOTES
+
+    test = _random_features(16, 3)
+    result = train_adapter(_adapter(0), _random_features(24, 0), test, tmp_path, epochs=5, batch_size=8, select="test")
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    accs = [r["test_acc"] for r in rows]
+    assert result.best["epoch"] == accs.index(max(accs)) + 1 and result.best["test_acc"] == max(accs)
+    assert all(r["selection"] == SELECTION_NOTES["test"] for r in rows)
+    assert SELECTION_NOTES["test"] == "the paper's protocol: epoch chosen on the test split (optimistic)"
+
+
+def test_the_defaults_train_every_shot_and_keep_the_last_epoch(tmp_path, tiny_model_name):
+    data = _small_synth(tmp_path / "data")
+    opts = _quick_opts(tiny_model_name, epochs=2, select="last", val_fraction=0.25)
+    assert FewShotOptions().select == "last" and FewShotOptions().resamples == 1
+    summary = run_fewshot(data, tmp_path / "run", opts)
+    assert summary["train_samples"] == 9 and summary["val_samples"] == 0 and summary["best_epoch"] == 2
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert cfg["normalize_views"] is False and cfg["loss_scale"] == 1.0 and cfg["probability_scale"] > 0
+    assert cfg["selection"] == {"select": "last", "note": None}
+
+
+def test_select_test_and_resamples_through_the_cli(tmp_path, tiny_model_name):
+    from typer.testing import CliRunner
+
+    from clip2point.app import app
+    from clip2point.training.fewshot import SELECTION_NOTES
+
+    note = SELECTION_NOTES["test"]
+    data = _small_synth(tmp_path / "data")
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    args = ["fewshot", str(data), "--out", str(out), "--shots", "3", "--model", tiny_model_name, "--pretrained", "none",
+            "--points", "64", "--device", "cpu", "--cache-dir", str(cache), "--epochs", "2", "-b", "4",
+            "--select", "test", "--resamples", "2"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert note in " ".join(result.output.split())
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["selection"]["note"] == note and summary["test"]["selection"] == note
+    assert summary["resamples"] == 2 and summary["best_test_acc"] == summary["test"]["best"]["top1"]
+    assert json.loads((out / "config.json").read_text())["selection"]["note"] == note
+    # Two point sets per training shot were encoded (and cached): 9 shots + 9 resampled + 3 test samples.
+    assert len(list(cache.glob("*.safetensors"))) == 3
+    report = tmp_path / "report"
+    evaluated = CliRunner().invoke(app, ["eval", str(data), "--adapter", str(out), "--out", str(report),
+                                         "--device", "cpu"])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads((report / "report.json").read_text())["selection"] == note
+    assert note in " ".join(evaluated.output.split())

@@ -328,7 +328,7 @@ def test_gltf_through_open3d(tmp_path):
     assert len(f) == 12
     assert io._triangle_areas(v.astype(np.float64), f).sum() == pytest.approx(6.0, rel=1e-5)
     (tmp_path / "bad.glb").write_bytes(b"glTF garbage")
-    assert_error(tmp_path / "bad.glb", "open3d could not read")
+    assert_error(tmp_path / "bad.glb", "GLB")
 
 
 def test_mesh_without_faces_and_degenerate_mesh_fall_back_to_vertices(tmp_path):
@@ -508,3 +508,55 @@ def test_example_scans_read(tmp_path):
     for f in files:
         p = io.read_cloud(f, n_points=512)
         assert p.shape == (512, 3) and np.isfinite(p).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# Farthest point sampling: the blocked loop picks exactly what the plain loop picks
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "grid_with_ties", "duplicates", "far_offset", "flat"])
+def test_blocked_fps_is_bit_identical_to_the_plain_loop(kind):
+    from clip2point.io._fps import _fps_reference, fps_indices
+
+    rng = np.random.default_rng(5)
+    n = 12_000
+    if kind == "gaussian":
+        p = rng.normal(size=(n, 3)) * [3, 1, 0.2]
+    elif kind == "grid_with_ties":
+        p = rng.integers(0, 12, size=(n, 3)).astype(np.float64)  # many equal distances
+    elif kind == "duplicates":
+        p = np.repeat(rng.normal(size=(n // 4, 3)), 4, axis=0)
+    elif kind == "far_offset":
+        p = rng.normal(size=(n, 3)) + [5e6, -3e5, 120.0]
+    else:
+        p = np.c_[rng.random((n, 2)), np.zeros(n)]
+    cols = np.ascontiguousarray((p - p.mean(axis=0)).T.astype(np.float32))
+    for start in (0, 777):
+        np.testing.assert_array_equal(fps_indices(cols, 700, start), _fps_reference(cols, 700, start))
+
+
+def test_fps_torch_path_matches_numpy():
+    pytest.importorskip("torch")
+    p = np.random.default_rng(2).normal(size=(6000, 3))
+    a = io.farthest_point_sample(p, 200, 3)
+    b = io.farthest_point_sample(p, 200, 3, backend="torch", device="cpu")
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("style", ["crlf", "indented", "tabs", "mixed_polygons"])
+def test_obj_line_styles_read_alike(tmp_path, style):
+    lines = [f"v {x} {y} {z}" for x, y, z in CUBE_V] + ["vn 0 0 1", "vt 0 0"]
+    lines += ["f " + " ".join(f"{i + 1}/1/1" for i in quad) for quad in CUBE_QUADS]
+    if style == "mixed_polygons":  # one quad as two triangles: same surface, other fan
+        q = CUBE_QUADS[0]
+        lines[-6] = f"f {q[0] + 1} {q[1] + 1} {q[2] + 1}\nf {q[0] + 1} {q[2] + 1} {q[3] + 1}"
+    text = "\n".join(lines) + "\n"
+    if style == "crlf":
+        text = text.replace("\n", "\r\n")
+    elif style == "indented":
+        text = "".join("  " + ln + "\n" for ln in text.splitlines())
+    elif style == "tabs":
+        text = text.replace("v ", "v\t").replace("f ", "f\t")
+    (tmp_path / "c.obj").write_text(text)
+    _check_cube_mesh(tmp_path / "c.obj")

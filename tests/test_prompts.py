@@ -8,8 +8,12 @@ import torch
 from clip2point.encoders import load_clip
 from clip2point.errors import UsageError
 from clip2point.prompts import (
+    LABEL_FOLDERS,
     LABEL_SETS,
     SHAPENET55_SYNSETS,
+    official_label_set,
+    prompt_names,
+    prompt_texts,
     readable_name,
     resolve_labels,
     resolve_templates,
@@ -48,12 +52,43 @@ def test_label_sets():
         "modelnet40": 40, "modelnet10": 10, "scanobjectnn": 15, "shapenet55": 55,
     }
     assert all(len(set(v)) == len(v) for v in LABEL_SETS.values())
+    assert {k: len(v) for k, v in LABEL_FOLDERS.items()} == {k: len(v) for k, v in LABEL_SETS.items()}
     mn40 = LABEL_SETS["modelnet40"]
-    assert mn40[0] == "airplane" and mn40[15] == "flower_pot" and mn40[23] == "night_stand" and mn40[-1] == "xbox"
-    assert set(LABEL_SETS["modelnet10"]) <= set(mn40)
+    assert mn40[0] == "airplane" and mn40[15] == "flower pot" and mn40[23] == "night stand" and mn40[-1] == "xbox"
+    assert LABEL_FOLDERS["modelnet40"][23] == "night_stand"
     assert LABEL_SETS["scanobjectnn"][:3] == ("bag", "bin", "box") and LABEL_SETS["scanobjectnn"][-1] == "toilet"
     assert list(SHAPENET55_SYNSETS) == sorted(SHAPENET55_SYNSETS)
     assert LABEL_SETS["shapenet55"][0] == "airplane" and SHAPENET55_SYNSETS["03001627"] == "chair"
+    assert LABEL_SETS["shapenet55"][LABEL_FOLDERS["shapenet55"].index("trash_bin")] == "ashcan"
+
+
+def test_label_sets_are_the_official_strings():
+    """The class lists of the official zeroshot.py (ModelNet40, ModelNet10, ScanObjectNN)."""
+    assert LABEL_SETS["modelnet40"] == (
+        "airplane", "bathtub", "bed", "bench", "bookshelf", "bottle", "bowl", "car", "chair", "cone", "cup",
+        "curtain", "desk", "door", "dresser", "flower pot", "glass box", "guitar", "keyboard", "lamp", "laptop",
+        "mantel", "monitor", "night stand", "person", "piano", "plant", "radio", "range hood", "sink", "sofa",
+        "stairs", "stool", "table", "tent", "toilet", "tv stand", "vase", "wardrobe", "xbox")
+    assert LABEL_SETS["modelnet10"] == ("bathtub", "bed", "chair", "desk", "dresser", "monitor", "night_stand",
+                                        "sofa", "table", "toilet")
+    assert LABEL_SETS["scanobjectnn"] == ("bag", "bin", "box", "cabinet", "chair", "desk", "display", "door",
+                                          "shelf", "table", "bed", "pillow", "sink", "sofa", "toilet")
+
+
+def test_dataset_folder_names_map_to_the_official_strings():
+    mn40_folders = list(LABEL_FOLDERS["modelnet40"])
+    assert official_label_set(mn40_folders) == "modelnet40"
+    names = prompt_names(mn40_folders)
+    assert names == list(LABEL_SETS["modelnet40"])
+    assert names[mn40_folders.index("night_stand")] == "night stand"
+    assert names[mn40_folders.index("flower_pot")] == "flower pot"
+    # ModelNet10's official list keeps the underscore; any order of its folders is recognised.
+    mn10 = sorted(LABEL_SETS["modelnet10"], reverse=True)
+    assert official_label_set(mn10) == "modelnet10"
+    assert prompt_names(mn10)[mn10.index("night_stand")] == "night_stand"
+    # Not a built-in set: underscores are read as spaces.
+    assert prompt_names(["night_stand", "chair"]) == ["night stand", "chair"]
+    assert prompt_texts(["flower_pot", "cup"], ["image of a {}"]) == [["image of a flower pot"], ["image of a cup"]]
 
 
 def test_resolve_labels():
@@ -74,12 +109,12 @@ def test_resolve_labels():
 
 def test_readable_names():
     assert readable_name("flower_pot") == "flower pot"
-    assert readable_name("night_stand") == "nightstand"
+    assert readable_name("night_stand") == "night stand"
     assert readable_name("airplane") == "airplane"
 
 
 def test_resolve_templates():
-    assert resolve_templates(None) == ["image of a {}."]
+    assert resolve_templates(None) == ["image of a {}"]  # the official prompt: no period
     assert resolve_templates(["a photo of a {}.", "a {} depth map", "a photo of a {}."]) == [
         "a photo of a {}.", "a {} depth map",
     ]
@@ -99,7 +134,7 @@ def test_text_features_are_prompt_ensembles(bundle, tmp_path):
     assert torch.allclose(got.norm(dim=-1), torch.ones(2), atol=1e-5)
 
     with torch.no_grad():
-        texts = [t.format(name) for name in ("chair", "nightstand") for t in templates]
+        texts = [t.format(name) for name in ("chair", "night stand") for t in templates]
         raw = torch.nn.functional.normalize(bundle.model.encode_text(bundle.tokenizer(texts)), dim=-1)
     expected = torch.nn.functional.normalize(raw.view(2, 2, -1).mean(1), dim=-1)
     assert torch.allclose(got, expected, atol=1e-5)
@@ -137,3 +172,15 @@ def test_text_features_can_be_trained_against(bundle, tmp_path):
         weight = torch.nn.Parameter(torch.ones(1, text.shape[1]))
         (weight @ text.t()).sum().backward()
         assert weight.grad is not None
+
+
+def test_dataset_classes_get_the_official_text_features(bundle, tmp_path):
+    """zeroshot.py: tokenize('image of a ' + name) over its list, encode_text, L2-normalise."""
+    official = ["image of a " + name for name in LABEL_SETS["modelnet40"]]
+    with torch.no_grad():
+        raw = bundle.model.encode_text(bundle.tokenizer(official)).float()
+    expected = raw / raw.norm(dim=-1, keepdim=True)
+    from_folders = text_features(bundle, LABEL_FOLDERS["modelnet40"], cache_dir=tmp_path)
+    from_set = text_features(bundle, resolve_labels(None, "modelnet40"), cache_dir=tmp_path)
+    torch.testing.assert_close(from_folders, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(from_set, expected, atol=1e-5, rtol=0)

@@ -145,12 +145,21 @@ def test_dtypes(dtype):
 
 
 def test_chunking_does_not_change_the_result(monkeypatch):
+    """The dense strategy's chunks (the compact one's: tests/test_render_compact.py)."""
     import clip2point.kernels.reference as ref
 
     points, bases = _cloud(5, 100), camera_bases(6)
-    whole = _render(points, bases, image_size=32)
+    inputs = check_inputs(points, bases, image_size=32)
+    whole = ref.render_depth_dense(inputs)
+    assert torch.equal(whole, _render(points, bases, image_size=32))
+    calls = []
+    splat = ref._splat_dense
+    monkeypatch.setattr(
+        ref, "_splat_dense", lambda zbuf, points, *a: calls.append(1) or splat(zbuf, points, *a)
+    )
     monkeypatch.setattr(ref, "MAX_CELLS_PER_CHUNK", 1)  # one cloud per chunk
-    assert torch.equal(_render(points, bases, image_size=32), whole)
+    assert torch.equal(ref.render_depth_dense(inputs), whole)
+    assert len(calls) == 5
 
 
 @pytest.mark.parametrize(

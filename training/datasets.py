@@ -13,6 +13,10 @@ Bad input policy:
   that sample: callers (`clip2point.training.features`, `c2p eval`) skip it, record the message, and report
   the list, so one broken file never loses the rest of the dataset.
 
+Up axes of the ModelNet releases (PAPER_NOTES sec. 6): the h5 and normal_resampled releases are
+y-up (PointNet / PointNet++ rotate them about y), the .off meshes and ModelNet40_Ply are z-up and
+get the ModelNet rotation `points @ Rx(+90) @ Ry(-90)`.
+
 Per-sample randomness (random subsampling, FPS start, mesh surface samples) is seeded from
 (seed, sample id), so a sample's points do not depend on which other files exist.
 
@@ -20,12 +24,16 @@ Layouts (`open_dataset(root, kind="auto")` recognises them, in this order):
 - `synth`: `ROOT/synth.json`, `ROOT/classes.txt`, `ROOT/{train,test}/<class>/<class>_0001.<ext>`
   (`c2p synth`; z-up).
 - `modelnet-h5`: `modelnet40_ply_hdf5_2048`: `ply_data_{train,test}N.h5` (`data` N x 2048 x 3,
-  `label` N x 1) and `shape_names.txt` (z-up).
+  `label` N x 1) and `shape_names.txt` (y-up: not rotated).
 - `modelnet-resampled`: `modelnet40_normal_resampled`: `<class>/<class>_NNNN.txt` (x,y,z,nx,ny,nz),
-  `modelnet40_shape_names.txt` (or modelnet10_...), `modelnet40_{train,test}.txt` (z-up).
+  `modelnet40_shape_names.txt` (or modelnet10_...), `modelnet40_{train,test}.txt` (y-up: not rotated).
 - `scanobjectnn`: `{training,test}_objectdataset[_augmentedrot_scale75].h5` in the root, or in
   `main_split/` / `main_split_nobg/` below it; variants obj_bg, obj_only, pb_t50_rs (not rotated:
-  up = y, farthest point sampling by default, as in the paper).
+  up = y; the 2048 stored points are normalised, then farthest-point-sampled from the first point
+  to 1024 and not normalised again, as the official zeroshot.py does with pointnet2_ops).
+- `modelnet40-ply`: `ModelNet40_Ply`, the authors' fixed test samples behind the paper's 49.38%:
+  a flat folder of `<label index>_<anything>.ply` (index into ModelNet40's 40 classes; z-up, the
+  ModelNet rotation; test split only).
 - `modelnet`: ModelNet40 / ModelNet10 meshes `ROOT/<class>/{train,test}/*.off` (z-up).
 - `folder`: folder per class, either `ROOT/{train,test}/<class>/*` or `ROOT/<class>/*` split with a
   seeded ratio; any format `clip2point.io` reads; the up axis is the user's choice.
@@ -48,17 +56,18 @@ import numpy as np
 
 from clip2point import defaults
 from clip2point.errors import DatasetError, InputFileError, Opt, OptionError, UsageError
-from clip2point.io import SUPPORTED_EXTENSIONS, normalize_unit_sphere, read_cloud, subsample
+from clip2point.io import SUPPORTED_EXTENSIONS, normalize_unit_sphere, read_cloud, read_points, subsample
 from clip2point.views import apply_up_axis
 
 SPLITS = ("train", "test")
-KINDS = ("auto", "synth", "modelnet", "modelnet-h5", "modelnet-resampled", "scanobjectnn", "folder")
+KINDS = ("auto", "synth", "modelnet", "modelnet-h5", "modelnet-resampled", "modelnet40-ply", "scanobjectnn", "folder")
 # Other names users reach for; they select the same readers.
 KIND_ALIASES = {
     "modelnet40": "modelnet",
     "modelnet10": "modelnet",
     "modelnet40_ply_hdf5_2048": "modelnet-h5",
     "modelnet40_normal_resampled": "modelnet-resampled",
+    "modelnet40_ply": "modelnet40-ply",
 }
 SCANOBJECTNN_VARIANTS = ("obj_bg", "obj_only", "pb_t50_rs")
 # Class order of ScanObjectNN's label indices (its shape_names.txt; the h5 files store only indices).
@@ -91,6 +100,18 @@ def prepare_points(points: np.ndarray, n_points: int, sampling: str, seed: int, 
     return normalize_unit_sphere(apply_up_axis(pts.astype(np.float32), up))
 
 
+def resampled(dataset: PointDataset, r: int) -> PointDataset:
+    """The dataset with every sample's randomness (subset, FPS start, mesh surface samples) drawn
+    anew: resample r of a few-shot run's per-epoch resampling (r = 0 is the dataset itself)."""
+    if r == 0:
+        return dataset
+    import copy
+
+    out = copy.copy(dataset)
+    out.seed = int(zlib.crc32(f"resample:{dataset.seed}:{r}".encode()))
+    return out
+
+
 def _file_stat(path: Path) -> str:
     try:
         st = path.stat()
@@ -105,6 +126,8 @@ class PointDataset:
     kind: str = ""
     default_up: str = defaults.UP_AXIS
     default_sampling: str = "random"
+    # Reading limits for files (max_points, bin_columns of clip2point.io.read_cloud); set by open_dataset.
+    read_limits: dict = {}
 
     def __init__(
         self,
@@ -170,7 +193,7 @@ class _FileListDataset(PointDataset):
         return pts, self.targets[i]
 
     def _read(self, path: Path, seed: int) -> np.ndarray:
-        return read_cloud(path, self.n_points, self.sampling, seed, self.up)
+        return read_cloud(path, self.n_points, self.sampling, seed, self.up, **self.read_limits)
 
     def fingerprint(self, i: int) -> str:
         return f"{self.sample_ids[i]}:{_file_stat(self.files[i])}"
@@ -312,9 +335,11 @@ def _read_names(path: Path) -> list[str]:
 
 
 class ModelNetResampledDataset(_FileListDataset):
-    """`modelnet40_normal_resampled`: comma-separated x,y,z,nx,ny,nz text files with split lists (z-up)."""
+    """`modelnet40_normal_resampled`: comma-separated x,y,z,nx,ny,nz text files with split lists
+    (y-up, like the h5 release: PointNet++ rotates it about y; so no ModelNet rotation)."""
 
     kind = "modelnet-resampled"
+    default_up = "y"
 
     def __init__(self, root: str | Path, split: str = "train", n_points: int = defaults.NUM_POINTS,
                  sampling: str | None = None, seed: int = 0, up: str | None = None):
@@ -381,13 +406,16 @@ class _H5Dataset(PointDataset):
         self.sample_ids = ids
         self._stats = {p.path: _file_stat(p.path) for p in self.parts}
 
+    def _prepare(self, points: np.ndarray, seed: int) -> np.ndarray:
+        return prepare_points(points, self.n_points, self.sampling, seed, self.up)
+
     def _part(self, i: int) -> _H5Part:
         return next(p for p in self.parts if p.start <= i < p.start + p.count)
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
         sid = self.sample_ids[i]
         try:
-            pts = prepare_points(self._data[i], self.n_points, self.sampling, sample_seed(self.seed, sid), self.up)
+            pts = self._prepare(self._data[i], sample_seed(self.seed, sid))
         except ValueError as e:
             raise InputFileError(self._part(i).path, f"sample {sid.rsplit(':', 1)[1]}: {e}") from None
         return pts, self.targets[i]
@@ -436,9 +464,11 @@ _H5_NAME = re.compile(r"ply_data_(train|test)(\d+)\.h5$")
 
 
 class ModelNetH5Dataset(_H5Dataset):
-    """`modelnet40_ply_hdf5_2048`: `ply_data_{train,test}N.h5` with `shape_names.txt` (z-up)."""
+    """`modelnet40_ply_hdf5_2048`: `ply_data_{train,test}N.h5` with `shape_names.txt` (y-up: PointNet
+    augments it by rotating about y, its up direction; so no ModelNet rotation)."""
 
     kind = "modelnet-h5"
+    default_up = "y"
 
     def __init__(self, root: str | Path, split: str = "train", n_points: int = defaults.NUM_POINTS,
                  sampling: str | None = None, seed: int = 0, up: str | None = None):
@@ -468,7 +498,9 @@ class ScanObjectNNDataset(_H5Dataset):
 
     The root may be the release's `h5_files/` folder (holding main_split/ and main_split_nobg/) or
     one of those folders itself; a root named main_split_nobg implies obj_only. Not rotated
-    (up = y) and farthest point sampling of the 2048 stored points, as in the paper.
+    (up = y). As the official zeroshot.py: the 2048 stored points are normalised (centre, unit
+    sphere), then farthest-point-sampled to `n_points` starting from the first stored point (what
+    pointnet2_ops' furthest_point_sample does), and not normalised again.
     """
 
     kind = "scanobjectnn"
@@ -496,8 +528,91 @@ class ScanObjectNNDataset(_H5Dataset):
         self.labels = list(SCANOBJECTNN_LABELS)
         self._load_h5([path])
 
+    def _prepare(self, points: np.ndarray, seed: int) -> np.ndarray:
+        pts = np.asarray(points, dtype=np.float64)
+        pts = pts[np.isfinite(pts).all(axis=1)]
+        if len(pts) == 0:
+            raise ValueError("no finite points")
+        if not np.any(np.ptp(pts, axis=0) > 0):
+            raise ValueError("all points coincide (zero extent)")
+        pts = normalize_unit_sphere(pts)
+        if self.sampling == "fps":
+            pts = farthest_points_from_first(pts, self.n_points)
+        else:
+            pts = subsample(pts, self.n_points, self.sampling, np.random.default_rng(seed))
+        return apply_up_axis(pts, self.up)
+
     def describe(self) -> dict:
-        return {**super().describe(), "variant": self.variant}
+        return {**super().describe(), "variant": self.variant, "order": "normalise, then sample"}
+
+
+def farthest_points_from_first(points: np.ndarray, n: int) -> np.ndarray:
+    """`n` points by farthest point sampling that starts from the first point, as pointnet2_ops'
+    `furthest_point_sample` does (float32 squared distances, the first farthest point on ties)."""
+    pts = np.asarray(points, dtype=np.float32)
+    if len(pts) <= n:
+        return pts
+    chosen = np.empty(n, dtype=np.int64)
+    chosen[0] = 0
+    min_d = np.full(len(pts), np.inf, dtype=np.float32)
+    for i in range(1, n):
+        d = ((pts - pts[chosen[i - 1]]) ** 2).sum(axis=1, dtype=np.float32)
+        np.minimum(min_d, d, out=min_d)
+        chosen[i] = int(np.argmax(min_d))
+    return pts[chosen]
+
+
+_PLY_SAMPLE = re.compile(r"^(\d+)_.*\.ply$", re.IGNORECASE)
+
+
+def _ply_samples(root: Path) -> list[Path]:
+    return sorted(f for f in root.iterdir() if f.is_file() and f.suffix.lower() == ".ply")
+
+
+class ModelNet40PlyDataset(_FileListDataset):
+    """`ModelNet40_Ply`: the authors' fixed ModelNet40 test samples (the paper's 49.38% zero-shot).
+
+    A flat folder of `<label index>_<anything>.ply`, the label index into ModelNet40's 40 classes
+    (`prompts.MODELNET40`'s order). As the official `ModelNet40Ply` reader: every point of a file
+    is used (the files are the fixed samples; `n_points` does not apply), normalised (centre, unit
+    sphere) and rendered with the ModelNet rotation (z-up). The set is a test split only.
+    """
+
+    kind = "modelnet40-ply"
+
+    def __init__(self, root: str | Path, split: str = "test", n_points: int = defaults.NUM_POINTS,
+                 sampling: str | None = None, seed: int = 0, up: str | None = None):
+        from clip2point.prompts import MODELNET40_FOLDERS
+
+        super().__init__(root, split, n_points, sampling, seed, up)
+        if split != "test":
+            raise DatasetError(f"{self.root}: ModelNet40_Ply holds test samples only (no {split} split)")
+        self.labels = list(MODELNET40_FOLDERS)
+        files, targets = [], []
+        for f in _ply_samples(self.root):
+            m = _PLY_SAMPLE.match(f.name)
+            if m is None:
+                raise DatasetError(f"{f}: not named <label index>_<anything>.ply (ModelNet40_Ply layout)")
+            label = int(m.group(1))
+            if label >= len(self.labels):
+                raise DatasetError(f"{f}: label index {label} out of range for ModelNet40's {len(self.labels)} classes")
+            files.append(f)
+            targets.append(label)
+        if not files:
+            raise DatasetError(f"{self.root}: no <label index>_<anything>.ply files (ModelNet40_Ply layout)")
+        self._set_files(files, targets)
+
+    def _read(self, path: Path, seed: int) -> np.ndarray:
+        pts = read_points(path, **self.read_limits).astype(np.float64)
+        pts = pts[np.isfinite(pts).all(axis=1)]
+        if len(pts) == 0:
+            raise InputFileError(path, "no finite points")
+        if not np.any(np.ptp(pts, axis=0) > 0):
+            raise InputFileError(path, "all points coincide (zero extent)")
+        return apply_up_axis(normalize_unit_sphere(pts), self.up)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "all_points": True, "sampling": None}
 
 
 _READERS: dict[str, type[PointDataset]] = {
@@ -505,6 +620,7 @@ _READERS: dict[str, type[PointDataset]] = {
     "modelnet": ModelNetMeshDataset,
     "modelnet-h5": ModelNetH5Dataset,
     "modelnet-resampled": ModelNetResampledDataset,
+    "modelnet40-ply": ModelNet40PlyDataset,
     "scanobjectnn": ScanObjectNNDataset,
     "folder": FolderDataset,
 }
@@ -526,6 +642,9 @@ def detect_layout(root: str | Path) -> str:
     if any(d.is_dir() and any(f.name.startswith("training_objectdataset") for f in d.glob("*.h5")) for d in scan_dirs):
         return "scanobjectnn"
     subdirs = _subdirs(root)
+    plys = _ply_samples(root)
+    if plys and all(_PLY_SAMPLE.match(f.name) for f in plys) and not any(_class_files(d) for d in subdirs):
+        return "modelnet40-ply"
     if any((d / s).is_dir() and _class_files(d / s) for d in subdirs for s in SPLITS):
         return "modelnet"
     if any(_has_class_files(root / s) for s in SPLITS) or any(_class_files(d) for d in subdirs):
@@ -533,7 +652,8 @@ def detect_layout(root: str | Path) -> str:
     raise DatasetError(
         f"{root}: unrecognised dataset layout; looked for: c2p synth (synth.json + classes.txt), "
         "modelnet40_ply_hdf5_2048 (ply_data_train0.h5 + shape_names.txt), modelnet40_normal_resampled "
-        "(modelnet40_shape_names.txt), ScanObjectNN (training_objectdataset*.h5), ModelNet meshes "
+        "(modelnet40_shape_names.txt), ScanObjectNN (training_objectdataset*.h5), ModelNet40_Ply "
+        "(<label index>_*.ply), ModelNet meshes "
         "(<class>/train/*.off), folder per class (<class>/* or train|test/<class>/*)"
     )
 
@@ -545,6 +665,7 @@ def open_dataset(root: str | Path, kind: str = "auto", split: str = "train", **k
     test_fraction / split_seed (folder), variant (scanobjectnn). Options a kind does not take are
     dropped when they are None.
     """
+    limits = {k: v for k in ("max_points", "bin_columns") if (v := kw.pop(k, None)) is not None}
     kind = KIND_ALIASES.get(kind, kind)
     if kind not in KINDS:
         raise OptionError(Opt("dataset"), f" must be one of {', '.join(KINDS + tuple(KIND_ALIASES))}, got {kind!r}")
@@ -560,7 +681,14 @@ def open_dataset(root: str | Path, kind: str = "auto", split: str = "train", **k
                 del kw[key]
             else:
                 raise UsageError(f"option {key.replace('_', '-')} does not apply to {kind} datasets")
-    return cls(root, split, **kw)
+    if limits:
+        from clip2point.io import check_read_limits
+
+        check_read_limits(limits.get("max_points", defaults.MAX_POINTS), limits.get("bin_columns", defaults.BIN_COLUMNS))
+    ds = cls(root, split, **kw)
+    if limits:
+        ds.read_limits = limits
+    return ds
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,16 +6,29 @@ A run folder holds:
     shots.json           the sampled k shots per class (sample ids of readable files: a drawn file
                          that fails to read is replaced from its class), training and validation
                          parts; --resume trains on exactly these (it never re-samples)
-    metrics.jsonl        one line per epoch: loss, train / val accuracy, lr, time
-    best.safetensors     adapter weights of the selected epoch (best validation accuracy, ties to
-                         the lower validation loss, or the last epoch with `select="last"`)
+    metrics.jsonl        one line per epoch: loss, train / val (or test) accuracy, lr, time
+    best.safetensors     adapter weights of the selected epoch: the last one (`select="last"`, the
+                         default), the best validation accuracy (`"val"`, ties to the lower
+                         validation loss), or the best TEST accuracy (`"test"`, the paper's protocol)
     last.safetensors     adapter weights after the last completed epoch
     state.safetensors    optimiser moments, RNG states (tensors, no pickle) ...
     state.json           ... and the epoch, best-so-far and optimiser hyper-parameters, for --resume
     summary.json         final numbers (written at the end)
 
-Model selection never looks at the test split: the test accuracy in summary.json is computed
-after training, for information only. Training is deterministic for a seed on CPU, and a resumed
+The head is the official one (see `clip2point.adapters`): raw per-view features, logits = the
+normalised fused feature . text^T with scale 1 in the loss. As the official fewshot.py, all k
+shots train and the last epoch is kept by default (`select="last"`); `select="val"` holds out part
+of each class's shots and keeps the best validation epoch. `select="test"` is the paper's
+protocol, keeping the epoch with the best test accuracy: every output of such a run says so
+(`SELECTION_NOTES`), since choosing on the test split is optimistic. Otherwise the test accuracy
+in summary.json is computed after training, for information only.
+
+Per-epoch resampling (`resamples=R`): the official loader samples new surface points every time a
+shape is read. The encoders are frozen, so instead the features of R resampled point sets of every
+training shot are computed once (and cached), and each epoch every shot draws one of its R sets
+(seeded by (seed, epoch), so resume sees the same draws). R=1 trains on one fixed set.
+
+Training is deterministic for a seed on CPU, and a resumed
 run ends bit-identical to an uninterrupted one: the state saved after each epoch holds everything
 the next epoch consumes (weights, AdamW moments and step, torch's RNG for dropout, the shuffling
 generator).
@@ -51,7 +64,10 @@ from .features import FeatureSet
 if TYPE_CHECKING:
     from .datasets import ShotSplit
 
-SELECTIONS = ("val", "last")
+SELECTIONS = ("last", "val", "test")
+# Said wherever the results of a selection are shown (config.json, summary.json, the CLI, reports).
+SELECTION_NOTES = {"test": "the paper's protocol: epoch chosen on the test split (optimistic)"}
+MAX_RESAMPLES = 1000
 EventCallback = Callable[..., None]
 
 
@@ -66,8 +82,9 @@ class FewShotOptions:
     weight_decay: float = 1e-4
     seed: int = 0
     fusion: str = "gated"
-    select: str = "val"
-    val_fraction: float = 0.25
+    select: str = "last"
+    val_fraction: float = 0.25  # with select="val": the part of each class's shots held out
+    resamples: int = 1
     model: str = defaults.MODEL
     pretrained: str = defaults.PRETRAINED
     depth_encoder: str | None = None
@@ -97,6 +114,8 @@ class FewShotOptions:
             raise OptionError(Opt("fusion"), f" must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
         if self.select not in SELECTIONS:
             raise OptionError(Opt("select"), f" must be one of {', '.join(SELECTIONS)}, got {self.select!r}")
+        if not 1 <= self.resamples <= MAX_RESAMPLES:
+            raise OptionError(Opt("resamples"), f" must be between 1 and {MAX_RESAMPLES}, got {self.resamples}")
         for name in ("shots", "epochs", "batch_size", "feature_batch_size", "save_every"):
             if getattr(self, name) < 1:
                 raise OptionError(Opt(name), f" must be at least 1, got {getattr(self, name)}")
@@ -112,8 +131,10 @@ class FewShotOptions:
 # `depth_encoder_sha256` and `encoder_ids` of config.json (see RESUME_IDENTITY).
 RESUME_KEYS = (
     "shots", "batch_size", "lr", "weight_decay", "seed", "fusion", "select", "val_fraction", "model",
-    "views", "n_points", "sampling", "up", "templates", "radius", "fold", "dataset_kind", "variant",
+    "views", "n_points", "sampling", "up", "templates", "radius", "fold", "dataset_kind", "variant", "resamples",
 )
+# What a run recorded before an option existed meant.
+RESUME_DEFAULTS = {"resamples": 1}
 RESUME_IDENTITY = {
     "weights_id": "CLIP weights (pretrained)",
     "depth_encoder_sha256": "depth encoder file (depth_encoder)",
@@ -179,9 +200,18 @@ def _save_state(run: Path, adapter, opt, gen: torch.Generator, epoch: int, best:
     write_json(run / "state.json", {"epoch": epoch, "best": best, "optimizer": opt_meta})
 
 
-def _load_state(run: Path, adapter, opt, gen: torch.Generator, device: torch.device) -> tuple[int, dict]:
+def _load_state(run: Path, adapter, opt, gen: torch.Generator, device: torch.device,
+                split: str | None = None) -> tuple[int, dict]:
+    """(epoch, best) of the run's resume state, loaded into the adapter, optimiser and RNGs after
+    checking every field it uses (`clip2point.run_files`; `split`: the selection set's name)."""
+    from clip2point.run_files import FEWSHOT_STATE, check_fewshot_best, check_fields, check_rng_tensors
+
     meta = read_json(run / "state.json")
+    check_fields(run / "state.json", meta, FEWSHOT_STATE)
+    if split is not None:
+        check_fewshot_best(meta["best"], run / "state.json", split)
     tensors = load_tensors(run / "state.safetensors")
+    check_rng_tensors(tensors, run / "state.safetensors", ["rng.torch", "rng.shuffle", "rng.cuda"])
     try:
         adapter.load_state_dict({k[len("adapter."):]: v for k, v in tensors.items() if k.startswith("adapter.")})
         load_optimizer_state(opt, tensors, meta["optimizer"])
@@ -212,9 +242,159 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
 
 
+class AdapterTrainer:
+    """Trains a DualPathAdapter on cached features, in named stages.
+
+    `run()` = `setup()` (optimiser, shuffling generator, resume state, metrics file), then per epoch
+    `epoch()` (one shuffled pass over the training features) and `end_epoch()` (validation, model
+    selection, checkpoints, the metrics line, the event), then `finish()` (the result). The stages
+    run inside a forked RNG seeded with `seed`, so training never disturbs the caller's RNG.
+
+    `train` is one FeatureSet, or a list of R (the same samples, resampled point sets): each epoch
+    every sample then trains on one of its R feature sets, drawn with a generator seeded by
+    (seed, epoch). `val` is the selection set: validation shots (`select="val"`) or the test split
+    (`select="test"`, metrics keys test_acc / test_loss).
+    """
+
+    def __init__(
+        self,
+        adapter: torch.nn.Module,
+        train: FeatureSet | Sequence[FeatureSet],
+        val: FeatureSet | None,
+        run: str | Path,
+        *,
+        epochs: int,
+        batch_size: int = 32,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        seed: int = 0,
+        select: str = "last",
+        resume: bool = False,
+        save_every: int = 1,
+        on_event: EventCallback | None = None,
+        refresh_features: Callable[[], tuple[FeatureSet, FeatureSet | None]] | None = None,
+    ):
+        resamples = list(train) if isinstance(train, (list, tuple)) else [train]
+        train = resamples[0]
+        if len(train) < 2:
+            raise UsageError(f"need at least 2 training samples, got {len(train)}")
+        if select not in SELECTIONS:
+            raise OptionError(Opt("select"), f" must be one of {', '.join(SELECTIONS)}, got {select!r}")
+        if select == "val" and (val is None or len(val) == 0):
+            raise OptionError("validation selection needs validation shots; use ", Opt("select", "last"), " or more shots")
+        if select == "test" and (val is None or len(val) == 0):
+            raise UsageError("selection on the test split needs test samples")
+        if any(r.indices != train.indices for r in resamples):
+            raise UsageError("the resampled feature sets must hold the same samples in the same order")
+        # [R, N, V, D] per path; None for one set (then every epoch sees `train` as it is).
+        self.resampled = None
+        if len(resamples) > 1:
+            self.resampled = (torch.stack([r.depth for r in resamples]), torch.stack([r.clip for r in resamples]))
+        self.split_name = "test" if select == "test" else "val"
+        self.adapter, self.train, self.val, self.run_dir = adapter, train, val, Path(run)
+        self.epochs, self.batch_size, self.lr, self.weight_decay = epochs, batch_size, lr, weight_decay
+        self.seed, self.select, self.resume, self.save_every = seed, select, resume, save_every
+        self.on_event, self.refresh_features = on_event, refresh_features
+        self.device = next(adapter.parameters()).device
+        self.metrics_path = self.run_dir / "metrics.jsonl"
+        self.start = 0
+        self.best: dict = {"epoch": 0, f"{self.split_name}_acc": -1.0, f"{self.split_name}_loss": math.inf}
+        self.history: list[dict] = []
+        self.last: dict = {}
+
+    def run(self) -> TrainResult:
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.seed)
+            self.setup()
+            for epoch in range(self.start + 1, self.epochs + 1):
+                t0 = time.perf_counter()
+                row = self.epoch(epoch)
+                self.end_epoch(row, t0)
+        return self.finish()
+
+    def setup(self) -> None:
+        """The optimiser and shuffling generator, restored from the run's state when resuming."""
+        self.opt = torch.optim.AdamW(self.adapter.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        self.gen = torch.Generator().manual_seed(self.seed)
+        if self.resume:
+            self.start, self.best = _load_state(self.run_dir, self.adapter, self.opt, self.gen, self.device,
+                                                None if self.select == "last" else self.split_name)
+        self.history = _read_metrics(self.metrics_path, upto=self.start)
+        _write_metrics(self.metrics_path, self.history)
+
+    def epoch(self, epoch: int) -> dict:
+        """One shuffled pass over the training features; returns the epoch's metrics row so far."""
+        if self.refresh_features is not None:
+            self.train, self.val = self.refresh_features()
+        adapter, opt, device, train = self.adapter, self.opt, self.device, self.epoch_features(epoch)
+        adapter.train()
+        total, correct, loss_sum = 0, 0, 0.0
+        for idx in _batches(len(train), self.batch_size, self.gen):
+            f1, f2 = train.depth[idx].to(device), train.clip[idx].to(device)
+            y = train.targets[idx].to(device)
+            logits = adapter(f1, f2)
+            loss = F.cross_entropy(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.item() * len(idx)
+            correct += int((logits.argmax(-1) == y).sum())
+            total += len(idx)
+        return {"epoch": epoch, "loss": loss_sum / total, "train_acc": correct / total, "lr": opt.param_groups[0]["lr"]}
+
+    def epoch_features(self, epoch: int) -> FeatureSet:
+        """The training features of an epoch: with R resampled sets, each sample's draw for this epoch."""
+        if self.resampled is None:
+            return self.train
+        depth, clip = self.resampled
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        pick = torch.randint(depth.shape[0], (depth.shape[1],), generator=g)
+        rows = torch.arange(depth.shape[1])
+        t = self.train
+        return FeatureSet(depth[pick, rows], clip[pick, rows], t.targets, t.indices, t.sample_ids, t.skipped)
+
+    def end_epoch(self, row: dict, t0: float) -> None:
+        """Validation, selection (best.safetensors), checkpoints, the metrics line and the event."""
+        epoch = row["epoch"]
+        acc_key, loss_key = f"{self.split_name}_acc", f"{self.split_name}_loss"
+        if self.val is not None and len(self.val):
+            row[loss_key], row[acc_key], _ = evaluate_features(self.adapter, self.val)
+        if self.select == "test":
+            row["selection"] = SELECTION_NOTES["test"]
+        best = self.best
+        if self.select == "last":
+            improved = True
+        elif self.select == "test":  # fewshot.py: `if test_acc > max_test_acc` (the first best epoch)
+            improved = row[acc_key] > best[acc_key]
+        else:
+            improved = row[acc_key] > best[acc_key] or (row[acc_key] == best[acc_key] and row[loss_key] < best[loss_key])
+        weights = adapter_tensors(self.adapter)
+        checkpoint = epoch % self.save_every == 0 or epoch == self.epochs
+        if checkpoint:
+            save_tensors(self.run_dir / "last.safetensors", weights, metadata={"epoch": str(epoch)})
+        if improved:
+            self.best = {"epoch": epoch, acc_key: row.get(acc_key, -1.0), loss_key: row.get(loss_key, math.inf)}
+            save_tensors(self.run_dir / "best.safetensors", weights, metadata={"epoch": str(epoch)})
+        row["best"] = improved
+        row["time_s"] = round(time.perf_counter() - t0, 4)
+        self.history.append(row)
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if checkpoint:
+            _save_state(self.run_dir, self.adapter, self.opt, self.gen, epoch, self.best, self.device)
+        self.last = row
+        if self.on_event is not None:
+            self.on_event("epoch", metrics=row, epochs=self.epochs)
+
+    def finish(self) -> TrainResult:
+        last = self.last or (self.history[-1] if self.history else {})
+        return TrainResult(epochs=self.epochs, best=self.best, last=last, history=self.history)
+
+
 def train_adapter(
     adapter: torch.nn.Module,
-    train: FeatureSet,
+    train: FeatureSet | Sequence[FeatureSet],
     val: FeatureSet | None,
     run: str | Path,
     *,
@@ -223,7 +403,7 @@ def train_adapter(
     lr: float = 1e-3,
     weight_decay: float = 1e-4,
     seed: int = 0,
-    select: str = "val",
+    select: str = "last",
     resume: bool = False,
     save_every: int = 1,
     on_event: EventCallback | None = None,
@@ -231,76 +411,18 @@ def train_adapter(
 ) -> TrainResult:
     """Train `adapter` (a DualPathAdapter) on cached features with AdamW; write checkpoints to `run`.
 
+    `train`: one FeatureSet or R resampled ones (see `AdapterTrainer`); `val`: the selection set.
+
     After every epoch: a metrics.jsonl line and best.safetensors when the selection metric improved;
     every `save_every` epochs and after the last one: last.safetensors and the resume state.
     `resume=True` continues from state.json (the last saved epoch; later metrics lines are redone).
     `refresh_features` (benchmark baseline) is called before every epoch to recompute the features.
-    `on_event("epoch", metrics=...)` is called after each epoch is saved.
+    `on_event("epoch", metrics=...)` is called after each epoch is saved. See `AdapterTrainer`.
     """
-    if len(train) < 2:
-        raise UsageError(f"need at least 2 training samples, got {len(train)}")
-    if select == "val" and (val is None or len(val) == 0):
-        raise OptionError("validation selection needs validation shots; use ", Opt("select", "last"), " or more shots")
-    run = Path(run)
-    device = next(adapter.parameters()).device
-    opt = torch.optim.AdamW(adapter.parameters(), lr=lr, weight_decay=weight_decay)
-    gen = torch.Generator().manual_seed(seed)
-    metrics_path = run / "metrics.jsonl"
-    start, best = 0, {"epoch": 0, "val_acc": -1.0, "val_loss": math.inf}
-    devices = [device] if device.type == "cuda" else []
-    history: list[dict] = []
-    last: dict = {}
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        if resume:
-            start, best = _load_state(run, adapter, opt, gen, device)
-        history = _read_metrics(metrics_path, upto=start)
-        _write_metrics(metrics_path, history)
-        for epoch in range(start + 1, epochs + 1):
-            t0 = time.perf_counter()
-            if refresh_features is not None:
-                train, val = refresh_features()
-            adapter.train()
-            total, correct, loss_sum = 0, 0, 0.0
-            for idx in _batches(len(train), batch_size, gen):
-                f1, f2 = train.depth[idx].to(device), train.clip[idx].to(device)
-                y = train.targets[idx].to(device)
-                logits = adapter(f1, f2)
-                loss = F.cross_entropy(logits, y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                loss_sum += loss.item() * len(idx)
-                correct += int((logits.argmax(-1) == y).sum())
-                total += len(idx)
-            row = {"epoch": epoch, "loss": loss_sum / total, "train_acc": correct / total,
-                   "lr": opt.param_groups[0]["lr"]}
-            if val is not None and len(val):
-                row["val_loss"], row["val_acc"], _ = evaluate_features(adapter, val)
-            improved = select == "last" or (
-                row["val_acc"] > best["val_acc"]
-                or (row["val_acc"] == best["val_acc"] and row["val_loss"] < best["val_loss"])
-            )
-            weights = adapter_tensors(adapter)
-            checkpoint = epoch % save_every == 0 or epoch == epochs
-            if checkpoint:
-                save_tensors(run / "last.safetensors", weights, metadata={"epoch": str(epoch)})
-            if improved:
-                best = {"epoch": epoch, "val_acc": row.get("val_acc", -1.0), "val_loss": row.get("val_loss", math.inf)}
-                save_tensors(run / "best.safetensors", weights, metadata={"epoch": str(epoch)})
-            row["best"] = improved
-            row["time_s"] = round(time.perf_counter() - t0, 4)
-            history.append(row)
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(row) + "\n")
-            if checkpoint:
-                _save_state(run, adapter, opt, gen, epoch, best, device)
-            last = row
-            if on_event is not None:
-                on_event("epoch", metrics=row, epochs=epochs)
-    if not last and history:
-        last = history[-1]
-    return TrainResult(epochs=epochs, best=best, last=last, history=history)
+    return AdapterTrainer(
+        adapter, train, val, run, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
+        select=select, resume=resume, save_every=save_every, on_event=on_event, refresh_features=refresh_features,
+    ).run()
 
 
 def _read_metrics(path: Path, upto: int) -> list[dict]:
@@ -343,12 +465,15 @@ def _load_shots(run: Path, dataset) -> ShotSplit:
     Resuming must train on the same samples: re-sampling would move shots between training and
     validation as soon as a file was added. A listed shot that is gone (or changed class) refuses.
     """
+    from clip2point.run_files import FEWSHOT_SHOTS, check_fields
+
     from .datasets import ShotSplit
 
     path = run / "shots.json"
     if not path.is_file():
         raise CheckpointError(f"{path}: missing; cannot resume without the run's shots")
     saved = read_json(path)
+    check_fields(path, saved, FEWSHOT_SHOTS)
     index = {sid: i for i, sid in enumerate(dataset.sample_ids)}
     parts: dict[str, list[int]] = {}
     for part in ("train", "val"):
@@ -421,6 +546,291 @@ def _encoder_ids(bundle, depth_encoder: str | None) -> tuple[dict, str | None]:
     return {"clip": bundle.weights_id, "depth": f"sha256:{sha}" if sha else bundle.weights_id}, sha
 
 
+class FewShotRun:
+    """One `c2p fewshot` run, in named stages (the public entry point is `run_fewshot`).
+
+    `run()` = `setup()` (options, run folder, dataset, models, config.json, shots), `features()`
+    (both paths' per-view features of the shots, of their R resampled point sets, and of the test
+    split when it selects the epoch; all cached), `train()` (the epochs, see
+    `AdapterTrainer`: epoch / end of epoch), `finish()` (test report, summary.json).
+    Events for progress displays: on_event("stage", name=...), ("features", done=, total=, name=),
+    ("epoch", metrics=, epochs=).
+    """
+
+    def __init__(self, data: str | Path, out: str | Path, opts: FewShotOptions, resume: bool = False,
+                 on_event: EventCallback | None = None):
+        self.data, self.run_dir, self.opts, self.resume, self.on_event = data, Path(out), opts, resume, on_event
+        self.warnings: list[str] = []
+        self.unreadable: list[dict] = []
+
+    def emit(self, kind: str, **info) -> None:
+        if self.on_event is not None:
+            self.on_event(kind, **info)
+
+    def run(self) -> dict:
+        self.t_start = time.perf_counter()
+        self.setup()
+        self.features()
+        self.train()
+        return self.finish()
+
+    # -- setup ------------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Check options and the run folder (before anything slow), read the dataset, build the
+        models, write config.json and the shots."""
+        from clip2point import prompts
+        from clip2point.adapters import build_adapter_classifier
+        from clip2point.devices import resolve_device
+        from clip2point.encoders import load_clip
+        from clip2point.views import view_preset
+
+        from .datasets import open_dataset
+        from .features import RenderSettings
+
+        opts, run = self.opts, self.run_dir
+        opts.check()
+        if opts.depth_encoder:
+            from clip2point.encoders import resolve_depth_encoder
+
+            # a `c2p pretrain` run folder stands for its depth_encoder.safetensors
+            opts.depth_encoder = str(resolve_depth_encoder(opts.depth_encoder))
+        self._check_run_folder()
+        # A run stopped before its first epoch ended has a config but no state: it starts from epoch 0.
+        self.has_state = (run / "state.json").is_file()
+        self.device = resolve_device(opts.device)
+        self.templates = prompts.resolve_templates(opts.templates)
+        view_list = view_preset(opts.views)
+        self.ds_kw = {"n_points": opts.n_points, "sampling": opts.sampling, "seed": opts.seed, "up": opts.up,
+                      "variant": opts.variant}
+
+        self.emit("stage", name="reading dataset")
+        self.train_ds = open_dataset(self.data, opts.dataset_kind, "train", **self.ds_kw)
+        self.labels = list(self.train_ds.labels)
+
+        self.emit("stage", name="loading models")
+        bundle = load_clip(opts.model, opts.pretrained, device="cpu")
+        text = prompts.text_features(bundle, self.labels, self.templates).cpu()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(opts.seed)
+            self.clf = build_adapter_classifier(bundle, self.labels, text, len(view_list), opts.fusion,
+                                                opts.depth_encoder, opts.fold)
+        self.clf.to(self.device)
+        self.encoder_ids, depth_sha = _encoder_ids(bundle, opts.depth_encoder)
+        if not opts.depth_encoder:
+            self.warnings.append("no depth encoder: the depth path starts from CLIP's own visual weights (both paths see the same encoder)")
+        self.settings = RenderSettings(view_list, self.clf.depth_encoder.image_size, opts.radius, self.clf.in_channels,
+                                       opts.render_backend)
+        config = self._config(bundle, view_list, depth_sha)
+        if self.resume and (run / "config.json").is_file():
+            from clip2point.adapters import read_run_config
+
+            self._check_resume(read_run_config(run), config)
+
+        self.shots_ds = self.train_ds
+        if self.resume:
+            self.split = _load_shots(run, self.train_ds)
+        else:
+            self.emit("stage", name="sampling shots")
+            self.split, self.unreadable, self.shots_ds = _sample_readable_shots(self.train_ds, opts)
+            # shots.json first: a config.json (what --resume looks for) always comes with its shots
+            write_json(run / "shots.json", _shots_json(self.train_ds, self.split, opts.seed, opts.shots))
+        write_json(run / "config.json", config)
+
+    def _check_run_folder(self) -> None:
+        run, resume = self.run_dir, self.resume
+        if run.exists() and not run.is_dir():
+            raise OptionError(Opt("out"), f" {run} must be a run folder, but it is a file")
+        if resume and not (run / "config.json").is_file():
+            raise CheckpointError(f"{run}: nothing to resume (no config.json; start the run without resuming)")
+        if not resume and (run / "state.json").exists():
+            raise OptionError(f"{run} already holds a few-shot run; continue it with ", Opt("resume"), " or choose another ", Opt("out"))
+        # Created before any model or data is loaded, so a bad --out fails in a second, not after training.
+        try:
+            run.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UsageError(f"{run}: cannot create the run folder ({e.strerror or e})") from e
+
+    def _config(self, bundle, view_list, depth_sha: str | None) -> dict:
+        from clip2point import __version__
+        from clip2point.adapters import RUN_FORMAT
+
+        opts, clf = self.opts, self.clf
+        config = {
+            "format": RUN_FORMAT, "version": __version__, "labels": self.labels, "templates": self.templates,
+            "model": bundle.model_name, "pretrained": bundle.pretrained, "weights_id": bundle.weights_id,
+            "depth_encoder": str(Path(opts.depth_encoder).resolve()) if opts.depth_encoder else None,
+            "depth_encoder_sha256": depth_sha, "encoder_ids": self.encoder_ids, "fold": opts.fold,
+            "fusion": opts.fusion, "dropout": clf.adapter.path1.dropout.p, "normalize_views": clf.adapter.normalize_views,
+            "num_views": len(view_list), "views": [list(v) for v in view_list], "dim": clf.adapter.dim,
+            # Training logits are z . t with scale 1 (the official loss); reported probabilities are
+            # softmax(probability_scale * z . t). `logit_scale` is the same number (older readers).
+            "loss_scale": 1.0, "probability_scale": float(clf.adapter.logit_scale),
+            "logit_scale": float(clf.adapter.logit_scale), "image_size": self.settings.image_size, "radius": opts.radius,
+            "selection": {"select": opts.select, "note": SELECTION_NOTES.get(opts.select)},
+            "resamples": opts.resamples,
+            "dataset": self.train_ds.describe(), "options": {k: v for k, v in asdict(opts).items() if k in RECORDED_KEYS},
+            "warnings": self.warnings,
+        }
+        config["options"]["templates"] = self.templates
+        return config
+
+    def _check_resume(self, old: dict, config: dict) -> None:
+        saved = {**RESUME_DEFAULTS, **old.get("options", {})}
+        diffs = [k for k in RESUME_KEYS if saved.get(k) != config["options"].get(k)]
+        for key, what in RESUME_IDENTITY.items():
+            if old.get(key) != config[key] and not (key == "encoder_ids" and diffs):
+                diffs.append(f"{what} ({old.get(key)} != {config[key]})")
+        if old.get("labels") != self.labels:
+            diffs.append("labels (the dataset's classes changed)")
+        if diffs:
+            raise UsageError(f"{self.run_dir}: cannot resume with different options: {', '.join(diffs)}")
+
+    # -- features ---------------------------------------------------------------------------------
+
+    def features(self) -> None:
+        """Per-view features of every shot (and of R - 1 more point sets of each training shot, and of
+        the test split when it selects the epoch), from the cache or rendered and encoded once."""
+        from clip2point.paths import cache_dir as default_cache_dir
+
+        from .datasets import resampled
+
+        opts = self.opts
+        self.emit("stage", name="features")
+        self.cache = None
+        if opts.use_cache:
+            self.cache = Path(opts.cache_dir) if opts.cache_dir else default_cache_dir("features")
+        t_feat = time.perf_counter()
+        self.shot_feats, self.cache_hit = self._features(self.shots_ds, self.split.all, "shots")
+        self.train_feats = subset(self.shot_feats, self.split.train)
+        self.val_feats = subset(self.shot_feats, self.split.val) if self.split.val else None
+        self.train_sets = [self.train_feats]
+        for r in range(1, opts.resamples):
+            feats, _ = self._features(resampled(self.train_ds, r), self.train_feats.indices, f"shots, resample {r + 1}")
+            self.train_sets.append(feats)
+        self.train_sets = _common_samples(self.train_sets)
+        self.train_feats = self.train_sets[0]
+        self.test_feats = None
+        if opts.select == "test":
+            self.test_feats = self._test_features()
+            if isinstance(self.test_feats, dict):
+                raise UsageError(f"selection on the test split: {self.test_feats['error']}")
+        self.feature_time = time.perf_counter() - t_feat
+        unseen = [self.labels[c] for c in range(len(self.labels)) if not (self.train_feats.targets == c).any()]
+        if unseen:
+            self.warnings.append(f"no readable training shot for class(es) {', '.join(unseen)}: the adapter never sees them")
+
+    def _features(self, dataset, indices, name: str) -> tuple[FeatureSet, bool]:
+        from .features import cached_features
+
+        clf = self.clf
+        return cached_features(
+            dataset, indices, clf.depth_encoder, clf.clip_encoder, self.settings, self.encoder_ids, self.cache,
+            self.device, self.opts.feature_batch_size, lambda d, t: self.emit("features", done=d, total=t, name=name),
+        )
+
+    def _test_features(self) -> FeatureSet | dict:
+        """Features of the whole test split, or {"error": why there are none}."""
+        from clip2point.errors import DatasetError
+
+        from .datasets import open_dataset
+
+        try:
+            test_ds = open_dataset(self.data, self.opts.dataset_kind, "test", **self.ds_kw)
+        except DatasetError as e:
+            return {"error": str(e)}
+        if list(test_ds.labels) != self.labels:
+            return {"error": f"the test split's classes differ from the training split's ({len(test_ds.labels)} vs {len(self.labels)})"}
+        self.emit("stage", name="test features")
+        return self._features(test_ds, list(range(len(test_ds))), "test")[0]
+
+    def _refresh(self) -> Callable[[], tuple[FeatureSet, FeatureSet | None]] | None:
+        """Benchmark baseline: features rendered and encoded again before every epoch after the first."""
+        if not self.opts.recompute_features_every_epoch:
+            return None
+        from .features import compute_features
+
+        calls = [0]
+
+        def refresh():
+            # The first epoch uses the features computed above: one computation per epoch in all.
+            calls[0] += 1
+            if calls[0] == 1:
+                return self.train_feats, self.val_feats
+            fresh = compute_features(self.train_ds, self.split.all, self.clf.depth_encoder, self.clf.clip_encoder,
+                                     self.settings, self.device, self.opts.feature_batch_size)
+            return subset(fresh, self.split.train), (subset(fresh, self.split.val) if self.split.val else None)
+
+        return refresh
+
+    # -- epochs -----------------------------------------------------------------------------------
+
+    def train(self) -> None:
+        opts = self.opts
+        self.emit("stage", name="training")
+        selection_set = self.test_feats if opts.select == "test" else self.val_feats
+        train = self.train_sets if len(self.train_sets) > 1 else self.train_feats
+        self.result = AdapterTrainer(
+            self.clf.adapter, train, selection_set, self.run_dir, epochs=opts.epochs,
+            batch_size=opts.batch_size, lr=opts.lr, weight_decay=opts.weight_decay, seed=opts.seed, select=opts.select,
+            resume=self.resume and self.has_state, save_every=opts.save_every, on_event=self.on_event,
+            refresh_features=self._refresh(),
+        ).run()
+
+    # -- finish -----------------------------------------------------------------------------------
+
+    def finish(self) -> dict:
+        """The summary (and the test report, for information), written to summary.json."""
+        opts, result, labels = self.opts, self.result, self.labels
+        summary = {
+            "run": str(self.run_dir), "labels": labels, "shots": opts.shots, "train_samples": len(self.train_feats),
+            "val_samples": len(self.val_feats) if self.val_feats is not None else 0, "epochs": opts.epochs,
+            "best_epoch": result.best["epoch"], "best_val_acc": result.best["val_acc"] if opts.select == "val" else None,
+            "selection": {"select": opts.select, "note": SELECTION_NOTES.get(opts.select)},
+            "resamples": len(self.train_sets),
+            "shots_per_class": _shot_counts(labels, self.train_feats, self.val_feats),
+            "last": result.last, "skipped": self.unreadable + self.shot_feats.skipped,
+            "short_classes": self.split.short_classes, "feature_cache_hit": self.cache_hit,
+            "feature_time_s": round(self.feature_time, 3), "warnings": self.warnings,
+        }
+        if opts.select == "test":
+            summary["best_test_acc"] = result.best["test_acc"]
+        if opts.eval_test or opts.select == "test":
+            summary["test"] = self._evaluate_test()
+        summary["time_s"] = round(time.perf_counter() - self.t_start, 3)
+        write_json(self.run_dir / "summary.json", summary)
+        return summary
+
+    def _evaluate_test(self) -> dict | None:
+        """Test accuracy of the best and last adapters (after training; for information, except
+        with `select="test"`, whose best epoch was chosen on these very samples)."""
+        feats = self.test_feats if self.test_feats is not None else self._test_features()
+        if isinstance(feats, dict):
+            return feats
+        opts, labels, clf = self.opts, self.labels, self.clf
+        out: dict = {"n": len(feats), "skipped": feats.skipped}
+        if SELECTION_NOTES.get(opts.select):
+            out["selection"] = SELECTION_NOTES[opts.select]
+        for which in ("best", "last"):
+            state = load_tensors(self.run_dir / f"{which}.safetensors", device=self.device)
+            clf.adapter.load_state_dict(state)
+            _, acc, pred = evaluate_features(clf.adapter, feats)
+            report = accuracy_report(feats.targets.tolist(), pred.tolist(), labels)
+            out[which] = {"top1": acc, "mean_class_accuracy": report["mean_class_accuracy"],
+                          "per_class": {k: v["accuracy"] for k, v in report["per_class"].items()}}
+        return out
+
+
+def _common_samples(sets: list[FeatureSet]) -> list[FeatureSet]:
+    """The resampled feature sets restricted to the samples every one of them could read."""
+    if len(sets) == 1:
+        return sets
+    common = set(sets[0].indices).intersection(*(s.indices for s in sets[1:]))
+    if all(len(s) == len(common) for s in sets):
+        return sets
+    return [subset(s, sorted(common)) for s in sets]
+
+
 def run_fewshot(
     data: str | Path,
     out: str | Path,
@@ -431,177 +841,6 @@ def run_fewshot(
     """Train an adapter on `opts.shots` samples per class of `data`'s train split; returns the summary.
 
     Events for progress displays: on_event("stage", name=...), ("features", done=, total=, name=),
-    ("epoch", metrics=, epochs=).
+    ("epoch", metrics=, epochs=). The stages are `FewShotRun`'s.
     """
-    from clip2point import __version__, prompts
-    from clip2point.adapters import RUN_FORMAT, build_adapter_classifier
-    from clip2point.devices import resolve_device
-    from clip2point.encoders import load_clip
-    from clip2point.paths import cache_dir as default_cache_dir
-    from clip2point.views import view_preset
-
-    from .datasets import open_dataset
-    from .features import RenderSettings, cached_features, compute_features
-
-    def emit(kind: str, **info) -> None:
-        if on_event is not None:
-            on_event(kind, **info)
-
-    opts.check()
-    if opts.depth_encoder:
-        from clip2point.encoders import resolve_depth_encoder
-
-        # a `c2p pretrain` run folder stands for its depth_encoder.safetensors
-        opts.depth_encoder = str(resolve_depth_encoder(opts.depth_encoder))
-    t_start = time.perf_counter()
-    run = Path(out)
-    if run.exists() and not run.is_dir():
-        raise OptionError(Opt("out"), f" {run} must be a run folder, but it is a file")
-    if resume and not (run / "config.json").is_file():
-        raise CheckpointError(f"{run}: nothing to resume (no config.json; start the run without resuming)")
-    if not resume and (run / "state.json").exists():
-        raise OptionError(f"{run} already holds a few-shot run; continue it with ", Opt("resume"), " or choose another ", Opt("out"))
-    # Created before any model or data is loaded, so a bad --out fails in a second, not after training.
-    try:
-        run.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"{run}: cannot create the run folder ({e.strerror or e})") from e
-    # A run stopped before its first epoch ended has a config but no state: it starts from epoch 0.
-    has_state = (run / "state.json").is_file()
-    device = resolve_device(opts.device)
-    templates = prompts.resolve_templates(opts.templates)
-    view_list = view_preset(opts.views)
-    ds_kw = {"n_points": opts.n_points, "sampling": opts.sampling, "seed": opts.seed, "up": opts.up,
-             "variant": opts.variant}
-
-    emit("stage", name="reading dataset")
-    train_ds = open_dataset(data, opts.dataset_kind, "train", **ds_kw)
-    labels = list(train_ds.labels)
-
-    emit("stage", name="loading models")
-    bundle = load_clip(opts.model, opts.pretrained, device="cpu")
-    text = prompts.text_features(bundle, labels, templates).cpu()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(opts.seed)
-        clf = build_adapter_classifier(bundle, labels, text, len(view_list), opts.fusion, opts.depth_encoder, opts.fold)
-    clf.to(device)
-    encoder_ids, depth_sha = _encoder_ids(bundle, opts.depth_encoder)
-    warnings = []
-    if not opts.depth_encoder:
-        warnings.append("no depth encoder: the depth path starts from CLIP's own visual weights (both paths see the same encoder)")
-
-    settings = RenderSettings(view_list, clf.depth_encoder.image_size, opts.radius, clf.in_channels, opts.render_backend)
-    config = {
-        "format": RUN_FORMAT, "version": __version__, "labels": labels, "templates": templates,
-        "model": bundle.model_name, "pretrained": bundle.pretrained, "weights_id": bundle.weights_id,
-        "depth_encoder": str(Path(opts.depth_encoder).resolve()) if opts.depth_encoder else None,
-        "depth_encoder_sha256": depth_sha, "encoder_ids": encoder_ids, "fold": opts.fold,
-        "fusion": opts.fusion, "dropout": clf.adapter.path1.dropout.p, "normalize_views": clf.adapter.normalize_views, "num_views": len(view_list),
-        "views": [list(v) for v in view_list], "dim": clf.adapter.dim, "logit_scale": float(clf.adapter.logit_scale),
-        "image_size": settings.image_size, "radius": opts.radius, "dataset": train_ds.describe(),
-        "options": {k: v for k, v in asdict(opts).items() if k in RECORDED_KEYS},
-        "warnings": warnings,
-    }
-    config["options"]["templates"] = templates
-    if resume and (run / "config.json").is_file():
-        old = read_json(run / "config.json")
-        diffs = [k for k in RESUME_KEYS if old.get("options", {}).get(k) != config["options"].get(k)]
-        for key, what in RESUME_IDENTITY.items():
-            if old.get(key) != config[key] and not (key == "encoder_ids" and diffs):
-                diffs.append(f"{what} ({old.get(key)} != {config[key]})")
-        if old.get("labels") != labels:
-            diffs.append("labels (the dataset's classes changed)")
-        if diffs:
-            raise UsageError(f"{run}: cannot resume with different options: {', '.join(diffs)}")
-
-    unreadable: list[dict] = []
-    shots_ds = train_ds
-    if resume:
-        split = _load_shots(run, train_ds)
-    else:
-        emit("stage", name="sampling shots")
-        split, unreadable, shots_ds = _sample_readable_shots(train_ds, opts)
-    if not resume:
-        # shots.json first: a config.json (what --resume looks for) always comes with its shots
-        write_json(run / "shots.json", _shots_json(train_ds, split, opts.seed, opts.shots))
-    write_json(run / "config.json", config)
-
-    emit("stage", name="features")
-    cache = None
-    if opts.use_cache:
-        cache = Path(opts.cache_dir) if opts.cache_dir else default_cache_dir("features")
-    t_feat = time.perf_counter()
-    shot_feats, hit = cached_features(
-        shots_ds, split.all, clf.depth_encoder, clf.clip_encoder, settings, encoder_ids, cache, device,
-        opts.feature_batch_size, lambda d, t: emit("features", done=d, total=t, name="shots"),
-    )
-    feature_time = time.perf_counter() - t_feat
-    train_feats = subset(shot_feats, split.train)
-    val_feats = subset(shot_feats, split.val) if split.val else None
-    unseen = [labels[c] for c in range(len(labels)) if not (train_feats.targets == c).any()]
-    if unseen:
-        warnings.append(f"no readable training shot for class(es) {', '.join(unseen)}: the adapter never sees them")
-
-    refresh = None
-    if opts.recompute_features_every_epoch:
-        calls = [0]
-
-        def refresh():
-            # The first epoch uses the features computed above: one computation per epoch in all.
-            calls[0] += 1
-            if calls[0] == 1:
-                return train_feats, val_feats
-            fresh = compute_features(train_ds, split.all, clf.depth_encoder, clf.clip_encoder, settings, device,
-                                     opts.feature_batch_size)
-            return subset(fresh, split.train), (subset(fresh, split.val) if split.val else None)
-
-    emit("stage", name="training")
-    result = train_adapter(
-        clf.adapter, train_feats, val_feats, run, epochs=opts.epochs, batch_size=opts.batch_size, lr=opts.lr,
-        weight_decay=opts.weight_decay, seed=opts.seed, select=opts.select, resume=resume and has_state,
-        save_every=opts.save_every, on_event=on_event,
-        refresh_features=refresh,
-    )
-
-    summary = {
-        "run": str(run), "labels": labels, "shots": opts.shots, "train_samples": len(train_feats),
-        "val_samples": len(val_feats) if val_feats is not None else 0, "epochs": opts.epochs,
-        "best_epoch": result.best["epoch"], "best_val_acc": result.best["val_acc"] if opts.select == "val" else None,
-        "shots_per_class": _shot_counts(labels, train_feats, val_feats),
-        "last": result.last, "skipped": unreadable + shot_feats.skipped, "short_classes": split.short_classes,
-        "feature_cache_hit": hit, "feature_time_s": round(feature_time, 3), "warnings": warnings,
-    }
-    if opts.eval_test:
-        summary["test"] = _evaluate_test(data, opts, ds_kw, labels, clf, settings, encoder_ids, cache, device, run, emit)
-    summary["time_s"] = round(time.perf_counter() - t_start, 3)
-    write_json(run / "summary.json", summary)
-    return summary
-
-
-def _evaluate_test(data, opts, ds_kw, labels, clf, settings, encoder_ids, cache, device, run, emit) -> dict | None:
-    """Test accuracy of the best and last adapters (after training; never used for selection)."""
-    from clip2point.errors import DatasetError
-
-    from .datasets import open_dataset
-    from .features import cached_features
-
-    try:
-        test_ds = open_dataset(data, opts.dataset_kind, "test", **ds_kw)
-    except DatasetError as e:
-        return {"error": str(e)}
-    if list(test_ds.labels) != labels:
-        return {"error": f"the test split's classes differ from the training split's ({len(test_ds.labels)} vs {len(labels)})"}
-    emit("stage", name="test features")
-    feats, _ = cached_features(
-        test_ds, list(range(len(test_ds))), clf.depth_encoder, clf.clip_encoder, settings, encoder_ids, cache,
-        device, opts.feature_batch_size, lambda d, t: emit("features", done=d, total=t, name="test"),
-    )
-    out: dict = {"n": len(feats), "skipped": feats.skipped}
-    for which in ("best", "last"):
-        state = load_tensors(run / f"{which}.safetensors", device=device)
-        clf.adapter.load_state_dict(state)
-        _, acc, pred = evaluate_features(clf.adapter, feats)
-        report = accuracy_report(feats.targets.tolist(), pred.tolist(), labels)
-        out[which] = {"top1": acc, "mean_class_accuracy": report["mean_class_accuracy"],
-                      "per_class": {k: v["accuracy"] for k, v in report["per_class"].items()}}
-    return out
+    return FewShotRun(data, out, opts, resume, on_event).run()

@@ -76,6 +76,19 @@ def base_colour(rng: np.random.Generator | None) -> np.ndarray:
     return np.array(colorsys.hsv_to_rgb(h, s, v))
 
 
+def require_open3d():
+    """open3d, or a one-line error naming the extra that installs it."""
+    try:
+        import open3d
+    except ImportError:
+        from clip2point.errors import BackendUnavailableError
+
+        raise BackendUnavailableError(
+            "rendering RGB views of meshes (image-depth pairs for pre-training) needs open3d: pip install 'clip2point[mesh]'"
+        ) from None
+    return open3d
+
+
 class MeshRenderer:
     """Renders one mesh from several views: `render(bases, lights) -> uint8 [V, S, S, 3]`.
 
@@ -92,8 +105,7 @@ class MeshRenderer:
         colour: np.ndarray | tuple[float, float, float] = NEUTRAL_GREY,
         material: Phong = Phong(),
     ):
-        import open3d as o3d
-
+        o3d = require_open3d()
         verts = np.ascontiguousarray(vertices, dtype=np.float32)
         tris = np.ascontiguousarray(faces, dtype=np.uint32)
         if verts.ndim != 2 or verts.shape[1] != 3 or tris.ndim != 2 or tris.shape[1] != 3 or len(tris) == 0:

@@ -474,10 +474,13 @@ def write_pairs(
     from clip2point import __version__
     from clip2point.checkpoints import write_json
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    from .mesh_render import require_open3d
+
     if n_points < 16:
         raise OptionError(Opt("n_points"), f" must be at least 16, got {n_points}")
+    require_open3d()  # before any output: without the mesh extra, say so once
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     models, skipped = [], []
     for position, src in enumerate(sources):
         problem = None

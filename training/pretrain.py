@@ -17,6 +17,12 @@ all ranks (features are gathered, `clip2point.training.losses.gather_with_grad`)
 R x batch_size x accumulate samples (the effective batch). The paper's reference is an effective
 batch of 256 with all 256 as negatives: accumulation adds samples per step, not negatives.
 
+Optimiser (as the official pretraining.py): LAMB, lr 6e-3, weight decay 1e-4 on every trained
+parameter (`--optimizer adamw` is the alternative). The official code computes each loss inside
+one DataParallel replica, so its negatives are one device's share of the batch; here they are
+gathered across processes, and config.json records both counts (`negatives_per_loss`,
+`negatives_per_loss_official`). Validation renders 10 views, as the official code does.
+
 Schedule: CosineAnnealingWarmRestarts with T_0 = `restart_epochs` (2) epochs' worth of optimiser
 steps, stepped per optimiser step; the floor is lr / 600 (the reference run: 6e-3 -> 1e-5).
 
@@ -103,7 +109,7 @@ class PretrainConfig:
     epochs: int = 100
     batch_size: int = 256
     accumulate: int = 1
-    optimizer: str = "adamw"
+    optimizer: str = "lamb"
     lr: float | None = None
     weight_decay: float | None = None
     min_lr: float | None = None
@@ -118,7 +124,7 @@ class PretrainConfig:
     fold: bool = True
     render_backend: str = "auto"
     val: str | None = None
-    val_views: int = defaults.ZERO_SHOT_VIEWS
+    val_views: int = defaults.PRETRAIN_VIEWS
     val_limit: int | None = None
     val_up: str | None = None
     resume: bool = False
@@ -194,17 +200,21 @@ def render_view_pairs(
 ) -> torch.Tensor:
     """Depth maps [2B, C, S, S]: sample b from its own view `views[b]` at `distances[b, 0]` (first B) and `[b, 1]`.
 
-    Each cloud is turned into its camera's frame first (p @ basis.T), so one identity basis renders
-    a batch whose samples all look from different views.
+    A distance d is what the official renderer makes of it: the camera sits at d AND the cloud is
+    scaled by 1/d first (`Pointclouds.scale_(1 / dist)` in CLIP2Point's render.py), so a jittered
+    distance zooms the map as well as shifting its depths; points that end up at or behind the
+    camera plane are not drawn (the kernels skip depth <= 0). Each cloud is then turned into its
+    camera's frame (p @ basis.T), so one identity basis renders a batch whose samples all look from
+    different views.
     """
     from clip2point.kernels import render_depth
 
-    rot = bases[views]
-    in_camera = torch.einsum("bnk,bjk->bnj", points, rot)
-    eye = torch.eye(3, dtype=points.dtype, device=points.device)[None]
-    both = torch.cat([in_camera, in_camera])
     dist = torch.cat([distances[:, 0], distances[:, 1]]).to(points.dtype)
-    maps = render_depth(both, eye, distance=dist, image_size=image_size, channels=channels, backend=backend)
+    rot = bases[views]
+    zoomed = torch.cat([points, points]) * (1.0 / dist)[:, None, None]
+    in_camera = torch.einsum("bnk,bjk->bnj", zoomed, torch.cat([rot, rot]))
+    eye = torch.eye(3, dtype=points.dtype, device=points.device)[None]
+    maps = render_depth(in_camera, eye, distance=dist, image_size=image_size, channels=channels, backend=backend)
     return maps[:, 0]
 
 
@@ -415,29 +425,32 @@ def micro_batches_in_step(b: int, batches: int, accumulate: int) -> int:
 
 
 def build_optimizer(model: nn.Module, cfg: PretrainConfig) -> torch.optim.Optimizer:
-    """AdamW or LAMB; no weight decay on 1-D parameters (norms, biases, the balance weight w)."""
-    decay, no_decay = [], []
-    for _, p in model.named_parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    """LAMB on every trained parameter with one weight decay, as the official pretraining.py
+    (`Lamb(model.parameters(), lr=6e-3, weight_decay=1e-4)`: norms, biases and the balance weight w
+    decay too); AdamW without weight decay on 1-D parameters (norms, biases, w), the usual recipe."""
+    trained = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "lamb":
         from .lamb import Lamb
 
-        return Lamb(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return Lamb(trained, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    decay = [p for p in trained if p.ndim > 1]
+    no_decay = [p for p in trained if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def latest_checkpoint(out: str | os.PathLike) -> Path | None:
-    """The folder of RUN's last complete checkpoint, or None."""
-    from clip2point.checkpoints import read_json
+    """The folder of RUN's last complete checkpoint, or None. latest.json must name a `step-N`
+    folder of RUN/checkpoints (`clip2point.run_files.checkpoint_folder`): resume never reads
+    outside the run folder."""
+    from clip2point.run_files import checkpoint_folder
 
-    pointer = Path(out) / "checkpoints" / "latest.json"
-    if not pointer.is_file():
+    root = Path(out) / "checkpoints"
+    folder = checkpoint_folder(root)
+    if folder is None:
         return None
-    folder = pointer.parent / str(read_json(pointer).get("path", ""))
     if not (folder / "state.safetensors").is_file() or not (folder / "state.json").is_file():
-        raise CheckpointError(f"{pointer}: points to {folder.name}, which is incomplete or missing")
+        raise CheckpointError(f"{root / 'latest.json'}: points to {folder.name}, which is incomplete or missing")
     return folder
 
 
@@ -589,218 +602,294 @@ def _collate(items: list[dict]) -> dict:
     return out
 
 
-def pretrain(config: PretrainConfig, on_event: EventHook | None = None) -> PretrainResult:
-    """Run (or resume) image-depth pre-training; see the module docstring for files and semantics.
+class Pretrainer:
+    """One pre-training run, in named stages (the public entry point is `pretrain`).
 
-    `on_event(kind, info)` is called on rank 0 only, with kinds "start", "features" (cache
-    progress: done, total), "step" (the metrics line), "epoch", "checkpoint" and "interrupted".
+    `run()` = `setup()` (process group, data, models, image-feature cache, batches, optimiser,
+    resume, config.json), then per epoch `epoch()` (the optimiser steps; `step()` each) and
+    `end_epoch()` (means, validation, checkpoint), then `finish()` (the checkpoint of an interrupted
+    run, run.json, the result). `on_event(kind, info)` is called on rank 0 only.
     """
-    from clip2point import __version__
-    from clip2point.devices import resolve_device
-    from clip2point.encoders import build_depth_encoder, load_clip, save_depth_encoder
-    from clip2point.views import camera_bases
 
-    from .pairs import PretrainSamples, open_pairs
+    def __init__(self, config: PretrainConfig, on_event: EventHook | None = None):
+        self.config = config
+        self.on_event = on_event
+        self.stop = _StopFlag()
+        self.interrupted = False
+        self.last: dict = {}
+        self.epoch_sums: dict[str, float] = {}
 
-    cfg = config.resolved()
-    out = Path(cfg.out)
-    ctx = dist_utils.setup(resolve_device(cfg.device))
-    emit: EventHook = on_event if (on_event is not None and ctx.is_main) else (lambda kind, info: None)
-    stop = _StopFlag()
-    try:
+    def run(self) -> PretrainResult:
+        from clip2point.devices import resolve_device
+
+        self.cfg = self.config.resolved()
+        self.out = Path(self.cfg.out)
+        self.ctx = dist_utils.setup(resolve_device(self.cfg.device))
+        self.emit: EventHook = (self.on_event if (self.on_event is not None and self.ctx.is_main)
+                                else (lambda kind, info: None))
+        try:
+            self.setup()
+            while self.epoch_index < self.cfg.epochs and not self.interrupted:
+                self.epoch()
+                if self.interrupted:
+                    break
+                self.end_epoch()
+            return self.finish()
+        finally:
+            self.stop.uninstall()
+            dist_utils.teardown(self.ctx)
+
+    # -- setup ------------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        from clip2point.encoders import build_depth_encoder, load_clip
+        from clip2point.views import camera_bases
+
+        from .pairs import PretrainSamples, open_pairs
+
+        cfg, out, ctx, emit = self.cfg, self.out, self.ctx, self.emit
         checkpoint = latest_checkpoint(out) if out.exists() else None
         if checkpoint is not None and not cfg.resume:
             raise OptionError(f"{out} holds a checkpoint ({checkpoint.name}); continue it with ", Opt("resume"), ", or choose a new folder")
         if checkpoint is not None:
             check_resumable(checkpoint, cfg, ctx.world_size)  # before minutes of feature caching
         torch.manual_seed(cfg.seed)
-        device = ctx.device
-        amp = cfg.bf16 and device.type == "cuda"
+        self.device = device = ctx.device
+        self.amp = cfg.bf16 and device.type == "cuda"
 
-        index = open_pairs(cfg.data, cfg.layout, cfg.split)
-        bundle = load_clip(cfg.model, cfg.pretrained, device=device)
-        encoder = build_depth_encoder(bundle, weights=cfg.init_weights, fold=cfg.fold, trainable=True)
-        model = PretrainModel(encoder, BalancedPretrainLoss()).to(device)
-        image_size = encoder.image_size
+        self.index = index = open_pairs(cfg.data, cfg.layout, cfg.split)
+        self.bundle = bundle = load_clip(cfg.model, cfg.pretrained, device=device)
+        self.encoder = encoder = build_depth_encoder(bundle, weights=cfg.init_weights, fold=cfg.fold, trainable=True)
+        self.model = model = PretrainModel(encoder, BalancedPretrainLoss()).to(device)
+        self.image_size = image_size = encoder.image_size
 
-        features = None
-        cache_info: dict = {"enabled": cfg.cache_image_features}
+        self.features = None
+        self.cache_info: dict = {"enabled": cfg.cache_image_features}
         if cfg.cache_image_features:
             t0 = time.perf_counter()
-            features, cache_path, hit = cached_image_features(
+            self.features, cache_path, hit = cached_image_features(
                 bundle, index, ctx, image_size=image_size, bf16=cfg.bf16, cache_dir=cfg.feature_cache_dir,
                 workers=cfg.workers, on_progress=lambda done, total: emit("features", {"done": done, "total": total}),
             )
-            cache_info.update(path=str(cache_path), hit=hit, seconds=round(time.perf_counter() - t0, 3))
+            self.cache_info.update(path=str(cache_path), hit=hit, seconds=round(time.perf_counter() - t0, 3))
 
-        samples = PretrainSamples(index, cfg.n_points, cfg.seed, with_images=not cfg.cache_image_features, image_size=image_size)
-        sampler = EpochBatches(len(samples), cfg.batch_size, world_size=ctx.world_size, rank=ctx.rank, seed=cfg.seed)
-        loader = torch.utils.data.DataLoader(
-            samples, batch_sampler=sampler, num_workers=cfg.workers, collate_fn=_collate,
+        self.samples = PretrainSamples(index, cfg.n_points, cfg.seed, with_images=not cfg.cache_image_features,
+                                       image_size=image_size)
+        self.sampler = EpochBatches(len(self.samples), cfg.batch_size, world_size=ctx.world_size, rank=ctx.rank, seed=cfg.seed)
+        self.loader = torch.utils.data.DataLoader(
+            self.samples, batch_sampler=self.sampler, num_workers=cfg.workers, collate_fn=_collate,
             pin_memory=device.type == "cuda", worker_init_fn=_ignore_sigint,
             # Workers are re-created each epoch so that they see the epoch set by `samples.set_epoch`.
             persistent_workers=False,
         )
-        batches = sampler.batches_per_epoch
-        steps_per_epoch = math.ceil(batches / cfg.accumulate)
-        total_steps = steps_per_epoch * cfg.epochs
-        optimizer = build_optimizer(model, cfg)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
-            optimizer, T_0=cfg.restart_epochs * steps_per_epoch, T_mult=1, eta_min=cfg.min_lr
+        self.batches = self.sampler.batches_per_epoch
+        self.steps_per_epoch = math.ceil(self.batches / cfg.accumulate)
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+        self.optimizer = build_optimizer(model, cfg)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+            self.optimizer, T_0=cfg.restart_epochs * self.steps_per_epoch, T_mult=1, eta_min=cfg.min_lr
         )
 
-        step, epoch, position = 0, 0, 0
+        self.step_count, self.epoch_index, self.position = 0, 0, 0
         if checkpoint is not None:
-            step, epoch, position = _restore(checkpoint, model, optimizer, scheduler, cfg, ctx, batches)
+            self.step_count, self.epoch_index, self.position = _restore(
+                checkpoint, model, self.optimizer, self.scheduler, cfg, ctx, self.batches)
         elif ctx.is_main:
             shutil.rmtree(out / "checkpoints", ignore_errors=True)
         if ctx.is_main:
             out.mkdir(parents=True, exist_ok=True)
             if checkpoint is not None:
-                _truncate_metrics(out / "metrics.jsonl", step)
+                _truncate_metrics(out / "metrics.jsonl", self.step_count)
             else:
                 (out / "metrics.jsonl").unlink(missing_ok=True)
-            from clip2point.checkpoints import write_json
+            self._write_config()
 
-            write_json(out / "config.json", {
-                "config": asdict(cfg), "world_size": ctx.world_size,
-                "effective_batch": cfg.batch_size * ctx.world_size * cfg.accumulate,
-                "negatives_per_loss": min(cfg.batch_size, sampler.per_rank) * ctx.world_size,
-                "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
-                "model": bundle.model_name, "pretrained": bundle.pretrained, "weights_id": bundle.weights_id,
-                "pairs": {"root": str(index.root), "layout": index.layout, "models": len(index),
-                          "skipped": len(index.skipped), "skipped_models": index.skipped,
-                          "fingerprint": index.fingerprint()},
-                "image_feature_cache": cache_info, "folded": encoder.in_channels == 1,
-                "device": str(device), "version": __version__,
-            })
-
-        val_set = None
+        self.val_set = None
         if cfg.val:
             from clip2point.training.datasets import open_dataset
 
-            val_set = open_dataset(cfg.val, "auto", "test", n_points=cfg.n_points, seed=cfg.seed, up=cfg.val_up)
+            self.val_set = open_dataset(cfg.val, "auto", "test", n_points=cfg.n_points, seed=cfg.seed, up=cfg.val_up)
 
-        ddp_model: nn.Module = model
+        self.ddp_model: nn.Module = model
         if ctx.distributed:
-            ddp_model = nn.parallel.DistributedDataParallel(
+            self.ddp_model = nn.parallel.DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None
             )
-        bases = camera_bases(index.views, device=device)
-        image_visual = bundle.model.visual if not cfg.cache_image_features else None
+        self.bases = camera_bases(index.views, device=device)
+        self.image_visual = bundle.model.visual if not cfg.cache_image_features else None
         if cfg.cache_image_features:
             # With the cache the frozen image tower is never run again (validation uses the text tower only).
             bundle.model.visual = None
 
-        emit("start", {"total_steps": total_steps, "step": step, "epoch": epoch, "steps_per_epoch": steps_per_epoch,
-                       "models": len(index), "world_size": ctx.world_size, "cache": cache_info, "skipped": list(index.skipped),
+        emit("start", {"total_steps": self.total_steps, "step": self.step_count, "epoch": self.epoch_index,
+                       "steps_per_epoch": self.steps_per_epoch, "models": len(index), "world_size": ctx.world_size,
+                       "cache": self.cache_info, "skipped": list(index.skipped),
                        "effective_batch": cfg.batch_size * ctx.world_size * cfg.accumulate})
-        stop.install()
-        metrics_file = out / "metrics.jsonl"
-        interrupted = False
-        last: dict = {}
-        epoch_sums: dict[str, float] = {}
-        while epoch < cfg.epochs and not interrupted:
-            samples.set_epoch(epoch)
-            sampler.set_epoch(epoch, position)
-            model.train()
-            micro: list[dict] = []
-            t_step = time.perf_counter()
-            for b, batch in enumerate(loader, start=position):
-                last_micro = (b + 1) % cfg.accumulate == 0 or b + 1 == batches
-                points = batch["points"].to(device, non_blocking=True)
-                views = batch["view"].to(device)
-                if features is not None:
-                    img = features[batch["index"], batch["view"]].to(device).float()
-                else:
-                    img = encode_images(image_visual, batch["image"].to(device, non_blocking=True), cfg.bf16)
-                with torch.no_grad():
-                    depth = render_view_pairs(points, views, batch["distances"].to(device), bases,
-                                              image_size=image_size, channels=encoder.in_channels,
-                                              backend=cfg.render_backend)
-                # Gradients are all-reduced on the last micro-batch of an optimiser step only.
-                no_sync = ddp_model.no_sync() if ctx.distributed and not last_micro else contextlib.nullcontext()
-                # The last step of an epoch may hold fewer micro-batches; each of its micro-batches
-                # weighs 1 / (the micro-batches of that step), so the mean stays a mean.
-                n_micro = micro_batches_in_step(b, batches, cfg.accumulate)
-                with no_sync:
-                    with _autocast(device, amp):
-                        losses = ddp_model(depth, img)
-                    (losses["loss"] / n_micro).backward()
-                micro.append({k: float(v.detach()) for k, v in losses.items()} | {"samples": len(points)})
-                if not last_micro:
-                    continue
-                optimizer.step()
-                lr = optimizer.param_groups[0]["lr"]
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                position = b + 1
-                elapsed = time.perf_counter() - t_step
-                t_step = time.perf_counter()
-                n_samples = sum(m["samples"] for m in micro) * ctx.world_size
-                record = {k: sum(m[k] for m in micro) / len(micro) for k in ("loss", "loss_intra", "loss_cross", "w")}
-                record = dist_utils.mean_across(ctx, record)
-                record = {"kind": "step", "step": step, "epoch": epoch, **record, "lr": lr,
-                          "samples_per_s": n_samples / max(elapsed, 1e-9), "time": time.time()}
-                micro = []
-                for k in ("loss", "loss_intra", "loss_cross"):
-                    epoch_sums[k] = epoch_sums.get(k, 0.0) + record[k]
-                epoch_sums["n"] = epoch_sums.get("n", 0.0) + 1
-                if ctx.is_main:
-                    with open(metrics_file, "a") as f:
-                        f.write(json.dumps(record) + "\n")
-                last = record
-                emit("step", record)
-                if dist_utils.any_rank(ctx, stop.set) and position < batches:
-                    interrupted = True
-                    break
-            if interrupted:
+        self.stop.install()
+        self.metrics_file = out / "metrics.jsonl"
+
+    def _write_config(self) -> None:
+        from clip2point import __version__
+        from clip2point.checkpoints import write_json
+
+        cfg, ctx, index, bundle = self.cfg, self.ctx, self.index, self.bundle
+        write_json(self.out / "config.json", {
+            "config": asdict(cfg), "world_size": ctx.world_size,
+            "effective_batch": cfg.batch_size * ctx.world_size * cfg.accumulate,
+            # Each loss term contrasts a micro-batch gathered from every process (global negatives);
+            # the official code computes it inside each DataParallel replica (one device's share).
+            "negatives_per_loss": min(cfg.batch_size, self.sampler.per_rank) * ctx.world_size,
+            "negatives_per_loss_official": min(cfg.batch_size, self.sampler.per_rank),
+            "negatives": "global: gathered across processes",
+            "steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps,
+            "model": bundle.model_name, "pretrained": bundle.pretrained, "weights_id": bundle.weights_id,
+            "pairs": {"root": str(index.root), "layout": index.layout, "models": len(index),
+                      "skipped": len(index.skipped), "skipped_models": index.skipped,
+                      "fingerprint": index.fingerprint()},
+            "image_feature_cache": self.cache_info, "folded": self.encoder.in_channels == 1,
+            "device": str(self.device), "version": __version__,
+        })
+
+    # -- one epoch --------------------------------------------------------------------------------
+
+    def epoch(self) -> None:
+        """The optimiser steps of one epoch (from `position` when resuming mid-epoch); stops early,
+        setting `interrupted`, when a stop signal arrives on any rank."""
+        cfg = self.cfg
+        self.samples.set_epoch(self.epoch_index)
+        self.sampler.set_epoch(self.epoch_index, self.position)
+        self.model.train()
+        self.micro: list[dict] = []
+        self.t_step = time.perf_counter()
+        for b, batch in enumerate(self.loader, start=self.position):
+            last_micro = (b + 1) % cfg.accumulate == 0 or b + 1 == self.batches
+            self.micro_batch(b, batch, last_micro)
+            if not last_micro:
+                continue
+            self.step(b)
+            if dist_utils.any_rank(self.ctx, self.stop.set) and self.position < self.batches:
+                self.interrupted = True
                 break
-            epoch += 1
-            position = 0
-            summary = {"kind": "epoch", "step": step, "epoch": epoch - 1}
-            n = epoch_sums.pop("n", 0.0)
-            summary.update({f"{k}_mean": v / n for k, v in epoch_sums.items()} if n else {})
-            epoch_sums = {}
-            if val_set is not None and ctx.is_main:
-                summary.update(zero_shot_accuracy(encoder, bundle, val_set, views=cfg.val_views, device=device,
-                                                  limit=cfg.val_limit, render_backend=cfg.render_backend, bf16=cfg.bf16))
-            dist_utils.barrier(ctx)
-            if ctx.is_main:
-                with open(metrics_file, "a") as f:
-                    f.write(json.dumps(summary) + "\n")
-            emit("epoch", summary)
-            last = {**last, **summary}
-            if ctx.is_main:
-                _write_outputs(out, model, optimizer, scheduler, cfg, bundle, step, epoch, 0, keep=cfg.keep_checkpoints,
-                               save_encoder=save_depth_encoder, emit=emit,
-                               world_size=ctx.world_size)
-            dist_utils.barrier(ctx)
-            if dist_utils.any_rank(ctx, stop.set) and epoch < cfg.epochs:
-                interrupted = True
-        if interrupted and ctx.is_main and position > 0:
-            _write_outputs(out, model, optimizer, scheduler, cfg, bundle, step, epoch, position, keep=cfg.keep_checkpoints,
-                           save_encoder=save_depth_encoder, emit=emit,
-                           world_size=ctx.world_size)
-        if interrupted:
-            emit("interrupted", {"step": step, "epoch": epoch, "position": position})
-        digests = dist_utils.gather_digests(ctx, dist_utils.weights_digest(model.state_dict()))
-        result = PretrainResult(out, step, epoch, interrupted, last, digests, out / "depth_encoder.safetensors",
-                                ctx.world_size)
+
+    def micro_batch(self, b: int, batch: dict, last_micro: bool) -> None:
+        """Render, encode and back-propagate one micro-batch (batch `b` of the epoch)."""
+        cfg, device = self.cfg, self.device
+        points = batch["points"].to(device, non_blocking=True)
+        views = batch["view"].to(device)
+        if self.features is not None:
+            img = self.features[batch["index"], batch["view"]].to(device).float()
+        else:
+            img = encode_images(self.image_visual, batch["image"].to(device, non_blocking=True), cfg.bf16)
+        with torch.no_grad():
+            depth = render_view_pairs(points, views, batch["distances"].to(device), self.bases,
+                                      image_size=self.image_size, channels=self.encoder.in_channels,
+                                      backend=cfg.render_backend)
+        # Gradients are all-reduced on the last micro-batch of an optimiser step only.
+        no_sync = self.ddp_model.no_sync() if self.ctx.distributed and not last_micro else contextlib.nullcontext()
+        # The last step of an epoch may hold fewer micro-batches; each of its micro-batches
+        # weighs 1 / (the micro-batches of that step), so the mean stays a mean.
+        n_micro = micro_batches_in_step(b, self.batches, cfg.accumulate)
+        with no_sync:
+            with _autocast(device, self.amp):
+                losses = self.ddp_model(depth, img)
+            (losses["loss"] / n_micro).backward()
+        self.micro.append({k: float(v.detach()) for k, v in losses.items()} | {"samples": len(points)})
+
+    def step(self, b: int) -> None:
+        """The optimiser and scheduler step after batch `b`, and its metrics line."""
+        optimizer, ctx = self.optimizer, self.ctx
+        optimizer.step()
+        lr = optimizer.param_groups[0]["lr"]
+        self.scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        self.step_count += 1
+        self.position = b + 1
+        elapsed = time.perf_counter() - self.t_step
+        self.t_step = time.perf_counter()
+        micro = self.micro
+        n_samples = sum(m["samples"] for m in micro) * ctx.world_size
+        record = {k: sum(m[k] for m in micro) / len(micro) for k in ("loss", "loss_intra", "loss_cross", "w")}
+        record = dist_utils.mean_across(ctx, record)
+        record = {"kind": "step", "step": self.step_count, "epoch": self.epoch_index, **record, "lr": lr,
+                  "samples_per_s": n_samples / max(elapsed, 1e-9), "time": time.time()}
+        self.micro = []
+        for k in ("loss", "loss_intra", "loss_cross"):
+            self.epoch_sums[k] = self.epoch_sums.get(k, 0.0) + record[k]
+        self.epoch_sums["n"] = self.epoch_sums.get("n", 0.0) + 1
+        if ctx.is_main:
+            with open(self.metrics_file, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        self.last = record
+        self.emit("step", record)
+
+    # -- end of epoch -----------------------------------------------------------------------------
+
+    def end_epoch(self) -> None:
+        """Epoch means, zero-shot validation (rank 0), the epoch's checkpoint; a pending stop ends the run."""
+        cfg, ctx = self.cfg, self.ctx
+        self.epoch_index += 1
+        self.position = 0
+        summary = {"kind": "epoch", "step": self.step_count, "epoch": self.epoch_index - 1}
+        n = self.epoch_sums.pop("n", 0.0)
+        summary.update({f"{k}_mean": v / n for k, v in self.epoch_sums.items()} if n else {})
+        self.epoch_sums = {}
+        if self.val_set is not None and ctx.is_main:
+            summary.update(zero_shot_accuracy(self.encoder, self.bundle, self.val_set, views=cfg.val_views,
+                                              device=self.device, limit=cfg.val_limit, render_backend=cfg.render_backend,
+                                              bf16=cfg.bf16))
+        dist_utils.barrier(ctx)
+        if ctx.is_main:
+            with open(self.metrics_file, "a") as f:
+                f.write(json.dumps(summary) + "\n")
+        self.emit("epoch", summary)
+        self.last = {**self.last, **summary}
+        if ctx.is_main:
+            self._write_outputs()
+        dist_utils.barrier(ctx)
+        if dist_utils.any_rank(ctx, self.stop.set) and self.epoch_index < cfg.epochs:
+            self.interrupted = True
+
+    def _write_outputs(self) -> None:
+        from clip2point.encoders import save_depth_encoder
+
+        _write_outputs(self.out, self.model, self.optimizer, self.scheduler, self.cfg, self.bundle, self.step_count,
+                       self.epoch_index, self.position, keep=self.cfg.keep_checkpoints, save_encoder=save_depth_encoder,
+                       emit=self.emit, world_size=self.ctx.world_size)
+
+    # -- finish -----------------------------------------------------------------------------------
+
+    def finish(self) -> PretrainResult:
+        """Save a stopped run mid-epoch, write run.json (per-rank weight digests) and return the result."""
+        from clip2point import __version__
+
+        ctx, out = self.ctx, self.out
+        if self.interrupted and ctx.is_main and self.position > 0:
+            self._write_outputs()
+        if self.interrupted:
+            self.emit("interrupted", {"step": self.step_count, "epoch": self.epoch_index, "position": self.position})
+        digests = dist_utils.gather_digests(ctx, dist_utils.weights_digest(self.model.state_dict()))
+        result = PretrainResult(out, self.step_count, self.epoch_index, self.interrupted, self.last, digests,
+                                out / "depth_encoder.safetensors", ctx.world_size)
         if ctx.is_main:
             from clip2point.checkpoints import write_json
 
             write_json(out / "run.json", {
-                "steps": step, "epochs_done": epoch, "interrupted": interrupted, "world_size": ctx.world_size,
-                "rank_weight_digests": digests, "ranks_in_sync": len(set(digests)) == 1, "last": last,
-                "depth_encoder": str(result.depth_encoder), "version": __version__,
+                "steps": self.step_count, "epochs_done": self.epoch_index, "interrupted": self.interrupted,
+                "world_size": ctx.world_size, "rank_weight_digests": digests, "ranks_in_sync": len(set(digests)) == 1,
+                "last": self.last, "depth_encoder": str(result.depth_encoder), "version": __version__,
             })
         dist_utils.barrier(ctx)
         return result
-    finally:
-        stop.uninstall()
-        dist_utils.teardown(ctx)
+
+
+def pretrain(config: PretrainConfig, on_event: EventHook | None = None) -> PretrainResult:
+    """Run (or resume) image-depth pre-training; see the module docstring for files and semantics.
+
+    `on_event(kind, info)` is called on rank 0 only, with kinds "start", "features" (cache
+    progress: done, total), "step" (the metrics line), "epoch", "checkpoint" and "interrupted".
+    The stages are `Pretrainer`'s.
+    """
+    return Pretrainer(config, on_event).run()
 
 
 def _write_outputs(out, model, optimizer, scheduler, cfg, bundle, step, epoch, position, *, keep, save_encoder, emit,
@@ -825,11 +914,13 @@ def check_resumable(folder: Path, cfg: PretrainConfig, world_size: int) -> dict:
     optimiser and scheduler states would silently keep the old lr, floor and decay.
     """
     from clip2point.checkpoints import read_json
+    from clip2point.run_files import PRETRAIN_STATE, check_fields
 
     meta = read_json(folder / "state.json")
-    if meta.get("format") != CHECKPOINT_FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{folder / 'state.json'}: not a c2p pre-training checkpoint")
-    saved = meta.get("config", {})
+    check_fields(folder / "state.json", meta, PRETRAIN_STATE)
+    saved = meta.get("config") or {}
     mismatches = [(f"--{key.replace('_', '-')}", saved[key], getattr(cfg, key)) for key in RESUME_MUST_MATCH
                   if key in saved and saved[key] != getattr(cfg, key)]
     if "world_size" in meta and int(meta["world_size"]) != world_size:
@@ -843,9 +934,11 @@ def check_resumable(folder: Path, cfg: PretrainConfig, world_size: int) -> dict:
 def _restore(folder: Path, model, optimizer, scheduler, cfg: PretrainConfig, ctx, batches: int) -> tuple[int, int, int]:
     """Load a checkpoint into the model, optimiser and scheduler; returns (step, epoch, position)."""
     from clip2point.checkpoints import load_optimizer_state, load_tensors
+    from clip2point.run_files import check_rng_tensors
 
     meta = check_resumable(folder, cfg, ctx.world_size)
     tensors = load_tensors(folder / "state.safetensors", device="cpu")
+    check_rng_tensors(tensors, folder / "state.safetensors", ["rng.torch", "rng.cuda"])
     state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     try:
         model.load_state_dict(state, strict=True)
@@ -853,8 +946,7 @@ def _restore(folder: Path, model, optimizer, scheduler, cfg: PretrainConfig, ctx
         scheduler.load_state_dict(meta["scheduler"])
     except (RuntimeError, KeyError, ValueError) as e:
         raise CheckpointError(f"{folder}: does not fit this model ({str(e).splitlines()[0]})") from e
-    if "rng.torch" in tensors:
-        torch.set_rng_state(tensors["rng.torch"])
+    torch.set_rng_state(tensors["rng.torch"])
     position = int(meta.get("position", 0))
     if position >= batches:
         raise CheckpointError(f"{folder}: stopped at batch {position} of an epoch of {batches}; the data changed")

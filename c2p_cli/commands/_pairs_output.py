@@ -10,10 +10,12 @@ def write_pairs_with_progress(sources, out: Path, *, n_points: int, up: str, col
     from rich.console import Console
     from rich.table import Table
 
+    from clip2point.training.mesh_render import require_open3d
     from clip2point.training.pairs import write_pairs
 
     from ..progress import progress_bar
 
+    require_open3d()  # without the mesh extra: one line naming it, before any progress or output
     console = Console(stderr=True)
     sources = list(sources)
     with progress_bar(console, "[bold]rendering pairs", transient=True) as bar:

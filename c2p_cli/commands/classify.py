@@ -29,24 +29,33 @@ def classify(
     pretrained: opt.Pretrained = defaults.PRETRAINED,
     depth_encoder: opt.DepthEncoderPath = None,
     adapter: Annotated[
-        Path | None, typer.Option("--adapter", help="A `c2p fewshot` run folder: classify with its trained adapter and labels.")
+        Path | None,
+        typer.Option(
+            "--adapter",
+            help="A `c2p fewshot` run folder (brings its model, labels and prompts), or an official CLIP2Point "
+            "few-shot checkpoint (.pth: --model/--pretrained name its CLIP, --labels/--label-set its classes, default ModelNet40).",
+        ),
     ] = None,
-    backend: Annotated[str, typer.Option("--backend", help="torch, onnx (ONNX Runtime) or trt (TensorRT engine).")] = "torch",
+    backend: Annotated[
+        opt.Backend, typer.Option("--backend", case_sensitive=False, help="torch, onnx (ONNX Runtime) or trt (TensorRT engine).")
+    ] = "torch",
     engine: Annotated[Path | None, typer.Option("--engine", help="A `c2p export` folder, for --backend onnx|trt.")] = None,
     views: opt.Views = defaults.ZERO_SHOT_VIEWS,
     batch_size: opt.BatchSize = 32,
     device: opt.Device = "auto",
     precision: Annotated[
-        str, typer.Option("--precision", help="Encoder precision on CUDA: fp32, or fp16 / bf16 autocast (rendering stays fp32).")
+        opt.Precision,
+        typer.Option("--precision", case_sensitive=False, help="Encoder precision on CUDA: fp32, or fp16 / bf16 autocast (the projection stays fp32)."),
     ] = "fp32",
-    top_k: Annotated[int, typer.Option("--top-k", help="How many labels to report per file.")] = 3,
+    top_k: Annotated[int, typer.Option("--top-k", help="How many labels to report per file.", callback=opt.at_least(1))] = 3,
     output: Annotated[
         str | None,
         typer.Option("--output", "-o", help="Results file (.jsonl, .json or .csv, written as each batch finishes), or - for stdout."),
     ] = None,
     fmt: Annotated[
-        str | None,
-        typer.Option("--format", help="jsonl, csv, json or table (default: the --output extension; on stdout a table on a terminal, else jsonl)."),
+        opt.OutputFormat | None,
+        typer.Option("--format", case_sensitive=False,
+                     help="Results as jsonl, csv, json or table (default: the --output extension; on stdout a table on a terminal, else jsonl)."),
     ] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Keep the results already in --output (same path, size and mtime) and classify the rest.")
@@ -56,20 +65,22 @@ def classify(
         str | None, typer.Option("--ext", help="Only these extensions in folders and patterns, e.g. ply,npy.")
     ] = None,
     points: Annotated[
-        int | None, typer.Option("--points", help=f"Points sampled per shape (default: the adapter's, else {defaults.NUM_POINTS}).")
+        int | None,
+        typer.Option("--points", help=f"Points sampled per shape (default: the adapter's, else {defaults.NUM_POINTS}).", callback=opt.check_points),
     ] = None,
     sampling: Annotated[
-        str | None, typer.Option("--sampling", help="random (seeded) or fps (default: the adapter's, else random).")
+        opt.SamplingChoice | None,
+        typer.Option("--sampling", case_sensitive=False, help="random (seeded) or fps (default: the adapter's, else random)."),
     ] = None,
     up: Annotated[
-        str | None,
-        typer.Option("--up", help=f"The shapes' up axis, z (ModelNet, scanners, CAD) or y (ShapeNet-style); default: the adapter's, else {defaults.UP_AXIS}."),
+        opt.UpAxisChoice | None,
+        typer.Option("--up", case_sensitive=False, help=f"The shapes' up axis, z (ModelNet, scanners, CAD) or y (ShapeNet-style); default: the adapter's, else {defaults.UP_AXIS}."),
     ] = None,
     seed: opt.Seed = 0,
-    workers: Annotated[
-        int | None, typer.Option("--workers", help="Reader processes (default: one per CPU core, less one; 0 reads in-process).")
-    ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no table; failed files are still listed on stderr.")] = False,
+    max_points: opt.MaxPoints = defaults.MAX_POINTS,
+    bin_columns: opt.BinColumns = defaults.BIN_COLUMNS,
+    workers: opt.Workers = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no table; failed files are still listed on stderr.")] = False,
 ) -> None:
     """Classify point clouds and meshes zero-shot with CLIP (or with a trained adapter / exported engine).
 
@@ -100,7 +111,10 @@ def classify(
         fmt = check_output_path(Path(output), fmt)  # before any model loads: a bad path costs nothing
     # validate what was given before the model loads; unset options are filled in below
     validate_run_options(batch_size, top_k, workers, precision)
-    ReadOptions(n_points=points or 1, sampling=sampling or "random", seed=seed, up=up or "z").validate()
+    ReadOptions(
+        n_points=points or 1, sampling=sampling or "random", seed=seed, up=up or "z",
+        max_points=max_points, bin_columns=bin_columns,
+    ).validate()
     names = resolve_label_options(labels, labels_file, label_set)
     if paths.count("-") > 1:
         raise UsageError("- (read paths from stdin) can be given once")
@@ -121,11 +135,11 @@ def classify(
     ctx = setup(torch_device)
     try:
         clf = _build_classifier(
-            console, labels=names, label_set=None, prompt=prompt, model=model, pretrained=pretrained,
-            depth_encoder=depth_encoder, adapter=adapter, backend=backend, engine=engine, views=views,
-            device=str(ctx.device) if ctx.distributed else device,
+            console, labels=labels if labels_file is None else names, label_set=label_set, names=names, prompt=prompt,
+            model=model, pretrained=pretrained, depth_encoder=depth_encoder, adapter=adapter, backend=backend,
+            engine=engine, views=views, device=str(ctx.device) if ctx.distributed else device,
         )
-        read = _read_options(console, clf, points, sampling, up, seed)
+        read = _read_options(console, clf, points, sampling, up, seed, max_points, bin_columns)
         used = {"n_points": read.n_points, "sampling": read.sampling, "up": read.up, "seed": read.seed}
         meta = {**(getattr(clf, "meta", None) or {}), "read": used}
         table = fmt == "table" or (not to_stdout and not quiet and sys.stdout.isatty())
@@ -146,7 +160,7 @@ def classify(
         raise typer.Exit(1)
 
 
-def _read_options(console, clf, points, sampling, up, seed):
+def _read_options(console, clf, points, sampling, up, seed, max_points=defaults.MAX_POINTS, bin_columns=defaults.BIN_COLUMNS):
     """Unset reading options come from the adapter run (its shapes were read that way), else the defaults."""
     from rich.markup import escape
 
@@ -159,12 +173,16 @@ def _read_options(console, clf, points, sampling, up, seed):
     for line in warnings:
         console.print(f"[yellow]warning:[/] {escape(cli_text(line))}")
     fallback = {"n_points": defaults.NUM_POINTS, "sampling": "random", "up": defaults.UP_AXIS}
-    read = ReadOptions(seed=seed, **{k: fallback[k] if v is None else v for k, v in chosen.items()})
+    read = ReadOptions(
+        seed=seed, max_points=max_points, bin_columns=bin_columns,
+        **{k: fallback[k] if v is None else v for k, v in chosen.items()},
+    )
     read.validate()
     return read
 
 
-def _build_classifier(console, *, labels, label_set, prompt, model, pretrained, depth_encoder, adapter, backend, engine, views, device):
+def _build_classifier(console, *, labels, label_set, names=None, prompt, model, pretrained, depth_encoder, adapter, backend, engine,
+                      views, device):
     from ..errors import UsageError
 
     if backend not in ("torch", "onnx", "trt"):
@@ -181,17 +199,39 @@ def _build_classifier(console, *, labels, label_set, prompt, model, pretrained, 
         if engine is not None:
             raise UsageError("--engine is for --backend onnx or trt")
         if adapter is not None:
-            if labels or label_set:
-                raise UsageError("--adapter brings its own labels: drop --labels/--label-set")
-            from ..adapters import load_adapter_classifier
-
-            return load_adapter_classifier(adapter, device=device)
+            return _adapter_classifier(adapter, labels=labels, label_set=label_set, prompt=prompt, model=model,
+                                       pretrained=pretrained, depth_encoder=depth_encoder, device=device)  # fmt: skip
         from ..classifier import load_classifier
 
         return load_classifier(
-            labels=labels, label_set=label_set, model=model, pretrained=pretrained, depth_encoder=depth_encoder,
+            labels=names, model=model, pretrained=pretrained, depth_encoder=depth_encoder,
             views=views, templates=prompt, device=device,
         )
+
+
+def _adapter_classifier(adapter, *, labels, label_set, prompt, model, pretrained, depth_encoder, device):
+    """A run folder brings everything but the device: options that it would override are refused, not
+    ignored. The official checkpoint holds only adapter weights: the CLIP (--model/--pretrained), the
+    labels and the prompts come from the options, as for `c2p eval` and `c2p export`."""
+    from ..adapters import load_adapter_classifier
+    from ..errors import UsageError
+    from ._common import given_on_command_line
+
+    if depth_encoder is not None:
+        raise UsageError("--adapter brings its own encoders: drop --depth-encoder")
+    if Path(adapter).is_file():
+        from ..prompts import resolve_labels
+
+        if given_on_command_line("views"):
+            raise UsageError("the official few-shot checkpoint uses its own 10 views: drop --views")
+        names = resolve_labels(labels, label_set) if (labels or label_set) else None
+        return load_adapter_classifier(adapter, device=device, labels=names, templates=prompt, model=model, pretrained=pretrained)
+    given = {"labels": bool(labels), "label_set": bool(label_set), "prompt": bool(prompt)}
+    clash = [n for n in ("labels", "label_set", "prompt", "model", "pretrained", "views") if given.get(n) or given_on_command_line(n)]
+    if clash:
+        flags = ", ".join("--" + n.replace("_", "-") for n in clash)
+        raise UsageError(f"--adapter {adapter} brings its own model, labels, prompts and views: drop {flags}")
+    return load_adapter_classifier(adapter, device=device)
 
 
 def _run(console, clf, entries, read, *, quiet, table, ctx, **kw):

@@ -18,11 +18,11 @@ def eval_cmd(
         Path | None,
         typer.Option("--adapter", help="A `c2p fewshot` run folder (or an official CLIP2Point few-shot checkpoint); default: zero-shot."),
     ] = None,
-    which: Annotated[str, typer.Option("--which", help="Adapter weights of the run: best or last.")] = "best",
-    split: Annotated[str, typer.Option("--split", help="train or test.")] = "test",
+    which: Annotated[opt.Which, typer.Option("--which", case_sensitive=False, help="Adapter weights of the run: best or last.")] = "best",
+    split: Annotated[opt.Split, typer.Option("--split", case_sensitive=False, help="train or test.")] = "test",
     dataset: Annotated[
-        str,
-        typer.Option("--dataset", help="auto, synth, modelnet, modelnet-h5, modelnet-resampled, scanobjectnn or folder."),
+        opt.DatasetKind,
+        typer.Option("--dataset", case_sensitive=False, metavar=opt.DATASET_METAVAR, help=opt.DATASET_HELP),
     ] = "auto",
     labels: opt.Labels = None,
     label_set: opt.LabelSet = None,
@@ -33,18 +33,24 @@ def eval_cmd(
     views: opt.Views = defaults.ZERO_SHOT_VIEWS,
     points: Annotated[
         int | None,
-        typer.Option("--points", help=f"Points sampled per shape (default: the --adapter run's, else {defaults.NUM_POINTS})."),
+        typer.Option(
+            "--points", help=f"Points sampled per shape (default: the --adapter run's, else {defaults.NUM_POINTS}).", callback=opt.check_points
+        ),
     ] = None,
     sampling: Annotated[
-        str | None,
-        typer.Option("--sampling", help="random or fps (default: the --adapter run's, else fps for ScanObjectNN, else random)."),
+        opt.SamplingChoice | None,
+        typer.Option("--sampling", case_sensitive=False, help="random or fps (default: the --adapter run's, else fps for ScanObjectNN, else random)."),
     ] = None,
     up: Annotated[
-        str | None,
-        typer.Option("--up", help="Up axis z or y (default: the --adapter run's, else z for ModelNet / synth / folders, y for ScanObjectNN)."),
+        opt.UpAxisChoice | None,
+        typer.Option("--up", case_sensitive=False, help="Up axis z or y (default: the --adapter run's, else z for ModelNet meshes / ModelNet40_Ply / synth / folders, y for ModelNet h5 / resampled and ScanObjectNN)."),
     ] = None,
-    variant: Annotated[str | None, typer.Option("--variant", help="ScanObjectNN: obj_bg, obj_only or pb_t50_rs.")] = None,
+    variant: Annotated[
+        opt.Variant | None, typer.Option("--variant", case_sensitive=False, help="ScanObjectNN variant (default: obj_bg).")
+    ] = None,
     seed: opt.Seed = 0,
+    max_points: opt.MaxPoints = defaults.MAX_POINTS,
+    bin_columns: opt.BinColumns = defaults.BIN_COLUMNS,
     batch_size: opt.BatchSize = 32,
     device: opt.Device = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table.")] = False,
@@ -63,8 +69,17 @@ def eval_cmd(
     from ..checkpoints import write_json
     from ..evaluate import classifier_for_dataset, evaluate_classifier
     from ..progress import progress_bar
+    from ..views import describe_up_axis
 
     console = Console(stderr=True)
+    if adapter is not None and adapter.is_dir():
+        from ..errors import UsageError
+        from ._common import given_on_command_line
+
+        clash = [n for n in ("model", "pretrained", "views", "prompt") if given_on_command_line(n)]
+        if clash:  # a run folder brings its own: refuse rather than silently ignore
+            flags = ", ".join("--" + n for n in clash)
+            raise UsageError(f"--adapter {adapter} brings its own model, views and prompts: drop {flags}")
     _prepare_out(out)
     read = {"n_points": points, "sampling": sampling, "up": up}
     if adapter is not None and adapter.is_dir():
@@ -78,7 +93,11 @@ def eval_cmd(
             console.print(f"[yellow]warning:[/] {escape(cli_text(line))}")
     elif read["n_points"] is None:
         read["n_points"] = defaults.NUM_POINTS
-    ds = open_dataset(data, dataset, split, seed=seed, variant=variant, **read)
+    ds = open_dataset(
+        data, dataset, split, seed=seed, variant=variant, max_points=max_points, bin_columns=bin_columns, **read
+    )
+    info = ds.describe()
+    sampled = "every point of each file" if info.get("all_points") else f"{info['n_points']} points ({info['sampling']})"
     # Under torchrun each rank evaluates every world_size-th sample on its own device; rank 0 merges.
     from ..devices import resolve_device
     from ..distributed import gather_objects, setup, shard, teardown
@@ -86,6 +105,8 @@ def eval_cmd(
 
     ctx = setup(resolve_device(device))
     try:
+        if ctx.is_main:
+            console.print(f"{ds.kind} {split}: {len(ds)} samples, {sampled}, {describe_up_axis(ds.up)}")
         with console.status("loading the model", spinner="dots"):
             clf, mapping, mode = classifier_for_dataset(
                 ds.labels, adapter=adapter, which=which, labels=labels, label_set=label_set, templates=prompt,
@@ -104,7 +125,12 @@ def eval_cmd(
             report = merge_reports(reports, ds.sample_ids, clf.labels)
     finally:
         teardown(ctx)
-    report.update({"mode": mode, "dataset": ds.describe(), "classifier": getattr(clf, "meta", {}), "version": __version__})
+    report.update({"mode": mode, "dataset": {**ds.describe(), "rotation": describe_up_axis(ds.up)},
+                   "classifier": getattr(clf, "meta", {}), "version": __version__})
+    note = (getattr(clf, "meta", {}).get("selection") or {}).get("note")
+    if note:  # an adapter whose epoch was chosen on the test split: its test accuracy is optimistic
+        report["selection"] = note
+        console.print(f"[yellow]selection:[/] {note}")
     write_json(out / "report.json", report)
     confusion_png(out / "confusion.png", report["confusion"], report["labels"])
     if not quiet:

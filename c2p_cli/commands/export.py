@@ -28,17 +28,34 @@ def export(
         typer.Option("--fold/--no-fold", help="Fold CLIP's normalisation into a 1-channel first convolution (default: fold)."),
     ] = None,
     opset: Annotated[int, typer.Option("--opset", help="ONNX opset (18 or later: ScatterElements with min reduction).")] = 18,
+    quantize: Annotated[
+        opt.Quantize,
+        typer.Option(
+            "--quantize", case_sensitive=False,
+            help="int8: also write dynamically quantised graphs (*.int8.onnx: MatMul/Gemm weights in int8, the renderer "
+            "float32), used by --backend onnx. Their accuracy on real CLIP weights was not measured here.",
+        ),
+    ] = "none",
     with_projection: Annotated[
         bool,
         typer.Option("--with-projection", help="Also write points_classifier.onnx: points -> logits with the renderer traced in."),
     ] = False,
     trt: Annotated[bool, typer.Option("--trt", help="Also build a TensorRT FP16 engine (needs TensorRT 10 and an NVIDIA GPU).")] = False,
-    max_batch: Annotated[int, typer.Option("--max-batch", help="Largest batch of the TensorRT optimisation profile.")] = 64,
+    max_batch: Annotated[
+        int, typer.Option("--max-batch", help="Largest batch of the TensorRT optimisation profile.", callback=opt.check_batch)
+    ] = 64,
     opt_batch: Annotated[
-        int | None, typer.Option("--opt-batch", help="Batch TensorRT tunes for (default: a power of two near --max-batch / 2).")
+        int | None,
+        typer.Option("--opt-batch", help="Batch TensorRT tunes for (default: a power of two near --max-batch / 2).", callback=opt.check_batch),
     ] = None,
-    workspace_gib: Annotated[float, typer.Option("--workspace-gib", help="TensorRT builder workspace limit, GiB.")] = 4.0,
-    points: opt.Points = defaults.NUM_POINTS,
+    workspace_gib: Annotated[
+        float, typer.Option("--workspace-gib", help="TensorRT builder workspace limit, GiB.", callback=opt.between(0, 1024, open_low=True))
+    ] = 4.0,
+    points: Annotated[
+        int | None,
+        typer.Option("--points", help=f"Points per shape that runtimes sample (default: the adapter run's, else {defaults.NUM_POINTS}).",
+                     callback=opt.check_points),
+    ] = None,
 ) -> None:
     """Export the classifier: classifier.onnx (depth maps -> logits), optional points_classifier.onnx and TensorRT engine.
 
@@ -49,12 +66,17 @@ def export(
     from rich.console import Console
 
     from ..errors import UsageError
+    from ..progress import status as progress_status
 
     console = Console(stderr=True)
     if opset < 18:
         raise UsageError(f"--opset must be at least 18 (ScatterElements with reduction='min'), got {opset}")
-    if points < 1:
-        raise UsageError(f"--points must be at least 1, got {points}")
+    if quantize == "int8":
+        # before minutes of export work: the quantisation tools come with onnxruntime
+        import importlib.util
+
+        if importlib.util.find_spec("onnxruntime") is None:
+            raise UsageError("--quantize int8 needs onnxruntime's quantization tools: pip install 'clip2point[onnx]'")
     if trt:
         # Before minutes of export work: say at once when TensorRT or the GPU is missing.
         from clip2point.export.metadata import profile_batches
@@ -66,11 +88,14 @@ def export(
 
     from clip2point.export.onnx import ExportOptions, export_classifier
 
-    with console.status("loading the model", spinner="dots") as status:
+    with progress_status(console, "loading the model") as status:
         clf = _load(labels=labels, label_set=label_set, prompt=prompt, adapter=adapter, model=model, pretrained=pretrained,
                     depth_encoder=depth_encoder, views=views, fold=fold)  # fmt: skip
         extra = {"adapter": str(adapter)} if adapter is not None else {}
-        options = ExportOptions(opset=opset, with_projection=with_projection, n_points=points)
+        trained = (getattr(clf, "meta", None) or {}).get("read") or {}
+        n_points = points if points is not None else trained.get("n_points") or defaults.NUM_POINTS
+        options = ExportOptions(opset=opset, with_projection=with_projection, n_points=int(n_points),
+                                quantize=None if quantize == "none" else quantize)  # fmt: skip
         meta = export_classifier(clf, out, options, extra_meta=extra, on_step=status.update)
         if trt:
             from clip2point.export.tensorrt import build_and_check
@@ -119,7 +144,7 @@ def _summary(console, out: Path, meta: dict) -> None:
     table.add_column("size", justify="right")
     table.add_column("inputs")
     table.add_column("max |diff|", justify="right")
-    table.add_column("tolerance", justify="right")
+    table.add_column("tolerance (int8: agreement)", justify="right")
     table.add_column("check")
     checks = dict(meta.get("check", {}))
     if "tensorrt" in meta and "check" in meta["tensorrt"]:
@@ -130,13 +155,18 @@ def _summary(console, out: Path, meta: dict) -> None:
             f"{k}[{','.join(str(d) for d in shape)}]" for k, shape in entry.get("inputs", {}).items()
         ) or "depth (engine profile)"
         check = checks.get(name)
-        if check:
+        if check and name.endswith("_int8"):
+            agree = f"top-1 {check['argmax_agreement']:.0%}, max prob diff {check['max_prob_diff']:.2g}"
+            verdict = Text("recorded" if check["passed"] else "FAILED", style="green" if check["passed"] else "bold red")
+            table.add_row(entry["file"], size, Text(inputs), f"{check['max_abs_diff']:.2e}", agree, verdict)
+        elif check:
             tol = max(r["tolerance"] for r in check["runs"])
             verdict = Text("passed" if check["passed"] else "FAILED", style="green" if check["passed"] else "bold red")
-            table.add_row(entry["file"], size, inputs, f"{check['max_abs_diff']:.2e}", f"{tol:.2e}", verdict)
+            table.add_row(entry["file"], size, Text(inputs), f"{check['max_abs_diff']:.2e}", f"{tol:.2e}", verdict)
         else:
-            table.add_row(entry["file"], size, inputs, "", "", "not checked")
+            table.add_row(entry["file"], size, Text(inputs), "", "", "not checked")
     table.add_row(md.METADATA_FILE, "", "labels, views, normalisation, models, checks", "", "", "")
     console.print(table)
+    precision = " (int8 graphs by default)" if meta.get("precision") == "int8" else ""
     console.print(f"{len(meta['labels'])} labels, {meta['num_views']} views, {meta['in_channels']}-channel input; "
-                  f"classify with: c2p classify --backend onnx --engine {out} FILES")  # fmt: skip
+                  f"classify with: c2p classify --backend onnx --engine {out} FILES{precision}")  # fmt: skip

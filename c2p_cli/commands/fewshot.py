@@ -14,33 +14,50 @@ from .. import options as opt
 def fewshot(
     data: Annotated[Path, typer.Argument(help="Dataset folder (layout detected; see --dataset).", show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder to create (or continue with --resume).")],
-    shots: Annotated[int, typer.Option("--shots", "-k", help="Labelled samples per class, drawn from the train split.")] = 16,
+    shots: Annotated[
+        int, typer.Option("--shots", "-k", help="Labelled samples per class, drawn from the train split.", callback=opt.at_least(1))
+    ] = 16,
     dataset: Annotated[
-        str,
-        typer.Option("--dataset", help="auto, synth, modelnet, modelnet-h5, modelnet-resampled, scanobjectnn or folder."),
+        opt.DatasetKind,
+        typer.Option("--dataset", case_sensitive=False, metavar=opt.DATASET_METAVAR, help=opt.DATASET_HELP),
     ] = "auto",
     model: opt.Model = defaults.MODEL,
     pretrained: opt.Pretrained = defaults.PRETRAINED,
     depth_encoder: opt.DepthEncoderPath = None,
-    fusion: Annotated[str, typer.Option("--fusion", help="gated (GDPA, learned per-channel gate) or mean (DPA).")] = "gated",
-    epochs: Annotated[int, typer.Option("--epochs", help="Training epochs.")] = 100,
+    fusion: Annotated[
+        opt.Fusion, typer.Option("--fusion", case_sensitive=False, help="gated (GDPA, learned per-channel gate) or mean (DPA).")
+    ] = "gated",
+    epochs: Annotated[int, typer.Option("--epochs", help="Training epochs.", callback=opt.between(1, 100_000))] = 100,
     batch_size: opt.BatchSize = 32,
-    lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate.")] = 1e-3,
-    weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay.")] = 1e-4,
+    lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate.", callback=opt.between(0, 10, open_low=True))] = 1e-3,
+    weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay.", callback=opt.between(0, 10))] = 1e-4,
     select: Annotated[
-        str, typer.Option("--select", help="Model selection: val (best accuracy on held-out shots) or last (last epoch, all shots train).")
-    ] = "val",
-    val_fraction: Annotated[float, typer.Option("--val-fraction", help="Part of each class's shots held out for --select val.")] = 0.25,
+        opt.Select, typer.Option("--select", case_sensitive=False, help="Which epoch to keep: last (all shots train; the official code's training), "
+                                 "val (best accuracy on held-out shots), or test (the paper's protocol: epoch chosen on the "
+                                 "test split, optimistic).")
+    ] = "last",
+    val_fraction: Annotated[
+        float,
+        typer.Option("--val-fraction", help="Part of each class's shots held out for --select val (0 to 0.9).", callback=opt.between(0, 0.9)),
+    ] = 0.25,
+    resamples: Annotated[
+        int, typer.Option("--resamples", help="Point sets sampled per training shot (features cached); each epoch draws one, "
+                          "like the official loader's fresh samples. 1: one fixed set.", callback=opt.between(1, 1000))
+    ] = 1,
     seed: opt.Seed = 0,
     views: opt.Views = defaults.FEW_SHOT_VIEWS,
     points: opt.Points = defaults.NUM_POINTS,
     sampling: Annotated[
-        str | None, typer.Option("--sampling", help="random or fps (default: fps for ScanObjectNN, else random).")
+        opt.SamplingChoice | None,
+        typer.Option("--sampling", case_sensitive=False, help="random or fps (default: fps for ScanObjectNN, else random)."),
     ] = None,
     up: Annotated[
-        str | None, typer.Option("--up", help="Up axis z or y (default: z for ModelNet / synth / folders, y for ScanObjectNN).")
+        opt.UpAxisChoice | None,
+        typer.Option("--up", case_sensitive=False, help="Up axis z or y (default: z for ModelNet meshes / synth / folders, y for ModelNet h5 / resampled and ScanObjectNN)."),
     ] = None,
-    variant: Annotated[str | None, typer.Option("--variant", help="ScanObjectNN: obj_bg, obj_only or pb_t50_rs.")] = None,
+    variant: Annotated[
+        opt.Variant | None, typer.Option("--variant", case_sensitive=False, help="ScanObjectNN variant (default: obj_bg).")
+    ] = None,
     prompt: opt.Prompt = None,
     device: opt.Device = "auto",
     cache_dir: Annotated[
@@ -48,7 +65,7 @@ def fewshot(
     ] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Keep features in memory only (compute them once per run).")] = False,
     save_every: Annotated[
-        int, typer.Option("--save-every", help="Epochs between resume checkpoints (last.safetensors + state).")
+        int, typer.Option("--save-every", help="Epochs between resume checkpoints (last.safetensors + state).", callback=opt.at_least(1))
     ] = 1,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last completed epoch.")] = False,
     test: Annotated[bool, typer.Option("--test/--no-test", help="Report test-split accuracy at the end (never used for selection).")] = True,
@@ -73,7 +90,7 @@ def fewshot(
         depth_encoder=str(depth_encoder) if depth_encoder else None, views=views, n_points=points, sampling=sampling,
         up=up, dataset_kind=dataset, templates=list(prompt) if prompt else None, device=device,
         cache_dir=str(cache_dir) if cache_dir else None, use_cache=not no_cache, eval_test=test, variant=variant,
-        save_every=save_every,
+        save_every=save_every, resamples=resamples,
     )
     with progress_bar(console, info=True, disable=quiet) as progress:
         tasks: dict[str, int] = {}
@@ -93,11 +110,16 @@ def fewshot(
                 text = f"loss {m['loss']:.3f}  acc {m['train_acc']:.3f}"
                 if "val_acc" in m:
                     text += f"  val {m['val_acc']:.3f}"
+                if "test_acc" in m:
+                    text += f"  test {m['test_acc']:.3f}"
                 progress.update(tasks["train"], completed=m["epoch"], info=text)
 
         summary = run_fewshot(data, out, opts, resume=resume, on_event=on_event)
     if not quiet:
         _print_summary(summary)
+    note = (summary.get("selection") or {}).get("note")
+    if note:
+        console.print(f"[yellow]selection:[/] {note}")
     for w in summary.get("warnings", []):
         console.print(f"[yellow]note:[/] {w}")
     if summary.get("skipped"):
@@ -121,6 +143,9 @@ def _print_summary(summary: dict) -> None:
     ]
     if summary.get("best_val_acc") is not None:
         rows.append(("best validation accuracy", f"{summary['best_val_acc']:.3f}"))
+    note = (summary.get("selection") or {}).get("note")
+    if note:
+        rows.append(("epoch selection", note))
     test = summary.get("test")
     if test and "best" in test:
         rows.append(("test accuracy (best / last)", f"{test['best']['top1']:.3f} / {test['last']['top1']:.3f}"))

@@ -14,9 +14,11 @@ from .. import options as opt
 def make_pairs(
     mesh_dir: Annotated[Path, typer.Argument(help="Folder of meshes (.off/.obj/.stl/.glb/.gltf/.ply with faces), searched recursively.", show_default=False)],
     out: Annotated[Path, typer.Argument(help="Output folder of the pairs set (created).", show_default=False)],
-    points: Annotated[int, typer.Option("--points", help="Surface points stored per model.")] = 8192,
+    points: Annotated[int, typer.Option("--points", help="Surface points stored per model.", callback=opt.check_points)] = 8192,
     up: opt.UpAxis = defaults.UP_AXIS,
-    colour: Annotated[str, typer.Option("--colour", help="Base colour: grey, or random (seeded per model).")] = "grey",
+    colour: Annotated[
+        opt.Colour, typer.Option("--colour", case_sensitive=False, help="Base colour: grey, or random (seeded per model).")
+    ] = "grey",
     seed: opt.Seed = 0,
 ) -> None:
     """Render each mesh of MESH_DIR from the 10 pre-training views (shaded, white background) and store the

@@ -19,8 +19,12 @@ def render(
     sampling: opt.Sampling = "random",
     up: opt.UpAxis = defaults.UP_AXIS,
     seed: opt.Seed = 0,
-    size: Annotated[int, typer.Option("--size", help="Image size in pixels (the models expect 224).")] = defaults.IMAGE_SIZE,
-    columns: Annotated[int, typer.Option("--columns", help="Tiles per row of the montage.")] = 5,
+    max_points: opt.MaxPoints = defaults.MAX_POINTS,
+    bin_columns: opt.BinColumns = defaults.BIN_COLUMNS,
+    size: Annotated[
+        int, typer.Option("--size", help="Image size in pixels, 16 to 2048 (the models expect 224).", callback=opt.between(16, 2048))
+    ] = defaults.IMAGE_SIZE,
+    columns: Annotated[int, typer.Option("--columns", help="Tiles per row of the montage.", callback=opt.between(1, 64))] = 5,
 ) -> None:
     """Render the paper's depth maps of FILE (orthographic, nearest point per pixel) into a montage."""
     from rich.console import Console
@@ -33,7 +37,9 @@ def render(
     if out.suffix.lower() != ".png":
         raise UsageError(f"--out {out}: the montage is written as PNG; use a .png name")
     preset = view_preset(views)
-    cloud = read_cloud(path, n_points=points, sampling=sampling, seed=seed, up=up)
+    cloud = read_cloud(
+        path, n_points=points, sampling=sampling, seed=seed, up=up, max_points=max_points, bin_columns=bin_columns
+    )
     image = depth_montage(cloud, preset, image_size=size, columns=columns)
     out.parent.mkdir(parents=True, exist_ok=True)
     image.save(out)

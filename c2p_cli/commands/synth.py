@@ -16,15 +16,16 @@ def synth(
         str | None,
         typer.Option("--classes", help="Comma-separated shape classes (default: all; see --list)."),
     ] = None,
-    per_class: Annotated[int, typer.Option("--per-class", help="Training samples per class.")] = 20,
+    per_class: Annotated[int, typer.Option("--per-class", help="Training samples per class.", callback=opt.between(0, 100_000))] = 20,
     test_per_class: Annotated[
         int | None,
-        typer.Option("--test-per-class", help="Test samples per class (default: per-class / 4, at least 1)."),
+        typer.Option("--test-per-class", help="Test samples per class (default: per-class / 4, at least 1).", callback=opt.between(0, 100_000)),
     ] = None,
     fmt: Annotated[
-        str,
+        opt.SynthFormat,
         typer.Option(
             "--format",
+            case_sensitive=False,
             help="ply (noisy cloud, binary PLY), npy (noisy cloud) or off (the mesh, ModelNet-like).",
         ),
     ] = "ply",
