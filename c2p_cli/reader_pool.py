@@ -29,6 +29,13 @@ _PARENT_POLL_S = 1.0
 _JOIN_S = 2.0
 
 
+class _SendFailed:
+    """Sent in place of a result that could not be pickled: that file fails, the reader lives on."""
+
+    def __init__(self, message: str):
+        self.message = message
+
+
 def _crash_message(exitcode: int | None) -> str:
     if exitcode is not None and exitcode < 0:
         try:
@@ -76,6 +83,8 @@ def _reader_main(tasks, results, slot, read_fn, parent_pid: int, close_fds: list
                 results.send(item)
             except (OSError, EOFError):
                 os._exit(0)  # the parent is gone
+            except Exception as e:  # an unpicklable result: that file fails, not the reader
+                results.send((item[0], _SendFailed(f"reader could not return the result ({type(e).__name__}: {e})"[:500])))
 
     thread = threading.Thread(target=sender, daemon=True)
     thread.start()
@@ -192,13 +201,13 @@ class ReaderPool:
         """Take one answer from `reader`; False when its pipe is closed (it died)."""
         try:
             task, value = reader.results.recv()
-        except (EOFError, OSError):
+        except Exception:  # EOF: it died; anything else: a message it could not finish
             return False
         if reader.outstanding and reader.outstanding[0] == task:
             reader.outstanding.popleft()
         else:  # pragma: no cover - a reader answers in the order it was asked
             reader.outstanding.remove(task)
-        done[task] = ("ok", value)
+        done[task] = ("crashed", value.message) if isinstance(value, _SendFailed) else ("ok", value)
         return True
 
     def _bury(self, reader: _Reader, done: dict, todo: deque) -> None:
@@ -209,6 +218,8 @@ class ReaderPool:
                     break
             except (EOFError, OSError):
                 break
+        if reader.process.is_alive():  # its pipe broke but it runs on: it cannot be trusted any more
+            reader.process.kill()
         reader.process.join()
         culprit = reader.slot.value
         message = _crash_message(reader.process.exitcode)

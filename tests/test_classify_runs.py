@@ -89,20 +89,25 @@ def test_a_reader_killed_by_a_signal_costs_only_the_file_it_was_reading(shapes, 
 def test_reader_pool_blames_only_the_file_being_read_and_retries_the_rest():
     from clip2point.reader_pool import ReaderPool
 
+    import threading
+
     def read(name):
         if name == "exit":
             os._exit(3)
         if name == "segv":
             os.kill(os.getpid(), signal.SIGSEGV)
+        if name == "lock":
+            return threading.Lock()  # cannot be pickled back to the parent
         return name.upper()
 
-    names = ["a", "b", "exit", "c", "d", "segv", "e", "f", "g"]
+    names = ["a", "b", "exit", "c", "d", "segv", "e", "lock", "f", "g"]
     with ReaderPool(2, read, ahead=6) as pool:
         got = list(pool.imap(names))
         assert len(pool.readers) == 2  # replaced after each death
     assert got[2] == ("crashed", "reader process exited unexpectedly (exit code 3)")
     assert got[5] == ("crashed", "reader crashed (signal 11, SIGSEGV)")
-    assert [v for i, (kind, v) in enumerate(got) if i not in (2, 5)] == ["A", "B", "C", "D", "E", "F", "G"]
+    assert got[7][0] == "crashed" and "could not return the result" in got[7][1]
+    assert [v for i, (kind, v) in enumerate(got) if i not in (2, 5, 7)] == ["A", "B", "C", "D", "E", "F", "G"]
 
 
 def test_classify_cli_survives_a_segfaulting_reader_and_exits_1(shapes, tmp_path, capsys, monkeypatch):
