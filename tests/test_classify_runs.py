@@ -87,9 +87,9 @@ def test_a_reader_killed_by_a_signal_costs_only_the_file_it_was_reading(shapes, 
 
 
 def test_reader_pool_blames_only_the_file_being_read_and_retries_the_rest():
-    from clip2point.reader_pool import ReaderPool
-
     import threading
+
+    from clip2point.reader_pool import ReaderPool
 
     def read(name):
         if name == "exit":
