@@ -86,7 +86,25 @@ PY
 }
 
 step_classify_bench() {
-    "$PYTHON" benchmarks/classify.py --device cuda --files 200 --model ViT-B-32 --pretrained none --batch-size 64 --workers 4
+    # Issue 12: classify from disk against the encoder alone (depth maps in memory), same run, at
+    # 20,000 files in 8 formats; target pipeline / encoder_only >= 0.8 with the fp16 encoder.
+    # The files are written once into $data and reused by the second run.
+    local rc=0 data=/tmp/c2p-classify-20k
+    "$PYTHON" benchmarks/classify.py --device cuda --files 20000 --model ViT-B-32 --pretrained none \
+        --batch-size 128 --precision fp16 --data "$data" || rc=1
+    "$PYTHON" benchmarks/classify.py --device cuda --files 20000 --model ViT-B-32 --pretrained none \
+        --batch-size 128 --precision fp32 --data "$data" || rc=1
+    # The command itself on the same files, streaming JSON Lines: every file once, none failed.
+    c2p classify "$data" --labels cube,sphere,cylinder,cone,torus,pyramid,capsule,ring --model ViT-B-32 \
+        --pretrained none --device cuda --precision fp16 -b 128 -q -o /tmp/c2p-20k.jsonl || rc=1
+    "$PYTHON" - <<'PY' || rc=1
+import json
+rows = [json.loads(l) for l in open("/tmp/c2p-20k.jsonl")]
+bad = [r for r in rows if r["error"]]
+print(json.dumps({"rows": len(rows), "unique_paths": len({r["path"] for r in rows}), "failed": len(bad)}))
+raise SystemExit(0 if len(rows) == 20000 and len({r["path"] for r in rows}) == 20000 and not bad else 1)
+PY
+    return $rc
 }
 
 step_fewshot_gpu() {

@@ -14,8 +14,13 @@ _LAZY = {
     "classify_points": "clip2point.api",
     "classify_files": "clip2point.api",
     "read_cloud": "clip2point.io",
-    "render_depth": "kernels",
+    "render_depth": "clip2point.kernels",
     "camera_bases": "clip2point.views",
+    "FileResult": "clip2point.batching",
+    "gather_inputs": "clip2point.inputs",
+    "load_adapter_classifier": "clip2point.adapters",
+    # The exporter's loader, named here so users find it; imported only when asked for.
+    "load_exported_classifier": "clip2point.export.runtime",
 }
 
 __all__ = ["__version__", *_LAZY]

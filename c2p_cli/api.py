@@ -2,19 +2,20 @@
 
     >>> from clip2point import load_classifier, classify_files
     >>> clf = load_classifier(labels="chair,table", model="c2p-tiny", pretrained="none")
-    >>> for r in classify_files(["scan.ply"], classifier=clf):
-    ...     print(r.path, r.label, r.probability, r.error)
+    >>> for r in classify_files(["scans/", "more/**/*.ply"], classifier=clf, stream=True):
+    ...     print(r.path, r.label, r.probability, r.error)   # as each batch finishes
+    >>> results = classify_files("scan.ply", classifier=clf)  # or all at once, as a list
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .batching import FileResult, ReadOptions
+from .batching import FileResult
 from .pipeline import classify_files as _classify_files
 
 
@@ -69,14 +70,43 @@ def classify_files(
     batch_size: int = 32,
     top_k: int = 5,
     workers: int | None = 0,
+    recursive: bool = False,
+    extensions: str | Sequence[str] | None = None,
+    precision: str | None = None,
+    stream: bool = False,
     **load_kwargs,
-) -> list[FileResult]:
-    """A FileResult per file, in the order given (folders expanded in sorted order); a file or path
-    that could not be used carries its error instead of a label. `paths` may be a single path."""
-    from .batching import gather_inputs, in_input_order
+) -> list[FileResult] | Iterator[FileResult]:
+    """A FileResult per file, in the order given: files, folders (expanded in sorted order; with
+    `recursive`, sub-folders too; `extensions` such as "ply,npy" restricts them) and glob patterns
+    ("scans/**/*.ply"). A file or path that could not be used carries its error instead of a label.
+    `paths` may be a single path.
 
-    clf = _classifier(classifier, load_kwargs)
-    entries = gather_inputs(paths)
-    files = [e for e in entries if isinstance(e, Path)]
+    `stream=True` returns a generator that yields each result as its batch finishes (as
+    Ultralytics' `stream=True`): memory stays flat over any number of files, and breaking out of
+    the loop stops the readers. By default the results come back as a list.
+    `workers` reader processes read ahead of the model (None: one per core, less one; 0 reads in
+    this process); a reader that crashes costs only the file it was reading.
+    """
+    from .batching import ReadOptions
+    from .inputs import gather_inputs
+    from .pipeline import validate_run_options
+
     read = ReadOptions(n_points=n_points, sampling=sampling, seed=seed, up=up)
-    return in_input_order(entries, _classify_files(clf, files, read=read, batch_size=batch_size, top_k=top_k, workers=workers))
+    read.validate()
+    validate_run_options(batch_size, top_k, workers, precision)
+    clf = _classifier(classifier, load_kwargs)
+    entries = gather_inputs(paths, recursive=recursive, extensions=extensions)
+    results = _in_order(entries, clf, read=read, batch_size=batch_size, top_k=top_k, workers=workers, precision=precision)
+    return results if stream else list(results)
+
+
+def _in_order(entries, clf, **kw) -> Iterator[FileResult]:
+    files = [e for e in entries if isinstance(e, Path)]
+    classified = _classify_files(clf, files, **kw)
+    try:
+        for e in entries:
+            yield next(classified) if isinstance(e, Path) else e
+        for _ in classified:  # let the pipeline close its readers
+            pass
+    finally:
+        classified.close()

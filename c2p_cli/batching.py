@@ -25,6 +25,9 @@ class FileResult:
     top_k: list[tuple[str, float]] = field(default_factory=list)
     n_points: int | None = None
     error: str | None = None
+    # The file's size and modification time when it was read: `--resume` trusts a row only while both hold.
+    size: int | None = None
+    mtime: float | None = None
 
     @classmethod
     def from_probabilities(cls, path: str, probs, labels: Sequence[str], top_k: int, n_points: int) -> FileResult:
@@ -46,7 +49,24 @@ class FileResult:
             "top_k": [{"label": lab, "probability": p} for lab, p in self.top_k],
             "n_points": self.n_points,
             "error": self.error,
+            "size": self.size,
+            "mtime": self.mtime,
         }
+
+    @classmethod
+    def from_dict(cls, row: dict) -> FileResult:
+        """The inverse of `to_dict` (missing keys are None); raises ValueError / TypeError / KeyError on rows of another shape."""
+        path = row["path"]
+        if not isinstance(path, str) or not path:
+            raise ValueError("a result row needs a path")
+        tops = [(str(t["label"]), float(t["probability"])) for t in row.get("top_k") or []]
+
+        def opt(key, kind):
+            value = row.get(key)
+            return None if value is None or value == "" else kind(value)
+
+        return cls(path=path, label=opt("label", str), probability=opt("probability", float), top_k=tops,
+                   n_points=opt("n_points", int), error=opt("error", str), size=opt("size", int), mtime=opt("mtime", float))
 
 
 @dataclass(frozen=True)
@@ -87,20 +107,15 @@ def read_one(path: str | Path, options: ReadOptions) -> tuple[np.ndarray | None,
         return None, f"{path}: unexpected {type(e).__name__}: {e}"
 
 
-def gather_inputs(paths: Sequence[str | Path] | str | Path, recursive: bool = False) -> list[Path | FileResult]:
-    """Expand files and folders into input files, in the order given; a path that cannot be used
-    (missing, unreadable folder) stands in that order as an error result instead."""
-    from .io import list_inputs
+def gather_inputs(
+    paths: Sequence[str | Path] | str | Path, recursive: bool = False, extensions: str | Sequence[str] | None = None
+) -> list[Path | FileResult]:
+    """Expand files, folders and glob patterns into input files, in the order given; a path that
+    cannot be used (missing, unreadable folder) stands in that order as an error result instead.
+    See clip2point.inputs.gather_inputs."""
+    from .inputs import gather_inputs as gather
 
-    if isinstance(paths, (str, Path)):  # one path, not a sequence of one-character paths
-        paths = [paths]
-    entries: list[Path | FileResult] = []
-    for p in paths:
-        try:
-            entries.extend(list_inputs([Path(p)], recursive=recursive))
-        except C2PError as e:
-            entries.append(FileResult(path=str(p), error=str(e)))
-    return entries
+    return gather(paths, recursive=recursive, extensions=extensions)
 
 
 def in_input_order(entries: Sequence[Path | FileResult], classified: Iterable[FileResult]) -> list[FileResult]:

@@ -38,6 +38,19 @@ class Backend(Choice):
     trt = "trt"
 
 
+class Precision(Choice):
+    fp32 = "fp32"
+    fp16 = "fp16"
+    bf16 = "bf16"
+
+
+class OutputFormat(Choice):
+    jsonl = "jsonl"
+    csv = "csv"
+    json = "json"
+    table = "table"
+
+
 class UpAxisChoice(Choice):
     z = "z"
     y = "y"

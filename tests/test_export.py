@@ -129,7 +129,7 @@ def test_torch_free_runner_never_imports_torch(zero_shot, exported, files, tmp_p
     assert proc_check.returncode != 0  # the shim really blocks torch
     doc = json.loads(out.read_text())
     rows = {Path(r["path"]).name: r for r in doc["results"]}
-    assert set(next(iter(rows.values()))) == {"path", "label", "probability", "top_k", "n_points", "error"}
+    assert set(next(iter(rows.values()))) == {"path", "label", "probability", "top_k", "n_points", "error", "size", "mtime"}
     assert rows["broken.ply"]["label"] is None and "broken.ply" in rows["broken.ply"]["error"]
     for ref in _classify(zero_shot, files):
         row = rows[Path(ref.path).name]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 # Python option names whose flag is not simply `--` + the name with dashes.
-CLI_FLAGS = {"n_points": "--points", "templates": "--prompt"}
+CLI_FLAGS = {"n_points": "--points", "templates": "--prompt", "extensions": "--ext"}
 
 
 def cli_flag(option) -> str:

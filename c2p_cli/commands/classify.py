@@ -12,8 +12,17 @@ from .. import options as opt
 
 
 def classify(
-    paths: Annotated[list[Path], typer.Argument(help="Point-cloud / mesh files and folders.", show_default=False)],
+    paths: Annotated[
+        list[str],
+        typer.Argument(
+            help="Point-cloud / mesh files, folders, glob patterns ('scans/**/*.ply'), or - to read paths from stdin.",
+            show_default=False,
+        ),
+    ],
     labels: opt.Labels = None,
+    labels_file: Annotated[
+        Path | None, typer.Option("--labels-file", help="A text file with one label a line (blank lines and # comments skipped).")
+    ] = None,
     label_set: opt.LabelSet = None,
     prompt: opt.Prompt = None,
     model: opt.Model = defaults.MODEL,
@@ -34,9 +43,27 @@ def classify(
     views: opt.Views = defaults.ZERO_SHOT_VIEWS,
     batch_size: opt.BatchSize = 32,
     device: opt.Device = "auto",
+    precision: Annotated[
+        opt.Precision,
+        typer.Option("--precision", case_sensitive=False, help="Encoder precision on CUDA: fp32, or fp16 / bf16 autocast (the projection stays fp32)."),
+    ] = "fp32",
     top_k: Annotated[int, typer.Option("--top-k", help="How many labels to report per file.", callback=opt.at_least(1))] = 3,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write results to .jsonl, .json or .csv.")] = None,
+    output: Annotated[
+        str | None,
+        typer.Option("--output", "-o", help="Results file (.jsonl, .json or .csv, written as each batch finishes), or - for stdout."),
+    ] = None,
+    fmt: Annotated[
+        opt.OutputFormat | None,
+        typer.Option("--format", case_sensitive=False,
+                     help="Results as jsonl, csv, json or table (default: the --output extension; on stdout a table on a terminal, else jsonl)."),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Keep the results already in --output (same path, size and mtime) and classify the rest.")
+    ] = False,
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")] = False,
+    ext: Annotated[
+        str | None, typer.Option("--ext", help="Only these extensions in folders and patterns, e.g. ply,npy.")
+    ] = None,
     points: Annotated[
         int | None,
         typer.Option("--points", help=f"Points sampled per shape (default: the adapter's, else {defaults.NUM_POINTS}).", callback=opt.check_points),
@@ -53,47 +80,83 @@ def classify(
     max_points: opt.MaxPoints = defaults.MAX_POINTS,
     bin_columns: opt.BinColumns = defaults.BIN_COLUMNS,
     workers: opt.Workers = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no table; failed files are still listed on stderr.")] = False,
 ) -> None:
     """Classify point clouds and meshes zero-shot with CLIP (or with a trained adapter / exported engine).
 
-    Exit code 0 when every file was classified, 1 when some failed, 2 for usage errors.
+    Results go to stdout (a table on a terminal, JSON Lines in a pipe) or to --output as each
+    batch finishes; Ctrl-C keeps what is done and --resume finishes it. Runs under torchrun too
+    (each rank classifies its share; rank 0 writes the results in input order).
+
+    Exit code 0 when every file was classified, 1 when some failed, 2 for usage errors, 130 when interrupted.
     """
+    import sys
+
     from rich.console import Console
 
-    from ..batching import ReadOptions, gather_inputs, in_input_order
-    from ..errors import UsageError
-    from ..results_io import check_output_path, write_results
+    from ..batching import ReadOptions
+    from ..errors import Opt, OptionError, UsageError
+    from ..inputs import gather_inputs, read_path_list
+    from ..label_sources import resolve_label_options
+    from ..pipeline import validate_run_options
+    from ..results_io import STDOUT, check_output_path, format_of
 
     console = Console(stderr=True)
-    if output is not None:
-        check_output_path(output)
+    to_stdout = output is None or output == STDOUT
+    if resume and to_stdout:
+        raise OptionError(Opt("resume"), " needs an output file to resume from")
+    if to_stdout:
+        fmt = format_of(None, fmt) if fmt is not None else ("table" if output is None and sys.stdout.isatty() else "jsonl")
+    else:
+        fmt = check_output_path(Path(output), fmt)  # before any model loads: a bad path costs nothing
     # validate what was given before the model loads; unset options are filled in below
+    validate_run_options(batch_size, top_k, workers, precision)
     ReadOptions(
         n_points=points or 1, sampling=sampling or "random", seed=seed, up=up or "z",
         max_points=max_points, bin_columns=bin_columns,
     ).validate()
-    entries = gather_inputs(paths, recursive=recursive)
-    files = [e for e in entries if isinstance(e, Path)]
+    names = resolve_label_options(labels, labels_file, label_set)
+    if paths.count("-") > 1:
+        raise UsageError("- (read paths from stdin) can be given once")
+    if "-" in paths:
+        i = paths.index("-")
+        paths = paths[:i] + read_path_list(sys.stdin.read()) + paths[i + 1:]
+    entries = gather_inputs(paths, recursive=recursive, extensions=ext)
     if not entries:
-        raise UsageError(f"no supported point-cloud or mesh files in {', '.join(map(str, paths))}")
+        shown = ", ".join(map(str, paths[:3])) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+        raise UsageError(f"no supported point-cloud or mesh files in {shown or 'the paths given'}")
 
-    clf = _build_classifier(
-        console, labels=labels, label_set=label_set, prompt=prompt, model=model, pretrained=pretrained,
-        depth_encoder=depth_encoder, adapter=adapter, backend=backend, engine=engine, views=views, device=device,
-    )
-    read = _read_options(console, clf, points, sampling, up, seed, max_points, bin_columns)
-    results = in_input_order(entries, _run(console, clf, files, read, batch_size, top_k, workers, quiet) if files else [])
+    from ..devices import resolve_device
+    from ..distributed import setup, teardown
+    from ..pipeline import check_precision
 
-    if not quiet:
-        _print_table(results)
-    if output is not None:
+    torch_device = resolve_device(device)
+    check_precision(None if precision == "fp32" else precision, torch_device.type, torch_model=backend == "torch")
+    ctx = setup(torch_device)
+    try:
+        clf = _build_classifier(
+            console, labels=labels if labels_file is None else names, label_set=label_set, names=names, prompt=prompt,
+            model=model, pretrained=pretrained, depth_encoder=depth_encoder, adapter=adapter, backend=backend,
+            engine=engine, views=views, device=str(ctx.device) if ctx.distributed else device,
+        )
+        read = _read_options(console, clf, points, sampling, up, seed, max_points, bin_columns)
         used = {"n_points": read.n_points, "sampling": read.sampling, "up": read.up, "seed": read.seed}
-        write_results(output, results, meta={**(getattr(clf, "meta", None) or {}), "read": used})
-        console.print(f"wrote {len(results)} results to {output}")
-    failed = sum(not r.ok for r in results)
-    if failed:
-        console.print(f"[yellow]{failed} of {len(results)} files failed[/]")
+        meta = {**(getattr(clf, "meta", None) or {}), "read": used}
+        table = fmt == "table" or (not to_stdout and not quiet and sys.stdout.isatty())
+        outcome = _run(console, clf, entries, read, batch_size=batch_size, top_k=top_k, workers=workers,
+                       precision=None if precision == "fp32" else precision, output=None if to_stdout else Path(output),
+                       fmt=fmt, resume=resume, meta=meta, table=table, quiet=quiet, ctx=ctx)
+    finally:
+        teardown(ctx)
+    if not outcome.is_main:
+        return  # rank 0 reports for every rank
+    if table:
+        _print_table(outcome.results)
+    if not quiet and not to_stdout:
+        kept = f" ({outcome.reused} kept from the earlier run)" if resume else ""
+        console.print(f"wrote {outcome.total} results to {output}{kept}", highlight=False, soft_wrap=True)
+    if outcome.failed:
+        console.print(f"[yellow]{outcome.failed} of {outcome.total} files failed[/]")
         raise typer.Exit(1)
 
 
@@ -118,7 +181,8 @@ def _read_options(console, clf, points, sampling, up, seed, max_points=defaults.
     return read
 
 
-def _build_classifier(console, *, labels, label_set, prompt, model, pretrained, depth_encoder, adapter, backend, engine, views, device):
+def _build_classifier(console, *, labels, label_set, names=None, prompt, model, pretrained, depth_encoder, adapter, backend, engine,
+                      views, device):
     from ..errors import UsageError
 
     if backend not in ("torch", "onnx", "trt"):
@@ -140,7 +204,7 @@ def _build_classifier(console, *, labels, label_set, prompt, model, pretrained, 
         from ..classifier import load_classifier
 
         return load_classifier(
-            labels=labels, label_set=label_set, model=model, pretrained=pretrained, depth_encoder=depth_encoder,
+            labels=names, model=model, pretrained=pretrained, depth_encoder=depth_encoder,
             views=views, templates=prompt, device=device,
         )
 
@@ -170,19 +234,32 @@ def _adapter_classifier(adapter, *, labels, label_set, prompt, model, pretrained
     return load_adapter_classifier(adapter, device=device)
 
 
-def _run(console, clf, files, read, batch_size, top_k, workers, quiet):
-    from ..pipeline import classify_files
-    from ..progress import progress_bar
+def _run(console, clf, entries, read, *, quiet, table, ctx, **kw):
+    import sys
 
-    results = []
-    with progress_bar(console, "classifying", disable=quiet) as progress:
-        task = progress.add_task("classify", total=len(files))
-        for r in classify_files(
-            clf, files, read=read, batch_size=batch_size, top_k=top_k, workers=workers,
-            on_progress=lambda n: progress.advance(task, n),
-        ):
-            results.append(r)
-    return results
+    from rich.text import Text
+
+    from ..classify_run import ClassifyInterrupted, classify_to_output
+    from ..progress import progress_bar
+    from ._messages import cli_text
+
+    n_mine = len(range(ctx.rank, len(entries), ctx.world_size))
+    with progress_bar(console, "classifying", disable=quiet or not ctx.is_main) as progress:
+        task = progress.add_task("classify", total=n_mine)
+
+        def failed(r):
+            if not r.ok:  # one line per failed file, on stderr, even with --quiet
+                progress.console.print(Text.assemble(("failed ", "yellow"), r.error or r.path), soft_wrap=True, highlight=False)
+
+        try:
+            return classify_to_output(
+                clf, entries, read=read, stream=sys.stdout, collect=table, ctx=ctx,
+                on_progress=lambda n: progress.advance(task, n), on_result=failed, **kw,
+            )
+        except ClassifyInterrupted as e:
+            progress.stop()
+            console.print(Text(cli_text(e.text), style="yellow"), soft_wrap=True, highlight=False)
+            raise typer.Exit(130) from None
 
 
 def _print_table(results) -> None:

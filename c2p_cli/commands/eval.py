@@ -98,17 +98,33 @@ def eval_cmd(
     )
     info = ds.describe()
     sampled = "every point of each file" if info.get("all_points") else f"{info['n_points']} points ({info['sampling']})"
-    console.print(f"{ds.kind} {split}: {len(ds)} samples, {sampled}, {describe_up_axis(ds.up)}")
-    with console.status("loading the model", spinner="dots"):
-        clf, mapping, mode = classifier_for_dataset(
-            ds.labels, adapter=adapter, which=which, labels=labels, label_set=label_set, templates=prompt,
-            model=model, pretrained=pretrained, depth_encoder=depth_encoder, views=views, device=device,
-        )
+    # Under torchrun each rank evaluates every world_size-th sample on its own device; rank 0 merges.
+    from ..devices import resolve_device
+    from ..distributed import gather_objects, setup, shard, teardown
+    from ..eval_shards import DatasetShard, merge_reports
 
-    with progress_bar(console, f"evaluating {split}", eta=False, disable=quiet) as progress:
-        task = progress.add_task("eval", total=len(ds))
-        report = evaluate_classifier(clf, ds, mapping, batch_size,
-                                     progress=lambda done, total: progress.update(task, completed=done))
+    ctx = setup(resolve_device(device))
+    try:
+        if ctx.is_main:
+            console.print(f"{ds.kind} {split}: {len(ds)} samples, {sampled}, {describe_up_axis(ds.up)}")
+        with console.status("loading the model", spinner="dots"):
+            clf, mapping, mode = classifier_for_dataset(
+                ds.labels, adapter=adapter, which=which, labels=labels, label_set=label_set, templates=prompt,
+                model=model, pretrained=pretrained, depth_encoder=depth_encoder, views=views,
+                device=str(ctx.device) if ctx.distributed else device,
+            )
+        part = DatasetShard(ds, shard(len(ds), ctx)) if ctx.distributed else ds
+        with progress_bar(console, f"evaluating {split}", eta=False, disable=quiet or not ctx.is_main) as progress:
+            task = progress.add_task("eval", total=len(part))
+            report = evaluate_classifier(clf, part, mapping, batch_size,
+                                         progress=lambda done, total: progress.update(task, completed=done))
+        if ctx.distributed:
+            reports = gather_objects(ctx, report)
+            if not ctx.is_main:
+                return
+            report = merge_reports(reports, ds.sample_ids, clf.labels)
+    finally:
+        teardown(ctx)
     report.update({"mode": mode, "dataset": {**ds.describe(), "rotation": describe_up_axis(ds.up)},
                    "classifier": getattr(clf, "meta", {}), "version": __version__})
     note = (getattr(clf, "meta", {}).get("selection") or {}).get("note")

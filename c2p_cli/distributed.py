@@ -1,0 +1,146 @@
+"""torch.distributed set-up shared by every command that runs under torchrun (classify, eval, pretrain).
+
+torchrun exports RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT; when they are set
+(WORLD_SIZE > 1) the process group is initialised with NCCL on CUDA and gloo on CPU, each rank
+uses the GPU of its LOCAL_RANK, and only rank 0 writes files or shows progress. Without them the
+same code runs as a single process (world size 1) and every collective below is a no-op.
+
+Collective timeout: NCCL's default of 10 minutes is shorter than what one rank may do while the
+others wait in a collective (rank 0's zero-shot validation after an epoch, a first read of a large
+pairs set from a slow file system, a rank with a larger share of slow files), so the group is
+created with `DEFAULT_TIMEOUT_MIN` (120) minutes, or `C2P_DIST_TIMEOUT_MIN` minutes when that
+variable is set.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+
+from .errors import BackendUnavailableError, UsageError
+
+TIMEOUT_ENV = "C2P_DIST_TIMEOUT_MIN"
+DEFAULT_TIMEOUT_MIN = 120
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process stands: rank, world size, local rank, its device, and whether it owns a group."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+    initialised_here: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError as e:
+        raise UsageError(f"environment variable {name}={value!r} is not an integer") from e
+
+
+def collective_timeout() -> timedelta:
+    """How long a collective (a barrier above all) may wait: `C2P_DIST_TIMEOUT_MIN` minutes, default 120."""
+    value = os.environ.get(TIMEOUT_ENV)
+    if value is None or value.strip() == "":
+        return timedelta(minutes=DEFAULT_TIMEOUT_MIN)
+    try:
+        minutes = float(value)
+    except ValueError as e:
+        raise UsageError(f"environment variable {TIMEOUT_ENV}={value!r} is not a number of minutes") from e
+    if not minutes > 0:
+        raise UsageError(f"environment variable {TIMEOUT_ENV}={value!r} must be a positive number of minutes")
+    return timedelta(minutes=minutes)
+
+
+def setup(device: torch.device) -> DistContext:
+    """Initialise the process group when launched by torchrun with WORLD_SIZE > 1.
+
+    `device` is the device asked for (`--device`); on CUDA each rank takes `cuda:LOCAL_RANK`.
+    """
+    import torch.distributed as dist
+
+    world = _env_int("WORLD_SIZE", 1)
+    if world <= 1:
+        return DistContext(device=device)
+    rank, local_rank = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
+    if not dist.is_available():
+        raise BackendUnavailableError("this torch build has no torch.distributed; run without torchrun")
+    if device.type == "cuda":
+        if local_rank >= torch.cuda.device_count():
+            raise BackendUnavailableError(
+                f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} CUDA device(s) visible"
+            )
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+        backend = "nccl"
+    else:
+        backend = "gloo"
+    owned = False
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend, rank=rank, world_size=world, timeout=collective_timeout())
+        owned = True
+    return DistContext(rank, world, local_rank, device, owned)
+
+
+def teardown(ctx: DistContext) -> None:
+    """Destroy the process group if `setup` created it."""
+    import torch.distributed as dist
+
+    if ctx.initialised_here and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(ctx: DistContext) -> None:
+    if ctx.distributed:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def gather_objects(ctx: DistContext, obj) -> list | None:
+    """Every rank's picklable `obj`, in rank order, on rank 0 (None on the others; [obj] alone)."""
+    if not ctx.distributed:
+        return [obj]
+    import torch.distributed as dist
+
+    out = [None] * ctx.world_size if ctx.is_main else None
+    dist.gather_object(obj, out, dst=0)
+    return out
+
+
+def shard(n: int, ctx: DistContext) -> range:
+    """The indices of n inputs that this rank takes: every world_size-th, from its rank (so a
+    folder sorted by class or size spreads evenly over the ranks)."""
+    return range(ctx.rank, n, ctx.world_size)
+
+
+def env_context() -> tuple[int, int]:
+    """(rank, world size) from torchrun's environment, without initialising anything."""
+    return _env_int("RANK", 0), max(_env_int("WORLD_SIZE", 1), 1)
+
+
+def cores_per_process() -> int:
+    """CPU cores this process may use: the ones it is allowed to run on, split among the ranks of
+    this node when torchrun started several here."""
+    from .limits import usable_cpus
+
+    cores = usable_cpus()
+    local = max(_env_int("LOCAL_WORLD_SIZE", 1), 1)
+    return max(cores // local, 1)
