@@ -159,6 +159,24 @@ def test_the_core_never_imports_the_trainer_the_exporter_or_the_cli():
     assert not offences, "\n".join(offences)
 
 
+def test_the_package_root_is_the_only_lazy_door_to_an_upper_floor():
+    """`clip2point.load_exported_classifier` is offered at the package root for users (issue 13) and
+    imported from clip2point.export only when asked for. No other core module names a module of an
+    upper floor, not even as a string handed to importlib."""
+    import re
+
+    upper = re.compile(r"^clip2point\.(training|export|commands|app)(\.\w+)*$")
+    found = set()
+    for path in _core_files():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and upper.match(node.value):
+                found.add((path.relative_to(ROOT).as_posix(), node.value))
+    assert found == {("c2p_cli/__init__.py", "clip2point.export.runtime")}, found
+    import clip2point
+
+    assert clip2point._LAZY["load_exported_classifier"] == "clip2point.export.runtime"
+
+
 def test_the_layering_rule_resolves_relative_and_nested_imports():
     assert _offences("from .training.fewshot import run\n", "clip2point.classifier") == ["1: clip2point.training.fewshot",
                                                                                          "1: clip2point.training.fewshot.run"]
