@@ -53,6 +53,27 @@ _WEIGHTS_HINT = (
 
 _configs_registered = False
 
+WEIGHTS_DIR = Path(__file__).with_name("weights")
+
+
+@dataclass(frozen=True)
+class ShippedWeights:
+    """Weights that ship inside the package, like an entry of open_clip's pretrained table."""
+
+    file: str  # in WEIGHTS_DIR
+    description: str
+
+
+# (model, tag) -> shipped weights. A model listed here that open_clip has no weights for takes its
+# shipped weights when `pretrained` is left at the default (so `--model c2p-demo` alone works).
+SHIPPED_WEIGHTS: dict[tuple[str, str], ShippedWeights] = {
+    ("c2p-demo", "c2p-demo"): ShippedWeights(
+        "c2p-demo.safetensors",
+        "a demonstration model trained on depth maps of the 13 `c2p synth` shape classes "
+        "(training/demo_model.py, `make demo-model`); not CLIP, useless for real objects",
+    ),
+}
+
 
 def register_model_configs() -> None:
     """Add this package's model_configs/ (tiny test architectures) to open_clip's registry, once."""
@@ -161,6 +182,34 @@ def _hf_candidates(hf_hub: str) -> tuple[str, list[str]]:
     return repo_id, names
 
 
+def shipped_tags(model: str) -> list[str]:
+    """The tags of `model`'s weights that ship with the package (open_clip config name)."""
+    return [tag for name, tag in SHIPPED_WEIGHTS if name == model]
+
+
+def _shipped_tag(model: str, spec: str, open_clip_tags: list[str]) -> str | None:
+    """The shipped tag that `spec` names for `model`, or None. The default `pretrained` stands for
+    a model's shipped weights when open_clip has none of that name for it."""
+    tags = shipped_tags(model)
+    if spec.lower() in tags:
+        return spec.lower()
+    if spec == defaults.PRETRAINED and spec not in open_clip_tags and len(tags) == 1:
+        return tags[0]
+    return None
+
+
+def shipped_weights_path(model: str, tag: str) -> Path:
+    """The file of shipped weights (model, tag); WeightsUnavailableError when the install lacks it."""
+    entry = SHIPPED_WEIGHTS[(model, tag)]
+    path = WEIGHTS_DIR / entry.file
+    if not path.is_file():
+        raise WeightsUnavailableError(
+            f"{path}: the shipped {model} weights are missing from this installation "
+            "(reinstall clip2point, or train them again: make demo-model)"
+        )
+    return path
+
+
 def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
@@ -259,11 +308,46 @@ def _read_state(path: Path) -> dict[str, torch.Tensor]:
     return load_state_dict_file(path)
 
 
+SPARSE_ROWS, SPARSE_VALUES = ".rows", ".values"
+
+
+def _expand_sparse_tables(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+    """Rebuild tables stored as their non-zero rows: "K.rows" [n] int + "K.values" [n, W] -> "K" (zeros elsewhere).
+
+    The shipped c2p-demo weights store the text tower's 49408-row token embedding this way (only
+    the tokens of its training prompts were ever trained). Every index is checked before use.
+    """
+    for key, table in expected.items():
+        rows_key, values_key = key + SPARSE_ROWS, key + SPARSE_VALUES
+        if rows_key not in state and values_key not in state:
+            continue
+        if key in state or rows_key not in state or values_key not in state or table.ndim != 2:
+            raise ModelError(f"{path}: {key} must be given either whole or as {rows_key} + {values_key}")
+        rows, values = state.pop(rows_key), state.pop(values_key)
+        n, width = table.shape
+        if (
+            rows.ndim != 1 or rows.is_floating_point() or rows.is_complex() or rows.dtype == torch.bool
+            or not values.is_floating_point() or tuple(values.shape) != (rows.shape[0], width)
+        ):
+            raise ModelError(
+                f"{path}: {rows_key} {list(rows.shape)} ({rows.dtype}) and {values_key} {list(values.shape)} "
+                f"do not describe rows of a [{n}, {width}] table"
+            )
+        rows = rows.to(torch.int64)
+        if rows.numel() and (int(rows.min()) < 0 or int(rows.max()) >= n or rows.unique().numel() != rows.numel()):
+            raise ModelError(f"{path}: {rows_key} holds indices outside [0, {n}) or repeated ones")
+        full = torch.zeros((n, width), dtype=values.dtype)
+        full[rows] = values
+        state[key] = full
+    return state
+
+
 def _load_clip_state(clip: nn.Module, path: Path) -> None:
     """Load a full CLIP state dict file into `clip` (strict), with open_clip's format fix-ups."""
     from open_clip.convert import convert_state_dict
 
     state = _strip_module_prefix(_read_state(path))
+    state = _expand_sparse_tables(state, clip.state_dict(), path)
     state = convert_state_dict(clip, state)
     expected = clip.state_dict()
     if "logit_scale" in state and "logit_scale" in expected:
@@ -299,6 +383,8 @@ def load_clip(model: str = defaults.MODEL, pretrained: str = defaults.PRETRAINED
       download (unless HF_HUB_OFFLINE=1); WeightsUnavailableError within seconds when neither works.
     - a .bin / .pt / .pth / .safetensors file: a full CLIP state dict, loaded without unpickling code.
     - "none": random weights, seeded with RANDOM_INIT_SEED so that runs are reproducible.
+    - a tag of SHIPPED_WEIGHTS (`c2p-demo` for the model c2p-demo): weights inside the package,
+      offline. A model whose only weights are shipped takes them when `pretrained` is the default.
     A tag that open_clip marks as QuickGELU (OpenAI's) gets QuickGELU; a local file of such weights
     needs the "-quickgelu" model name (e.g. ViT-B-32-quickgelu), as in open_clip.
     """
@@ -309,8 +395,14 @@ def load_clip(model: str = defaults.MODEL, pretrained: str = defaults.PRETRAINED
     tags = open_clip.list_pretrained_tags_by_model(name)
     quick_gelu = False
     weights_path: Path | None = None
+    shipped = _shipped_tag(name, spec, tags)
     if spec.lower() == "none":
         weights_id = f"{name}/none/seed{RANDOM_INIT_SEED}"
+    elif shipped is not None:
+        weights_path = shipped_weights_path(name, shipped)
+        spec = shipped
+        # the file's hash too, so that caches keyed by weights_id (text features) follow a retraining
+        weights_id = f"{name}/{shipped}/sha256:{sha256_file(weights_path)[:12]}"
     elif open_clip.pretrained.is_pretrained_cfg(name, spec):
         cfg = open_clip.pretrained.get_pretrained_cfg(name, spec)
         # OpenAI's and some LAION-400M weights were trained with QuickGELU; without it they run but
@@ -325,6 +417,7 @@ def load_clip(model: str = defaults.MODEL, pretrained: str = defaults.PRETRAINED
             raise WeightsUnavailableError(f"{weights_path}: weights file not found")
         weights_id = f"{name}/sha256:{sha256_file(weights_path)[:12]}"
     else:
+        tags = [*tags, *shipped_tags(name)]
         valid = ", ".join(tags) if tags else f"{name} has no pretrained tags"
         raise OptionError(
             Opt("pretrained"), f" {spec!r} is not a tag of {name} (valid: {valid}), a weights file "

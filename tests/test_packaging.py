@@ -32,7 +32,8 @@ def _source_modules() -> dict[str, Path]:
             if "__pycache__" in path.parts or not path.is_file():
                 continue
             rel = path.relative_to(ROOT / folder)
-            if path.suffix == ".py" or (folder == "c2p_cli" and rel.parts[0] == "model_configs" and path.suffix == ".json"):
+            data = {"model_configs": ".json", "weights": ".safetensors"}  # package data (pyproject)
+            if path.suffix == ".py" or (folder == "c2p_cli" and data.get(rel.parts[0]) == path.suffix):
                 out[f"{installed}/{rel.as_posix()}"] = path
     return out
 
