@@ -1,4 +1,4 @@
-"""torch.distributed set-up shared by every command that runs under torchrun (classify, eval, pretrain).
+"""torch.distributed set-up shared by every command that runs under torchrun (classify, eval, fewshot, pretrain).
 
 torchrun exports RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT; when they are set
 (WORLD_SIZE > 1) the process group is initialised with NCCL on CUDA and gloo on CPU, each rank
@@ -123,6 +123,18 @@ def gather_objects(ctx: DistContext, obj) -> list | None:
     out = [None] * ctx.world_size if ctx.is_main else None
     dist.gather_object(obj, out, dst=0)
     return out
+
+
+def broadcast_object(ctx: DistContext, obj):
+    """Rank 0's picklable `obj` on every rank (`obj` itself on one process); the other ranks pass
+    anything (None)."""
+    if not ctx.distributed:
+        return obj
+    import torch.distributed as dist
+
+    box = [obj if ctx.is_main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def shard(n: int, ctx: DistContext) -> range:

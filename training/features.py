@@ -8,6 +8,14 @@ their files' sizes and mtimes, n_points, sampling, seed, up axis, views, image s
 the project, torch and open_clip versions. A corrupt cache file is recomputed.
 
 Samples whose file cannot be read are skipped and listed (`FeatureSet.skipped`), never fatal.
+
+Under torchrun (`ctx`, a `clip2point.distributed.DistContext` with world size W > 1) the samples
+are cut into the same batches of `batch_size` a single process encodes, and rank r renders and
+encodes batches r, r + W, r + 2W, ... on its own device. Rank 0 gathers them and puts them back in
+batch order, so its FeatureSet is the one a single process computes, bit for bit on CPU (each
+batch holds the same samples, so the encoders see the same inputs). Only rank 0 reads and writes
+the cache: it looks for the file, tells every rank whether it found it, and saves what the ranks
+computed together (atomically). The other ranks get None. Every rank must see the same dataset.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import numpy as np
 import torch
 
 from clip2point.batching import pad_clouds
+from clip2point.distributed import DistContext, broadcast_object, gather_objects, shard
 from clip2point.errors import CheckpointError, DatasetError
 from clip2point.evaluate import read_samples
 
@@ -83,6 +92,21 @@ def encode_clouds(
     return out
 
 
+def feature_batches(indices: Sequence[int], batch_size: int) -> list[list[int]]:
+    """The batches features are computed in (the unit a rank takes under torchrun)."""
+    return [list(indices[s : s + batch_size]) for s in range(0, len(indices), batch_size)]
+
+
+def _encode_batch(dataset, chunk: list[int], encoders, settings: RenderSettings, device: torch.device) -> dict:
+    """One batch: {"kept", "targets", "depth", "clip" (None when nothing read), "skipped"}."""
+    ok, bad = read_samples(dataset, chunk)
+    out: dict = {"kept": [i for i, _, _ in ok], "targets": [t for _, _, t in ok], "depth": None, "clip": None,
+                 "skipped": bad}
+    if ok:
+        out["depth"], out["clip"] = encode_clouds(encoders, [p for _, p, _ in ok], settings, device)
+    return out
+
+
 def compute_features(
     dataset,
     indices: Sequence[int],
@@ -92,39 +116,52 @@ def compute_features(
     device: torch.device | str = "cpu",
     batch_size: int = 32,
     progress: Callable[[int, int], None] | None = None,
-) -> FeatureSet:
-    """Render and encode `dataset[indices]` (both paths). Unreadable samples are skipped and listed."""
+    ctx: DistContext | None = None,
+) -> FeatureSet | None:
+    """Render and encode `dataset[indices]` (both paths). Unreadable samples are skipped and listed.
+
+    Under torchrun (`ctx`) each rank encodes its share of the batches and rank 0 returns the whole
+    FeatureSet (the others None); `progress(done, total)` counts this rank's share. When no sample
+    can be read every rank raises the same DatasetError.
+    """
+    ctx = ctx or DistContext()
     device = torch.device(device)
-    total = len(indices)
-    kept: list[int] = []
-    targets: list[int] = []
-    parts: list[list[torch.Tensor]] = [[], []]
-    skipped: list[dict] = []
-    done = 0
-    for start in range(0, total, batch_size):
-        chunk = list(indices[start : start + batch_size])
-        ok, bad = read_samples(dataset, chunk)
-        skipped += bad
-        if ok:
-            feats = encode_clouds([depth_encoder, clip_encoder], [p for _, p, _ in ok], settings, device)
-            for store, f in zip(parts, feats, strict=True):
-                store.append(f)
-            kept += [i for i, _, _ in ok]
-            targets += [t for _, _, t in ok]
+    batches = feature_batches(indices, batch_size)
+    mine = [batches[k] for k in shard(len(batches), ctx)]
+    total, done = sum(len(b) for b in mine), 0
+    parts = []
+    for chunk in mine:
+        parts.append(_encode_batch(dataset, chunk, [depth_encoder, clip_encoder], settings, device))
         done += len(chunk)
         if progress is not None:
             progress(done, total)
+    gathered = gather_objects(ctx, parts)
+    feats, error = None, None
+    if ctx.is_main:
+        # batch k was rank (k mod W)'s (k div W)-th: back into the order one process computes them in
+        ordered = [gathered[k % ctx.world_size][k // ctx.world_size] for k in range(len(batches))]
+        feats, error = _merge(dataset, ordered, len(indices))
+    error = broadcast_object(ctx, error)
+    if error is not None:
+        raise DatasetError(error)
+    return feats
+
+
+def _merge(dataset, parts: list[dict], total: int) -> tuple[FeatureSet | None, str | None]:
+    kept = [i for p in parts for i in p["kept"]]
+    skipped = [s for p in parts for s in p["skipped"]]
     if not kept:
         first = skipped[0]["error"] if skipped else "no samples"
-        raise DatasetError(f"{dataset.root}: none of the {total} samples could be read (first error: {first})")
+        return None, f"{dataset.root}: none of the {total} samples could be read (first error: {first})"
+    encoded = [p for p in parts if p["depth"] is not None]
     return FeatureSet(
-        depth=torch.cat(parts[0]),
-        clip=torch.cat(parts[1]),
-        targets=torch.tensor(targets, dtype=torch.long),
+        depth=torch.cat([p["depth"] for p in encoded]),
+        clip=torch.cat([p["clip"] for p in encoded]),
+        targets=torch.tensor([t for p in parts for t in p["targets"]], dtype=torch.long),
         indices=kept,
         sample_ids=[dataset.sample_ids[i] for i in kept],
         skipped=skipped,
-    )
+    ), None
 
 
 def feature_cache_key(dataset, indices: Sequence[int], encoder_ids: dict, settings: RenderSettings) -> str:
@@ -185,32 +222,37 @@ def cached_features(
     device: torch.device | str = "cpu",
     batch_size: int = 32,
     progress: Callable[[int, int], None] | None = None,
-) -> tuple[FeatureSet, bool]:
+    ctx: DistContext | None = None,
+) -> tuple[FeatureSet | None, bool]:
     """(features, hit): from `cache_dir` when a file with the same key is there, else computed and saved.
 
     `cache_dir=None` computes without saving. A cache that cannot be written only costs the next
-    run the recomputation.
+    run the recomputation. Under torchrun (`ctx`) rank 0 alone looks in and writes to the cache,
+    the ranks compute a miss together (see `compute_features`), and only rank 0 gets the features
+    (the others (None, hit)).
     """
     from clip2point.checkpoints import save_tensors
 
-    if cache_dir is None:
-        return compute_features(dataset, indices, depth_encoder, clip_encoder, settings, device, batch_size, progress), False
-    key = feature_cache_key(dataset, indices, encoder_ids, settings)
-    path = Path(cache_dir) / f"{key}.safetensors"
-    if path.is_file():
-        hit = _load_cached(path, key, dataset)
-        if hit is not None:
-            if progress is not None:
-                progress(len(indices), len(indices))
-            return hit, True
-    feats = compute_features(dataset, indices, depth_encoder, clip_encoder, settings, device, batch_size, progress)
-    try:
-        save_tensors(
-            path,
-            {"depth": feats.depth, "clip": feats.clip, "targets": feats.targets,
-             "indices": torch.tensor(feats.indices, dtype=torch.long)},
-            metadata={"key": key, "skipped": json.dumps(feats.skipped), "dataset": str(dataset.root)},
-        )
-    except OSError:
-        pass
+    ctx = ctx or DistContext()
+    path, hit = None, None
+    if ctx.is_main and cache_dir is not None:
+        key = feature_cache_key(dataset, indices, encoder_ids, settings)
+        path = Path(cache_dir) / f"{key}.safetensors"
+        if path.is_file():
+            hit = _load_cached(path, key, dataset)
+    if broadcast_object(ctx, hit is not None):
+        if progress is not None and ctx.is_main:
+            progress(len(indices), len(indices))
+        return hit, True
+    feats = compute_features(dataset, indices, depth_encoder, clip_encoder, settings, device, batch_size, progress, ctx)
+    if path is not None and feats is not None:
+        try:
+            save_tensors(
+                path,
+                {"depth": feats.depth, "clip": feats.clip, "targets": feats.targets,
+                 "indices": torch.tensor(feats.indices, dtype=torch.long)},
+                metadata={"key": key, "skipped": json.dumps(feats.skipped), "dataset": str(dataset.root)},
+            )
+        except OSError:
+            pass
     return feats, False

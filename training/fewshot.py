@@ -28,6 +28,15 @@ shape is read. The encoders are frozen, so instead the features of R resampled p
 training shot are computed once (and cached), and each epoch every shot draws one of its R sets
 (seeded by (seed, epoch), so resume sees the same draws). R=1 trains on one fixed set.
 
+Under torchrun (`ctx`, see `clip2point.distributed`) the ranks share the feature work: rank 0
+samples (or, resuming, reads) the shots and sends their ids to every rank; each rank renders and
+encodes its share of the batches of the shots, of their resampled sets and of the test split on its
+own device (`clip2point.training.features`); rank 0 gathers them in the order one process computes
+them, then trains the adapter and writes every file alone (training on cached features takes
+seconds; the other ranks are done once the features are). So a run on W ranks writes the same run
+folder as one process: bit-identical weights on CPU. The test split's features are therefore
+computed with the others, before training, in every run.
+
 Training is deterministic for a seed on CPU, and a resumed
 run ends bit-identical to an uninterrupted one: the state saved after each epoch holds everything
 the next epoch consumes (weights, AdamW moments and step, torch's RNG for dropout, the shuffling
@@ -56,7 +65,8 @@ from clip2point.checkpoints import (
     save_tensors,
     write_json,
 )
-from clip2point.errors import CheckpointError, Opt, OptionError, UsageError
+from clip2point.distributed import DistContext, broadcast_object
+from clip2point.errors import CheckpointError, DatasetError, Opt, OptionError, UsageError
 from clip2point.evaluate import accuracy_report
 
 from .features import FeatureSet
@@ -467,13 +477,20 @@ def _load_shots(run: Path, dataset) -> ShotSplit:
     """
     from clip2point.run_files import FEWSHOT_SHOTS, check_fields
 
-    from .datasets import ShotSplit
-
     path = run / "shots.json"
     if not path.is_file():
         raise CheckpointError(f"{path}: missing; cannot resume without the run's shots")
     saved = read_json(path)
     check_fields(path, saved, FEWSHOT_SHOTS)
+    return _split_from_ids(saved, dataset, lambda sid, problem: CheckpointError(
+        f"{path}: shot {sid!r} {problem}; cannot resume with the run's shots"))
+
+
+def _split_from_ids(saved: dict, dataset, error: Callable[[str, str], Exception]) -> ShotSplit:
+    """A shots.json-style dict ({"train"|"val": {label: [sample id]}, "short_classes"}) as indices
+    into `dataset`; `error(sid, problem)` is raised for a shot that is not there or changed class."""
+    from .datasets import ShotSplit
+
     index = {sid: i for i, sid in enumerate(dataset.sample_ids)}
     parts: dict[str, list[int]] = {}
     for part in ("train", "val"):
@@ -482,9 +499,9 @@ def _load_shots(run: Path, dataset) -> ShotSplit:
             for sid in ids:
                 i = index.get(sid)
                 if i is None:
-                    raise CheckpointError(f"{path}: shot {sid!r} is no longer in the dataset; cannot resume with the run's shots")
+                    raise error(sid, "is no longer in the dataset")
                 if dataset.labels[dataset.targets[i]] != label:
-                    raise CheckpointError(f"{path}: shot {sid!r} is now class {dataset.labels[dataset.targets[i]]!r}, not {label!r}")
+                    raise error(sid, f"is now class {dataset.labels[dataset.targets[i]]!r}, not {label!r}")
                 parts[part].append(i)
     return ShotSplit(sorted(parts["train"]), sorted(parts["val"]), dict(saved.get("short_classes", {})))
 
@@ -551,26 +568,31 @@ class FewShotRun:
 
     `run()` = `setup()` (options, run folder, dataset, models, config.json, shots), `features()`
     (both paths' per-view features of the shots, of their R resampled point sets, and of the test
-    split when it selects the epoch; all cached), `train()` (the epochs, see
+    split when it is reported or selects the epoch; all cached), `train()` (the epochs, see
     `AdapterTrainer`: epoch / end of epoch), `finish()` (test report, summary.json).
     Events for progress displays: on_event("stage", name=...), ("features", done=, total=, name=),
-    ("epoch", metrics=, epochs=).
+    ("epoch", metrics=, epochs=); under torchrun (`ctx`) rank 0 alone sends them, and its
+    "features" events count its own share. On ranks other than 0 `run()` ends after `features()`
+    and returns None (see the module's docstring).
     """
 
     def __init__(self, data: str | Path, out: str | Path, opts: FewShotOptions, resume: bool = False,
-                 on_event: EventCallback | None = None):
+                 on_event: EventCallback | None = None, ctx: DistContext | None = None):
         self.data, self.run_dir, self.opts, self.resume, self.on_event = data, Path(out), opts, resume, on_event
+        self.ctx = ctx or DistContext()
         self.warnings: list[str] = []
         self.unreadable: list[dict] = []
 
     def emit(self, kind: str, **info) -> None:
-        if self.on_event is not None:
+        if self.on_event is not None and self.ctx.is_main:
             self.on_event(kind, **info)
 
-    def run(self) -> dict:
+    def run(self) -> dict | None:
         self.t_start = time.perf_counter()
         self.setup()
         self.features()
+        if not self.ctx.is_main:
+            return None  # rank 0 trains and writes the run alone
         self.train()
         return self.finish()
 
@@ -588,17 +610,19 @@ class FewShotRun:
         from .datasets import open_dataset
         from .features import RenderSettings
 
-        opts, run = self.opts, self.run_dir
+        opts, run, main = self.opts, self.run_dir, self.ctx.is_main
         opts.check()
         if opts.depth_encoder:
             from clip2point.encoders import resolve_depth_encoder
 
             # a `c2p pretrain` run folder stands for its depth_encoder.safetensors
             opts.depth_encoder = str(resolve_depth_encoder(opts.depth_encoder))
-        self._check_run_folder()
+        # Only rank 0 touches the run folder (the others need not even see it).
+        if main:
+            self._check_run_folder()
         # A run stopped before its first epoch ended has a config but no state: it starts from epoch 0.
-        self.has_state = (run / "state.json").is_file()
-        self.device = resolve_device(opts.device)
+        self.has_state = main and (run / "state.json").is_file()
+        self.device = self.ctx.device if self.ctx.distributed else resolve_device(opts.device)
         self.templates = prompts.resolve_templates(opts.templates)
         view_list = view_preset(opts.views)
         self.ds_kw = {"n_points": opts.n_points, "sampling": opts.sampling, "seed": opts.seed, "up": opts.up,
@@ -621,21 +645,29 @@ class FewShotRun:
             self.warnings.append("no depth encoder: the depth path starts from CLIP's own visual weights (both paths see the same encoder)")
         self.settings = RenderSettings(view_list, self.clf.depth_encoder.image_size, opts.radius, self.clf.in_channels,
                                        opts.render_backend)
-        config = self._config(bundle, view_list, depth_sha)
-        if self.resume and (run / "config.json").is_file():
-            from clip2point.adapters import read_run_config
-
-            self._check_resume(read_run_config(run), config)
-
         self.shots_ds = self.train_ds
-        if self.resume:
-            self.split = _load_shots(run, self.train_ds)
-        else:
-            self.emit("stage", name="sampling shots")
-            self.split, self.unreadable, self.shots_ds = _sample_readable_shots(self.train_ds, opts)
-            # shots.json first: a config.json (what --resume looks for) always comes with its shots
-            write_json(run / "shots.json", _shots_json(self.train_ds, self.split, opts.seed, opts.shots))
-        write_json(run / "config.json", config)
+        shots = None
+        if main:
+            config = self._config(bundle, view_list, depth_sha)
+            if self.resume and (run / "config.json").is_file():
+                from clip2point.adapters import read_run_config
+
+                self._check_resume(read_run_config(run), config)
+            if self.resume:
+                self.split = _load_shots(run, self.train_ds)
+            else:
+                self.emit("stage", name="sampling shots")
+                self.split, self.unreadable, self.shots_ds = _sample_readable_shots(self.train_ds, opts)
+            shots = _shots_json(self.train_ds, self.split, opts.seed, opts.shots)
+            if not self.resume:
+                # shots.json first: a config.json (what --resume looks for) always comes with its shots
+                write_json(run / "shots.json", shots)
+            write_json(run / "config.json", config)
+        # Every rank trains nothing but encodes its share of rank 0's shots, named by sample id.
+        shots = broadcast_object(self.ctx, shots)
+        if not main:
+            self.split = _split_from_ids(shots, self.train_ds, lambda sid, problem: DatasetError(
+                f"rank {self.ctx.rank}: shot {sid!r} of rank 0 {problem} as this rank reads {self.data}"))
 
     def _check_run_folder(self) -> None:
         run, resume = self.run_dir, self.resume
@@ -695,26 +727,35 @@ class FewShotRun:
 
         from .datasets import resampled
 
-        opts = self.opts
+        opts, main = self.opts, self.ctx.is_main
         self.emit("stage", name="features")
         self.cache = None
         if opts.use_cache:
             self.cache = Path(opts.cache_dir) if opts.cache_dir else default_cache_dir("features")
         t_feat = time.perf_counter()
         self.shot_feats, self.cache_hit = self._features(self.shots_ds, self.split.all, "shots")
-        self.train_feats = subset(self.shot_feats, self.split.train)
-        self.val_feats = subset(self.shot_feats, self.split.val) if self.split.val else None
-        self.train_sets = [self.train_feats]
+        self.shots_ds = self.train_ds  # drop what the shot sampling read
+        train_indices = None
+        if main:
+            self.train_feats = subset(self.shot_feats, self.split.train)
+            self.val_feats = subset(self.shot_feats, self.split.val) if self.split.val else None
+            train_indices = self.train_feats.indices
+        # the readable training shots (rank 0 alone holds the features): what every resample encodes
+        train_indices = broadcast_object(self.ctx, train_indices)
+        sets = [self.train_feats] if main else []
         for r in range(1, opts.resamples):
-            feats, _ = self._features(resampled(self.train_ds, r), self.train_feats.indices, f"shots, resample {r + 1}")
-            self.train_sets.append(feats)
-        self.train_sets = _common_samples(self.train_sets)
-        self.train_feats = self.train_sets[0]
+            feats, _ = self._features(resampled(self.train_ds, r), train_indices, f"shots, resample {r + 1}")
+            sets.append(feats)
         self.test_feats = None
-        if opts.select == "test":
+        if opts.eval_test or opts.select == "test":
+            # before training, so that every rank's share of the test split is encoded with the rest
             self.test_feats = self._test_features()
-            if isinstance(self.test_feats, dict):
+            if opts.select == "test" and isinstance(self.test_feats, dict):
                 raise UsageError(f"selection on the test split: {self.test_feats['error']}")
+        if not main:
+            return
+        self.train_sets = _common_samples(sets)
+        self.train_feats = self.train_sets[0]
         self.feature_time = time.perf_counter() - t_feat
         unseen = [self.labels[c] for c in range(len(self.labels)) if not (self.train_feats.targets == c).any()]
         if unseen:
@@ -727,12 +768,12 @@ class FewShotRun:
         return cached_features(
             dataset, indices, clf.depth_encoder, clf.clip_encoder, self.settings, self.encoder_ids, self.cache,
             self.device, self.opts.feature_batch_size, lambda d, t: self.emit("features", done=d, total=t, name=name),
+            self.ctx,
         )
 
-    def _test_features(self) -> FeatureSet | dict:
-        """Features of the whole test split, or {"error": why there are none}."""
-        from clip2point.errors import DatasetError
-
+    def _test_features(self) -> FeatureSet | dict | None:
+        """Features of the whole test split, or {"error": why there are none} (the same on every
+        rank); None on ranks other than 0."""
         from .datasets import open_dataset
 
         try:
@@ -742,7 +783,10 @@ class FewShotRun:
         if list(test_ds.labels) != self.labels:
             return {"error": f"the test split's classes differ from the training split's ({len(test_ds.labels)} vs {len(self.labels)})"}
         self.emit("stage", name="test features")
-        return self._features(test_ds, list(range(len(test_ds))), "test")[0]
+        try:
+            return self._features(test_ds, list(range(len(test_ds))), "test")[0]
+        except DatasetError as e:  # no test sample could be read: the test report says so
+            return {"error": str(e)}
 
     def _refresh(self) -> Callable[[], tuple[FeatureSet, FeatureSet | None]] | None:
         """Benchmark baseline: features rendered and encoded again before every epoch after the first."""
@@ -804,7 +848,7 @@ class FewShotRun:
     def _evaluate_test(self) -> dict | None:
         """Test accuracy of the best and last adapters (after training; for information, except
         with `select="test"`, whose best epoch was chosen on these very samples)."""
-        feats = self.test_feats if self.test_feats is not None else self._test_features()
+        feats = self.test_feats
         if isinstance(feats, dict):
             return feats
         opts, labels, clf = self.opts, self.labels, self.clf
@@ -837,10 +881,13 @@ def run_fewshot(
     opts: FewShotOptions,
     resume: bool = False,
     on_event: EventCallback | None = None,
-) -> dict:
+    ctx: DistContext | None = None,
+) -> dict | None:
     """Train an adapter on `opts.shots` samples per class of `data`'s train split; returns the summary.
 
     Events for progress displays: on_event("stage", name=...), ("features", done=, total=, name=),
-    ("epoch", metrics=, epochs=). The stages are `FewShotRun`'s.
+    ("epoch", metrics=, epochs=). The stages are `FewShotRun`'s. Under torchrun pass the
+    `clip2point.distributed.setup` context as `ctx`: the ranks share the feature work, each on
+    `ctx.device`, and rank 0 trains, writes the run and returns the summary (the others None).
     """
-    return FewShotRun(data, out, opts, resume, on_event).run()
+    return FewShotRun(data, out, opts, resume, on_event, ctx).run()

@@ -63,6 +63,10 @@ def fewshot(
     cache_dir: Annotated[
         Path | None, typer.Option("--cache-dir", help="Where per-view features are cached (default: the c2p cache folder).")
     ] = None,
+    feature_batch_size: Annotated[
+        int, typer.Option("--feature-batch-size", help="Shapes rendered and encoded per batch when computing features "
+                          "(under torchrun, each rank takes whole batches).", callback=opt.check_batch)
+    ] = 32,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Keep features in memory only (compute them once per run).")] = False,
     save_every: Annotated[
         int, typer.Option("--save-every", help="Epochs between resume checkpoints (last.safetensors + state).", callback=opt.at_least(1))
@@ -76,12 +80,17 @@ def fewshot(
     The encoders are frozen: both paths' per-view features are computed once (and cached), then
     each epoch only trains the adapter. Use the run with `c2p classify --adapter RUN` and
     `c2p eval DATA --adapter RUN`.
+
+    Runs the same under `torchrun --nproc_per_node N -m clip2point fewshot ...` (NCCL on GPUs, gloo
+    on CPU): each rank computes the features of its share of the shots and of the test split on
+    its own device, rank 0 trains the adapter and writes the run, the same one a single process writes.
     """
     from rich.console import Console
 
-    from clip2point.training.fewshot import FewShotOptions, run_fewshot
+    from clip2point.training.fewshot import FewShotOptions
 
-    from ..progress import progress_bar
+    from ..devices import resolve_device
+    from ..distributed import setup, teardown
 
     console = Console(stderr=True)
     opts = FewShotOptions(
@@ -90,9 +99,33 @@ def fewshot(
         depth_encoder=str(depth_encoder) if depth_encoder else None, views=views, n_points=points, sampling=sampling,
         up=up, dataset_kind=dataset, templates=list(prompt) if prompt else None, device=device,
         cache_dir=str(cache_dir) if cache_dir else None, use_cache=not no_cache, eval_test=test, variant=variant,
-        save_every=save_every, resamples=resamples,
+        save_every=save_every, resamples=resamples, feature_batch_size=feature_batch_size,
     )
-    with progress_bar(console, info=True, disable=quiet) as progress:
+    ctx = setup(resolve_device(device))
+    try:
+        summary = _train(console, data, out, opts, resume, quiet, ctx)
+    finally:
+        teardown(ctx)
+    if summary is None:
+        return  # a rank other than 0: rank 0 reports for every rank
+    if not quiet:
+        _print_summary(summary)
+    note = (summary.get("selection") or {}).get("note")
+    if note:
+        console.print(f"[yellow]selection:[/] {note}")
+    for w in summary.get("warnings", []):
+        console.print(f"[yellow]note:[/] {w}")
+    if summary.get("skipped"):
+        console.print(f"[yellow]{len(summary['skipped'])} shot file(s) could not be read and were skipped (see {out}/summary.json)[/]")
+
+
+def _train(console, data: Path, out: Path, opts, resume: bool, quiet: bool, ctx) -> dict | None:
+    """run_fewshot with a progress display on rank 0: the summary, or None on the other ranks."""
+    from clip2point.training.fewshot import run_fewshot
+
+    from ..progress import progress_bar
+
+    with progress_bar(console, info=True, disable=quiet or not ctx.is_main) as progress:
         tasks: dict[str, int] = {}
 
         def on_event(kind: str, **info) -> None:
@@ -114,16 +147,7 @@ def fewshot(
                     text += f"  test {m['test_acc']:.3f}"
                 progress.update(tasks["train"], completed=m["epoch"], info=text)
 
-        summary = run_fewshot(data, out, opts, resume=resume, on_event=on_event)
-    if not quiet:
-        _print_summary(summary)
-    note = (summary.get("selection") or {}).get("note")
-    if note:
-        console.print(f"[yellow]selection:[/] {note}")
-    for w in summary.get("warnings", []):
-        console.print(f"[yellow]note:[/] {w}")
-    if summary.get("skipped"):
-        console.print(f"[yellow]{len(summary['skipped'])} shot file(s) could not be read and were skipped (see {out}/summary.json)[/]")
+        return run_fewshot(data, out, opts, resume=resume, on_event=on_event, ctx=ctx)
 
 
 def _print_summary(summary: dict) -> None:
