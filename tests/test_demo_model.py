@@ -2,7 +2,7 @@
 
 Unlike the rest of the suite (random weights: the code runs), these tests check answers: a trained
 model (training/demo_model.py) classifies a `c2p synth` test set made with a seed its training
-never used, and the other paths (ONNX Runtime, 10 views, few-shot, and once merged int8 and
+never used, and the other paths (ONNX Runtime, 10 views, few-shot, the int8 encoder and
 torchrun) agree with it. One rendered test set and one set of reference predictions are shared by
 the whole session.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -193,15 +194,8 @@ def test_onnx_backend_agrees(demo_test_set, reference_labels, tmp_path, capsys, 
     assert _agreement(labels, reference_labels) >= MIN_AGREEMENT
 
 
-def _export_has_option(option: str, capsys, monkeypatch) -> bool:
-    return option in run_c2p(["export", "--help"], capsys, monkeypatch).out
-
-
 @slow
 def test_int8_onnx_encoder_agrees(demo_test_set, reference_labels, tmp_path, capsys, monkeypatch):
-    # TODO(lead): issue 12 adds `c2p export --quantize int8`; this test runs by itself once it is merged.
-    if not _export_has_option("--quantize", capsys, monkeypatch):
-        pytest.skip("c2p export has no --quantize option yet (int8 encoder, issue 12)")
     engine = _export(tmp_path / "exported_int8", capsys, monkeypatch, "--quantize", "int8")
     labels = _classify_cli(demo_test_set / "test", tmp_path / "int8.jsonl", capsys, monkeypatch, "--backend", "onnx", "--engine", engine)
     assert _agreement(labels, reference_labels) >= MIN_AGREEMENT
@@ -209,16 +203,13 @@ def test_int8_onnx_encoder_agrees(demo_test_set, reference_labels, tmp_path, cap
 
 @slow
 def test_torchrun_classify_agrees(demo_test_set, reference_labels, tmp_path, capsys, monkeypatch):
-    # TODO(lead): issue 12 runs classify under torchrun (rank 0 merges in input order). Until then,
-    # every rank would classify every file by itself, so the test only runs where classify says it
-    # knows torchrun; check that probe when merging.
-    if "torchrun" not in run_c2p(["classify", "--help"], capsys, monkeypatch).out:
-        pytest.skip("c2p classify does not run under torchrun yet (issue 12)")
     out = tmp_path / "ddp.jsonl"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "clip2point",
            "classify", str(demo_test_set / "test"), "--recursive", "--labels", ",".join(synth.SHAPES), "--model", "c2p-demo",
            "--device", "cpu", "--workers", "0", "-q", "--output", str(out)]
-    subprocess.run(cmd, check=True, capture_output=True, timeout=600)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two ranks on a 2-core runner
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     labels = {Path(r["path"]).name: r["label"] for r in map(json.loads, out.read_text().splitlines())}
     assert _agreement(labels, reference_labels) >= MIN_AGREEMENT
 

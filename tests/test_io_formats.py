@@ -289,3 +289,32 @@ def test_compressed_pcd_written_by_open3d(tmp_path):
     cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(PTS))
     assert o3d.io.write_point_cloud(str(tmp_path / "o.pcd"), cloud, compressed=True)
     np.testing.assert_allclose(io.read_points(tmp_path / "o.pcd"), PTS, atol=1e-5)
+
+
+def test_bin_files_that_are_checkpoints_or_archives_are_refused_not_read_as_noise(tmp_path):
+    """A folder scan meets pytorch_model.bin and friends: any file of a whole number of rows would
+    otherwise read as a cloud of noise and get a label."""
+    import gzip
+    import pickle
+
+    import torch
+    from safetensors.torch import save_file
+
+    state = {"w": torch.randn(64, 16)}
+    torch.save(state, tmp_path / "zip.bin")
+    torch.save(state, tmp_path / "legacy.bin", _use_new_zipfile_serialization=False)
+    save_file(state, str(tmp_path / "safetensors.bin"))
+    (tmp_path / "gzip.bin").write_bytes(gzip.compress(np.random.default_rng(0).random(1600).astype("<f4").tobytes()))
+    (tmp_path / "pickle4.bin").write_bytes(pickle.dumps(list(range(1000)), protocol=4))
+    for path in sorted(tmp_path.glob("*.bin")):
+        path.write_bytes(path.read_bytes().ljust(-(-path.stat().st_size // 16) * 16, b"\0"))  # whole rows
+        with pytest.raises(InputFileError, match="not a raw float32 scan"):
+            io.read_cloud(path)
+    # a real scan whose first x is small but plausible, and one at the origin, still read
+    rows = np.random.default_rng(1).normal(size=(2000, 4)).astype("<f4")
+    rows[0, 0] = 1e-3
+    rows.tofile(tmp_path / "scan.bin")
+    assert io.read_cloud(tmp_path / "scan.bin").shape == (1024, 3)
+    rows[0] = 0.0
+    rows.tofile(tmp_path / "scan.bin")
+    assert io.read_cloud(tmp_path / "scan.bin").shape == (1024, 3)

@@ -89,7 +89,7 @@ EMBEDDING_KEY = "token_embedding.weight"
 @dataclass
 class DemoTrainOptions:
     seed: int = 0
-    steps: int = 1000
+    steps: int = 2000
     groups: int = 2  # shapes per class per step: a step sees groups x 13 shapes
     lr: float = 1.5e-3
     weight_decay: float = 0.05
@@ -100,7 +100,7 @@ class DemoTrainOptions:
     # the first steps lets the images learn to tell the random prompt features apart first.
     text_frozen_steps: int = 30
     view_loss_weight: float = 0.5  # the per-view image-to-text term
-    ten_view_fraction: float = 0.4  # steps rendered in the 10 few-shot views (else the 6 zero-shot ones)
+    ten_view_fraction: float = 0.5  # steps rendered in the 10 few-shot views (else the 6 zero-shot ones)
     views_per_step: int = 3  # views of the step's preset drawn for the step (more shapes for the same compute)
     mesh_fraction: float = 0.35  # clean mesh-surface samples (else scan-like clouds)
     extra_tilt_fraction: float = 0.25
