@@ -223,18 +223,47 @@ def test_peak_memory_stays_under_four_times_the_file(tmp_path, warm, fmt):
 
 
 @linux_only
-def test_one_huge_polygon_costs_its_triangles_not_python_lists(tmp_path, warm):
-    """The issue's 20 MB OFF with one 10M-vertex polygon took 2.5 GB (about 125x the file). Its fan
-    has as many triangles as the polygon has vertices, 24 bytes each, so the bound here is the
-    triangles and their sampling weights (a few times 24 bytes per index), not 4x the file."""
+@pytest.mark.parametrize("fmt", ["off", "obj", "ascii_ply", "binary_ply"])
+def test_a_polygon_with_more_corners_than_vertices_is_refused_before_its_fan(tmp_path, warm, fmt):
+    """The issue's 20 MB OFF with one 10M-vertex polygon over 3 vertices took 2.5 GB (about 125x
+    the file). A polygon visits each vertex once, so its corners cannot outnumber the mesh's
+    vertices (for OBJ, whose faces may come first: the vertices the file has room for)."""
     k = 1_000_000
     idx = (np.arange(k) % 3).astype(str)
-    body = f"OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n{k} ".encode() + " ".join(idx).encode() + b"\n"
+    tri = "0 0 0\n1 0 0\n0 1 0\n"
+    if fmt == "off":
+        body = f"OFF\n3 1 0\n{tri}{k} ".encode() + " ".join(idx).encode() + b"\n"
+    elif fmt == "obj":
+        body = ("v " + tri.replace("\n", "\nv ")[:-2] + "f ").encode() + " ".join((np.arange(k) % 3 + 1).astype(str)).encode() + b"\n"
+    elif fmt == "ascii_ply":
+        head = "ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\nproperty float z\n"
+        head += "element face 1\nproperty list int int vertex_indices\nend_header\n"
+        body = f"{head}{tri}{k} ".encode() + " ".join(idx).encode() + b"\n"
+    else:
+        head = "ply\nformat binary_little_endian 1.0\nelement vertex 3\nproperty float x\nproperty float y\nproperty float z\n"
+        head += "element face 1\nproperty list int int vertex_indices\nend_header\n"
+        verts = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], "<f4").tobytes()
+        body = head.encode() + verts + np.int32(k).tobytes() + (np.arange(k) % 3).astype("<i4").tobytes()
+    path = tmp_path / f"poly.{'ply' if 'ply' in fmt else fmt}"
+    path.write_bytes(body)
+    size = path.stat().st_size
+    got = peak_extra(path, warm)
+    assert got["error"] is not None and "corners, more than" in got["error"] and "\n" not in got["error"], got
+    assert got["extra"] < 4 * size + FIXED, (got, size)
+
+
+@linux_only
+def test_a_huge_polygon_over_as_many_vertices_stays_within_the_bound(tmp_path, warm):
+    """The legitimate extreme: one polygon through every one of a mesh's k vertices."""
+    k = 1_000_000
+    rng = np.random.default_rng(0)
+    verts = b"".join(b"%.4f %.4f %.4f\n" % tuple(r) for r in rng.random((k, 3)).tolist())
+    body = f"OFF\n{k} 1 0\n".encode() + verts + f"{k} ".encode() + " ".join(rng.permutation(k).astype(str)).encode() + b"\n"
     (tmp_path / "poly.off").write_bytes(body)
     size = (tmp_path / "poly.off").stat().st_size
     got = peak_extra(tmp_path / "poly.off", warm)
     assert got["error"] is None, got
-    assert got["extra"] < 120 * k + FIXED, (got, size)  # before: about 125 x 2 MB = 250 x k bytes
+    assert got["extra"] < 4 * size + FIXED, (got, size)
 
 
 def test_binary_ply_with_mixed_face_lists_is_read_without_a_loop_per_item(tmp_path):

@@ -158,6 +158,26 @@ class _Rows:
         return self.arr
 
 
+class _FanRows(_Rows):
+    """Fan triangles of a mesh's polygons. A polygon visits each of its corners once, so one with
+    more corners than the mesh has (or, before they are all read, can have) vertices is refused
+    before its fan is built: a few bytes of indices would otherwise cost 24 bytes per triangle."""
+
+    def __init__(self, max_corners: int | None, of_what: str, capacity: int = 1024):
+        super().__init__(3, np.int64, capacity)
+        self.max_corners = max_corners
+        self.of_what = of_what  # e.g. "the 3 vertices of the mesh"
+
+    def check_corners(self, k: int, what: str) -> None:
+        if self.max_corners is not None and k > self.max_corners:
+            raise _ParseError(f"{what} has {k} corners, more than {self.of_what} (a polygon visits each vertex once)")
+
+    def add_fans(self, indices: np.ndarray, starts: np.ndarray, lengths: np.ndarray, what: str = "a face") -> None:
+        if len(lengths):
+            self.check_corners(int(np.max(lengths)), what)
+        self.extend(_fan_flat(indices, starts, lengths))
+
+
 def _fan(polys: list[list[int]]) -> np.ndarray:
     """Triangulate polygons (vertex index lists) as fans around their first vertex."""
     tris = [(p[0], p[i], p[i + 1]) for p in polys if len(p) >= 3 for i in range(1, len(p) - 1)]

@@ -11,7 +11,7 @@ import re
 
 import numpy as np
 
-from ._common import _BOM, Geometry, _fan_flat, _looks_binary, _ParseError, _Rows, _Source
+from ._common import _BOM, Geometry, _FanRows, _looks_binary, _ParseError, _Rows, _Source
 from ._textscan import blocks, float_rows, int_table
 
 _V_LINES = re.compile(rb"(?m)^[ \t]*v[ \t]+([^\n]*)")
@@ -23,7 +23,10 @@ _SLASHES = re.compile(rb"/[^ \t\r\n]*")
 
 def _read_obj(src: _Source) -> Geometry:
     verts = _Rows(3, np.float64, capacity=max(16, src.size // 64))
-    tris = _Rows(3, np.int64, capacity=max(16, src.size // 32))
+    # Vertices may come after the faces that use them, so a polygon's corners are bounded by the
+    # 'v' lines the file has room for ("v 0 0 0" and a line break: 8 bytes).
+    room = src.size // 8
+    tris = _FanRows(room, f"the {room} vertices a file of {src.size} bytes can hold", capacity=max(16, src.size // 32))
     with src.open() as fh:
         first = fh.read(4096)
         _looks_binary(first, "OBJ")
@@ -38,7 +41,7 @@ def _read_obj(src: _Source) -> Geometry:
             if n_f:
                 if b"/" in f_region:
                     f_region = _SLASHES.sub(b"", f_region)
-                tris.extend(_faces(block, f_region, n_f, line_base))
+                _faces(block, f_region, n_f, line_base, tris)
                 if tris.n > src.max_points:
                     src.check_count(tris.n, "triangles")
             line_base += n_v
@@ -76,7 +79,7 @@ def _pick_lines(block: bytes) -> tuple[bytes, int, bytes, int]:
     return out[0], out[1], out[2], out[3]
 
 
-def _faces(block: bytes, region: bytes, n_lines: int, v_before: int) -> np.ndarray:
+def _faces(block: bytes, region: bytes, n_lines: int, v_before: int, tris: _FanRows) -> None:
     values, valid, per_line = int_table(region, width=3)
     starts = np.cumsum(per_line) - per_line
     short = np.flatnonzero(per_line < 3)
@@ -96,4 +99,4 @@ def _faces(block: bytes, region: bytes, n_lines: int, v_before: int) -> np.ndarr
         values = np.where(negative, latest + values, values - 1)
     else:
         values = values - 1
-    return _fan_flat(values, starts, per_line)
+    tris.add_fans(values, starts, per_line, "an OBJ face")

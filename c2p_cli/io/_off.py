@@ -10,7 +10,7 @@ import re
 
 import numpy as np
 
-from ._common import _BOM, Geometry, _looks_binary, _ParseError, _quote, _Rows, _Source
+from ._common import _BOM, Geometry, _FanRows, _looks_binary, _ParseError, _quote, _Source
 from ._ply import _ascii_polygons
 from ._textscan import LineReader, blocks, float_rows
 
@@ -58,10 +58,10 @@ def _read_off(src: _Source) -> Geometry:
             raise _ParseError(f"truncated OFF: header says {nv} vertices, file holds {done}")
         if nf == 0:
             return Geometry(verts, None)
-        tris = _Rows(3, np.int64, capacity=nf)
+        tris = _FanRows(nv, f"the {nv} vertices of the mesh", capacity=nf)
         done = 0
         for region, k in lines.take(nf):
-            tris.extend(_ascii_polygons(region, 0, done, "OFF face"))
+            _ascii_polygons(region, 0, done, "OFF face", tris)
             done += k
         if done < nf:
             raise _ParseError(f"truncated OFF: header says {nf} faces, file holds {done}")

@@ -19,14 +19,13 @@ from ._common import (
     _BOM,
     CHUNK_BYTES,
     Geometry,
-    _fan_flat,
+    _FanRows,
     _ParseError,
     _plural,
     _quote,
     _read_exact,
     _read_head,
     _read_records_xyz,
-    _Rows,
     _Source,
     _xyz_dtype,
 )
@@ -156,7 +155,7 @@ def _ply_ascii(src: _Source, fh: BinaryIO, elements: list[_PlyElement], availabl
         if el.name == "vertex":
             verts = _ascii_vertices(lines, el)
         elif el.name == "face":
-            faces = _ascii_faces(lines, el)
+            faces = _ascii_faces(lines, el, _vertex_count(elements))
         else:
             got = sum(k for _, k in lines.take(el.count))
             if got < el.count:
@@ -183,27 +182,36 @@ def _ascii_vertices(lines: LineReader, el: _PlyElement) -> np.ndarray:
     return out
 
 
-def _ascii_faces(lines: LineReader, el: _PlyElement) -> np.ndarray | None:
+def _vertex_count(elements: list[_PlyElement]) -> int | None:
+    return next((e.count for e in elements if e.name == "vertex"), None)
+
+
+def _face_rows(el: _PlyElement, n_vertices: int | None) -> _FanRows:
+    return _FanRows(n_vertices, f"the {n_vertices} vertices of the mesh", capacity=el.count)
+
+
+def _ascii_faces(lines: LineReader, el: _PlyElement, n_vertices: int | None) -> np.ndarray | None:
     li = _face_list_prop(el)
     if li is not None and any(p.count_dtype is not None for p in el.props[:li]):
         li = None  # a list before the vertex list: not a layout any exporter writes
-    rows = _Rows(3, np.int64, capacity=el.count)
+    rows = _face_rows(el, n_vertices)
     done = 0
     for region, k in lines.take(el.count):
         if li is not None:
-            rows.extend(_ascii_polygons(region, li, done, "ASCII PLY face"))
+            _ascii_polygons(region, li, done, "ASCII PLY face", rows)
         done += k
     if done < el.count:
         raise _truncated_ascii(el, done)
     return rows.result() if li is not None else None
 
 
-def _ascii_polygons(region: bytes, li: int, first_row: int, what: str) -> np.ndarray:
-    return _polygons(*int_table(region, width=li + 4), li, first_row, what)
+def _ascii_polygons(region: bytes, li: int, first_row: int, what: str, rows: _FanRows) -> None:
+    _polygons(*int_table(region, width=li + 4), li, first_row, what, rows)
 
 
-def _polygons(values: np.ndarray, valid: np.ndarray, per_line: np.ndarray, li: int, first_row: int, what: str) -> np.ndarray:
-    """Fan triangles of lines "[li scalars] k i0 .. ik-1 [more]" (OFF faces have li = 0)."""
+def _polygons(values: np.ndarray, valid: np.ndarray, per_line: np.ndarray, li: int, first_row: int, what: str,
+              rows: _FanRows) -> None:
+    """Fan triangles of lines "[li scalars] k i0 .. ik-1 [more]" (OFF faces have li = 0), into `rows`."""
     line_start = np.cumsum(per_line) - per_line
     short = np.flatnonzero(per_line <= li)
     if len(short):
@@ -224,7 +232,7 @@ def _polygons(values: np.ndarray, valid: np.ndarray, per_line: np.ndarray, li: i
         bad_lines = np.flatnonzero(invalid_before[starts + k] - invalid_before[starts] > 0)
         if len(bad_lines):
             raise _ParseError(f"{what} {first_row + int(bad_lines[0])}: a vertex index is not an integer")
-    return _fan_flat(values, starts, k)
+    rows.add_fans(values, starts, k, f"{what} {first_row + int(np.argmax(k))}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,17 +268,18 @@ def _ply_binary(src: _Source, fh: BinaryIO, elements: list[_PlyElement], order: 
                 verts = _read_records_xyz(fh, el.count, dt, fields, out_dtype)
             offset += dt.itemsize * el.count
             continue
-        tris, offset = _binary_lists(fh, offset, end, el, order)
+        tris, offset = _binary_lists(fh, offset, end, el, order, _vertex_count(elements))
         if el.name == "face":
             faces = tris
     return Geometry(verts, faces)
 
 
-def _binary_lists(fh: BinaryIO, offset: int, end: int, el: _PlyElement, order: str) -> tuple[np.ndarray | None, int]:
+def _binary_lists(fh: BinaryIO, offset: int, end: int, el: _PlyElement, order: str,
+                  n_vertices: int | None) -> tuple[np.ndarray | None, int]:
     """Read an element with list properties from `offset`; returns (fan triangles of its vertex
     index list, or None when it has none; the offset after it)."""
     li = _face_list_prop(el) if el.name == "face" else None
-    rows = _Rows(3, np.int64, capacity=el.count if li is not None else 16)
+    rows = _face_rows(el, n_vertices) if li is not None else _FanRows(None, "", capacity=16)
     done = 0
     while done < el.count:
         # Fast path: a run of items whose lists all have the length of the next item's.
@@ -341,7 +350,7 @@ def _uniform_run(fh, offset, end, el, order, left, li, rows) -> tuple[int, int]:
                 rows.extend(idx)
             elif ks[li] > 3:
                 flat = idx.reshape(-1)
-                rows.extend(_fan_flat(flat, np.arange(m, dtype=np.int64) * ks[li], np.full(m, ks[li])))
+                rows.add_fans(flat, np.arange(m, dtype=np.int64) * ks[li], np.full(m, ks[li]))
         done += m
         offset += m * dt.itemsize
         if m < n:
@@ -361,15 +370,17 @@ def _walk(fh, offset, end, el, order, left, li, rows) -> tuple[int, int]:
         ks = _item_counts_at(fh, offset, end, el, order)
         if ks is None:
             raise _truncated(el, el.count - left)
+        if li is not None:
+            rows.check_corners(ks[li], "a face")  # before its indices are read
         dt = _layout(el, order, ks)
         fh.seek(offset)
         item = np.frombuffer(_read_exact(fh, dt.itemsize), dtype=dt, count=1)
         if li is not None and ks[li] >= 3:
             idx = np.asarray(item[f"v{li}"][0], dtype=np.int64)
-            rows.extend(_fan_flat(idx, np.zeros(1, np.int64), np.array([ks[li]])))
+            rows.add_fans(idx, np.zeros(1, np.int64), np.array([ks[li]]))
         return 1, offset + dt.itemsize
     if li is not None:
-        rows.extend(_window_polygons(buf, np.asarray(chain[:-1], dtype=np.int64), el, order, li))
+        _window_polygons(buf, np.asarray(chain[:-1], dtype=np.int64), el, order, li, rows)
     return len(chain) - 1, offset + chain[-1]
 
 
@@ -429,7 +440,7 @@ def _gather(a: np.ndarray, pos: np.ndarray, dt: np.dtype, ok: np.ndarray) -> np.
     return np.where(inside, vals, -1)
 
 
-def _window_polygons(buf: bytes, starts: np.ndarray, el: _PlyElement, order: str, li: int) -> np.ndarray:
+def _window_polygons(buf: bytes, starts: np.ndarray, el: _PlyElement, order: str, li: int, rows: _FanRows) -> None:
     a = np.frombuffer(buf, dtype=np.uint8)
     pos = starts.copy()
     ok = np.ones(len(starts), dtype=bool)
@@ -445,6 +456,6 @@ def _window_polygons(buf: bytes, starts: np.ndarray, el: _PlyElement, order: str
             idt = np.dtype(order + p.dtype)
             k_idx = np.repeat(pos, k) + (np.arange(int(k.sum())) - np.repeat(np.cumsum(k) - k, k)) * size
             vals = _gather(a, k_idx, idt, np.ones(len(k_idx), dtype=bool))
-            return _fan_flat(vals, np.cumsum(k) - k, k)
+            rows.add_fans(vals, np.cumsum(k) - k, k)
+            return
         pos += k * size
-    return np.empty((0, 3), dtype=np.int64)
