@@ -49,7 +49,7 @@ demo: install
 	$(BIN)/python examples/check_demo.py demo_results.csv
 	$(BIN)/c2p render examples/scans/torus.off --views 6 --out demo_views.png
 
-# Train c2p-demo again (seeded; about 40 minutes of CPU time on 2 cores) and write the shipped weights. Needed
+# Train c2p-demo again (seeded; 22 minutes on 2 cores) and write the shipped weights. Needed
 # whenever the renderer changes: tests/test_demo_model.py fails until then.
 demo-model: install
 	$(BIN)/python -m clip2point.training.demo_model --out $(DEMO_WEIGHTS)

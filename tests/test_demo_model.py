@@ -30,9 +30,10 @@ slow = pytest.mark.slow
 # Never used by training (demo_model.TRAIN_STREAM generators) nor by its validation (VAL_SEED).
 TEST_SEED = 20251
 PER_CLASS = 12  # 13 classes x 12 = 156 shapes
-# Measured on this set with the shipped weights (see the README's demo section): 6 views 0.994
-# (155/156), the rounded figure minus a margin of a few shapes.
-MIN_TOP1 = 0.95
+# Measured on this set with the shipped weights (README, "The demo model"): 6 views 0.981 (153 of
+# 156), 10 views 0.987, the two agreeing on 155 of 156. The bound is the measured figure less a
+# margin of four shapes (2.5 points).
+MIN_TOP1 = 0.955
 MIN_AGREEMENT = 0.98
 FEWSHOT_CLASSES = ("cone", "mug", "table", "chair", "bowl")
 
