@@ -130,8 +130,11 @@ def test_classify_cli_survives_a_segfaulting_reader_and_exits_1(shapes, tmp_path
 # ---------------------------------------------------------------------------------------------
 
 # `c2p` whose reader stalls from the 6th file on, so that Ctrl-C surely comes mid-way (after 2 batches of 2).
+# A user's Ctrl-C: the suite may itself run with SIGINT ignored (started in the background by a
+# non-interactive shell), which the child would inherit and Python would then leave ignored.
 STALLING_CLI = (
-    "import sys, time\n"
+    "import signal, sys, time\n"
+    "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
     "import clip2point.pipeline as p\n"
     "read, calls = p.read_one, []\n"
     "def stalling(path, options):\n"
