@@ -116,10 +116,10 @@ def make_cases(d: Path) -> list[tuple[str, Path]]:
     ks = rng.integers(3, 5, size=nf).astype(np.uint8)
     parts = bytearray()
     for kk in ks.tolist():
-        parts += struct.pack(f"<B{kk}i", kk, *([0, 1, 2, 0][:kk]))
-    verts = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], dtype="<f4")
+        parts += struct.pack(f"<B{kk}i", kk, *([0, 1, 2, 3][:kk]))
+    verts = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], dtype="<f4")  # a quad has 4 corners
     add(f"3. binary PLY, {nf}-item mixed triangle/quad list", "mixed.ply",
-        (f"ply\nformat binary_little_endian 1.0\nelement vertex 3\nproperty float x\nproperty float y\nproperty float z\n"
+        (f"ply\nformat binary_little_endian 1.0\nelement vertex 4\nproperty float x\nproperty float y\nproperty float z\n"
          f"element face {nf}\nproperty list uchar int vertex_indices\nend_header\n").encode() + verts.tobytes() + bytes(parts))
     add("6. OFF with counts -1 -1 0", "neg.off", b"OFF\n-1 -1 0\n3 0 1 2\n0 0 0\n1 0 0\n0 1 0\n")
     add("6. PCD with POINTS -3", "neg.pcd",
@@ -143,7 +143,8 @@ def main() -> None:
         np.save(warm, np.random.default_rng(0).normal(size=(100, 3)))
         for name, path in make_cases(d):
             try:
-                proc = subprocess.run([sys.executable, "-c", PROBE, args.impl, str(path), str(warm)],
+                # cwd: not this checkout, whose folders would shadow --pythonpath (python -c puts cwd first)
+                proc = subprocess.run([sys.executable, "-c", PROBE, args.impl, str(path), str(warm)], cwd=d,
                                       capture_output=True, text=True, env=env, timeout=args.timeout)
             except subprocess.TimeoutExpired:
                 out.append({"case": name, "outcome": f"still running after {args.timeout:.0f} s"})
