@@ -318,3 +318,61 @@ def test_bin_files_that_are_checkpoints_or_archives_are_refused_not_read_as_nois
     rows[0] = 0.0
     rows.tofile(tmp_path / "scan.bin")
     assert io.read_cloud(tmp_path / "scan.bin").shape == (1024, 3)
+
+
+def test_bin_pickles_of_protocol_2_and_3_are_refused(tmp_path):
+    """pickle.dump's default protocol until Python 3.8: PROTO at the start, STOP at the end."""
+    import pickle
+
+    for protocol in (2, 3):
+        obj = {"w": list(range(3000)), "pad": ""}
+        data = pickle.dumps(obj, protocol=protocol)
+        obj["pad"] = "x" * (-len(data) % 16)  # whole 16-byte rows, so only the signature can tell
+        data = pickle.dumps(obj, protocol=protocol)
+        assert len(data) % 16 == 0 and data.endswith(b".")
+        (tmp_path / f"p{protocol}.bin").write_bytes(data)
+        with pytest.raises(InputFileError, match="a Python pickle"):
+            io.read_cloud(tmp_path / f"p{protocol}.bin")
+
+
+def test_a_polygon_closing_its_loop_on_its_first_vertex_reads(tmp_path):
+    """`4 0 1 2 0` over 3 vertices repeats the first corner to close the loop: legal, as before."""
+    (tmp_path / "loop.off").write_text("OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n4 0 1 2 0\n")
+    v, f = io.read_mesh(tmp_path / "loop.off")
+    assert len(v) == 3 and f.tolist() == [[0, 1, 2], [0, 2, 0]]
+    (tmp_path / "bad.off").write_text("OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n5 0 1 2 0 1\n")
+    with pytest.raises(InputFileError, match="5 corners, more than the 3 vertices"):
+        io.read_mesh(tmp_path / "bad.off")
+
+
+@pytest.mark.parametrize("fmt", ["off", "ascii_ply", "binary_ply", "obj"])
+def test_max_points_bounds_the_triangles_of_every_mesh_format(tmp_path, fmt):
+    """Many polygons each under the corner limit: their fans together are bounded by max_points."""
+    nv, nf, k = 50, 40, 50  # 40 faces of 50 corners: 1920 triangles
+    verts = np.random.default_rng(0).random((nv, 3)).astype("<f4")
+    face = list(range(k))
+    if fmt == "off":
+        text = f"OFF\n{nv} {nf} 0\n" + "".join("%f %f %f\n" % tuple(v) for v in verts)
+        text += "".join(f"{k} " + " ".join(map(str, face)) + "\n" for _ in range(nf))
+        path = tmp_path / "m.off"
+        path.write_text(text)
+    elif fmt == "obj":
+        text = "".join("v %f %f %f\n" % tuple(v) for v in verts)
+        text += "".join("f " + " ".join(str(i + 1) for i in face) + "\n" for _ in range(nf))
+        path = tmp_path / "m.obj"
+        path.write_text(text)
+    else:
+        ascii_ = fmt == "ascii_ply"
+        head = (f"ply\nformat {'ascii' if ascii_ else 'binary_little_endian'} 1.0\nelement vertex {nv}\n"
+                f"property float x\nproperty float y\nproperty float z\nelement face {nf}\n"
+                "property list uchar int vertex_indices\nend_header\n")
+        if ascii_:
+            body = ("".join("%f %f %f\n" % tuple(v) for v in verts)
+                    + "".join(f"{k} " + " ".join(map(str, face)) + "\n" for _ in range(nf))).encode()
+        else:
+            body = verts.tobytes() + (struct.pack("<B", k) + np.array(face, "<i4").tobytes()) * nf
+        path = tmp_path / "m.ply"
+        path.write_bytes(head.encode() + body)
+    assert len(io.read_mesh(path)[1]) == nf * (k - 2)
+    with pytest.raises(InputFileError, match="more than 1000 triangles, the limit"):
+        io.read_mesh(path, max_points=1000)

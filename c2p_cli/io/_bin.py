@@ -26,10 +26,14 @@ _SIGNATURES = (
 )
 
 
-def _container(head: bytes, size: int) -> str | None:
+def _container(head: bytes, size: int, last: bytes) -> str | None:
     if head.startswith(b"\x89HDF\r\n\x1a\n"):  # 8 bytes: no scan begins so
         return "an HDF5 file"
-    # pickle protocol 4 / 5 opens with a FRAME opcode and the frame's 8-byte length
+    # pickle protocol 4 / 5 opens with a FRAME opcode and the frame's 8-byte length; protocols
+    # 2 / 3 (pickle.dump's default until Python 3.8) with PROTO and end with STOP, a byte a scan's
+    # last float ends with only for magnitudes near 1e-11
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03") and last == b".":
+        return "a Python pickle"
     if head[:3] in (b"\x80\x04\x95", b"\x80\x05\x95") and len(head) >= 11 and int.from_bytes(head[3:11], "little") <= size:
         return "a Python pickle"
     if len(head) < 4:
@@ -44,7 +48,9 @@ def _container(head: bytes, size: int) -> str | None:
 
 def _read_bin(src: _Source) -> Geometry:
     with src.open() as fh:
-        what = _container(fh.read(16), src.size)
+        head = fh.read(16)
+        fh.seek(max(src.size - 1, 0))
+        what = _container(head, src.size, fh.read(1))
     if what is not None:
         raise _ParseError(f"this is {what}, not a raw float32 scan (KITTI / nuScenes .bin)")
     cols = src.bin_columns

@@ -159,22 +159,32 @@ class _Rows:
 
 
 class _FanRows(_Rows):
-    """Fan triangles of a mesh's polygons. A polygon visits each of its corners once, so one with
-    more corners than the mesh has (or, before they are all read, can have) vertices is refused
-    before its fan is built: a few bytes of indices would otherwise cost 24 bytes per triangle."""
+    """Fan triangles of a mesh's polygons, checked before each fan is built (a few bytes of
+    indices would otherwise cost 24 bytes per triangle):
+    - a polygon visits each vertex once (closing its loop may repeat the first): one with more
+      corners than the mesh has (or, before they are all read, can have) vertices, plus one, is
+      malformed;
+    - all triangles together stay within `max_triangles` (the reader's max_points)."""
 
-    def __init__(self, max_corners: int | None, of_what: str, capacity: int = 1024):
+    def __init__(self, n_vertices: int | None, of_what: str, max_triangles: int, capacity: int = 1024):
         super().__init__(3, np.int64, capacity)
-        self.max_corners = max_corners
+        self.max_corners = None if n_vertices is None else n_vertices + 1
         self.of_what = of_what  # e.g. "the 3 vertices of the mesh"
+        self.max_triangles = max_triangles
 
     def check_corners(self, k: int, what: str) -> None:
         if self.max_corners is not None and k > self.max_corners:
             raise _ParseError(f"{what} has {k} corners, more than {self.of_what} (a polygon visits each vertex once)")
 
+    def check_triangles(self, more: int) -> None:
+        if self.n + more > self.max_triangles:
+            raise _ParseError(f"the faces make more than {self.max_triangles} triangles, the limit (max_points)")
+
     def add_fans(self, indices: np.ndarray, starts: np.ndarray, lengths: np.ndarray, what: str = "a face") -> None:
         if len(lengths):
+            lengths = np.asarray(lengths)
             self.check_corners(int(np.max(lengths)), what)
+            self.check_triangles(int(np.maximum(lengths - 2, 0).sum()))
         self.extend(_fan_flat(indices, starts, lengths))
 
 

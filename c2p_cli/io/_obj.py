@@ -26,7 +26,8 @@ def _read_obj(src: _Source) -> Geometry:
     # Vertices may come after the faces that use them, so a polygon's corners are bounded by the
     # 'v' lines the file has room for ("v 0 0 0" and a line break: 8 bytes).
     room = src.size // 8
-    tris = _FanRows(room, f"the {room} vertices a file of {src.size} bytes can hold", capacity=max(16, src.size // 32))
+    tris = _FanRows(room, f"the {room} vertices a file of {src.size} bytes can hold", src.max_points,
+                    capacity=max(16, src.size // 32))
     with src.open() as fh:
         first = fh.read(4096)
         _looks_binary(first, "OBJ")
@@ -42,8 +43,6 @@ def _read_obj(src: _Source) -> Geometry:
                 if b"/" in f_region:
                     f_region = _SLASHES.sub(b"", f_region)
                 _faces(block, f_region, n_f, line_base, tris)
-                if tris.n > src.max_points:
-                    src.check_count(tris.n, "triangles")
             line_base += n_v
     if verts.n == 0:
         raise _ParseError("no points (no 'v' lines)")

@@ -58,7 +58,7 @@ def _read_off(src: _Source) -> Geometry:
             raise _ParseError(f"truncated OFF: header says {nv} vertices, file holds {done}")
         if nf == 0:
             return Geometry(verts, None)
-        tris = _FanRows(nv, f"the {nv} vertices of the mesh", capacity=nf)
+        tris = _FanRows(nv, f"the {nv} vertices of the mesh", src.max_points, capacity=nf)
         done = 0
         for region, k in lines.take(nf):
             _ascii_polygons(region, 0, done, "OFF face", tris)

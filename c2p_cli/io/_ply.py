@@ -155,7 +155,7 @@ def _ply_ascii(src: _Source, fh: BinaryIO, elements: list[_PlyElement], availabl
         if el.name == "vertex":
             verts = _ascii_vertices(lines, el)
         elif el.name == "face":
-            faces = _ascii_faces(lines, el, _vertex_count(elements))
+            faces = _ascii_faces(lines, el, _vertex_count(elements), src.max_points)
         else:
             got = sum(k for _, k in lines.take(el.count))
             if got < el.count:
@@ -186,15 +186,15 @@ def _vertex_count(elements: list[_PlyElement]) -> int | None:
     return next((e.count for e in elements if e.name == "vertex"), None)
 
 
-def _face_rows(el: _PlyElement, n_vertices: int | None) -> _FanRows:
-    return _FanRows(n_vertices, f"the {n_vertices} vertices of the mesh", capacity=el.count)
+def _face_rows(el: _PlyElement, n_vertices: int | None, max_triangles: int) -> _FanRows:
+    return _FanRows(n_vertices, f"the {n_vertices} vertices of the mesh", max_triangles, capacity=el.count)
 
 
-def _ascii_faces(lines: LineReader, el: _PlyElement, n_vertices: int | None) -> np.ndarray | None:
+def _ascii_faces(lines: LineReader, el: _PlyElement, n_vertices: int | None, max_triangles: int) -> np.ndarray | None:
     li = _face_list_prop(el)
     if li is not None and any(p.count_dtype is not None for p in el.props[:li]):
         li = None  # a list before the vertex list: not a layout any exporter writes
-    rows = _face_rows(el, n_vertices)
+    rows = _face_rows(el, n_vertices, max_triangles)
     done = 0
     for region, k in lines.take(el.count):
         if li is not None:
@@ -268,18 +268,18 @@ def _ply_binary(src: _Source, fh: BinaryIO, elements: list[_PlyElement], order: 
                 verts = _read_records_xyz(fh, el.count, dt, fields, out_dtype)
             offset += dt.itemsize * el.count
             continue
-        tris, offset = _binary_lists(fh, offset, end, el, order, _vertex_count(elements))
+        tris, offset = _binary_lists(fh, offset, end, el, order, _vertex_count(elements), src.max_points)
         if el.name == "face":
             faces = tris
     return Geometry(verts, faces)
 
 
 def _binary_lists(fh: BinaryIO, offset: int, end: int, el: _PlyElement, order: str,
-                  n_vertices: int | None) -> tuple[np.ndarray | None, int]:
+                  n_vertices: int | None, max_triangles: int) -> tuple[np.ndarray | None, int]:
     """Read an element with list properties from `offset`; returns (fan triangles of its vertex
     index list, or None when it has none; the offset after it)."""
     li = _face_list_prop(el) if el.name == "face" else None
-    rows = _face_rows(el, n_vertices) if li is not None else _FanRows(None, "", capacity=16)
+    rows = _face_rows(el, n_vertices, max_triangles) if li is not None else _FanRows(None, "", max_triangles, capacity=16)
     done = 0
     while done < el.count:
         # Fast path: a run of items whose lists all have the length of the next item's.
@@ -372,6 +372,7 @@ def _walk(fh, offset, end, el, order, left, li, rows) -> tuple[int, int]:
             raise _truncated(el, el.count - left)
         if li is not None:
             rows.check_corners(ks[li], "a face")  # before its indices are read
+            rows.check_triangles(max(ks[li] - 2, 0))
         dt = _layout(el, order, ks)
         fh.seek(offset)
         item = np.frombuffer(_read_exact(fh, dt.itemsize), dtype=dt, count=1)
