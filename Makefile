@@ -10,9 +10,10 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 # The demo model c2p-demo ships inside the package (trained by `make demo-model` on depth maps of
 # the 13 `c2p synth` shape classes; not CLIP, useless for real objects), so the demo runs offline.
 # Real CLIP weights need one download through open_clip:
-#   make demo MODEL=ViT-B-32 PRETRAINED=openai
+#   make demo MODEL=ViT-B-32
 MODEL ?= c2p-demo
-PRETRAINED ?= c2p-demo
+# empty: the model's default weights (c2p-demo's shipped ones, OpenAI's for ViT-B-32)
+PRETRAINED ?=
 LABELS ?= cube,sphere,cylinder,cone,torus,pyramid,capsule,ring,table,chair,mug,bowl,bottle
 DEMO_WEIGHTS ?= c2p_cli/weights/c2p-demo.safetensors
 
@@ -45,7 +46,7 @@ install-dev: system-deps $(VENV)/.installed-dev
 
 demo: install
 	$(BIN)/c2p classify examples/scans --labels $(LABELS) \
-	  --model $(MODEL) --pretrained $(PRETRAINED) --output demo_results.csv
+	  --model $(MODEL) $(if $(PRETRAINED),--pretrained $(PRETRAINED)) --output demo_results.csv
 	$(BIN)/python examples/check_demo.py demo_results.csv
 	$(BIN)/c2p render examples/scans/torus.off --views 6 --out demo_views.png
 

@@ -637,8 +637,9 @@ def read_depth_encoder_meta(path: str | Path) -> dict:
 
 
 def list_architectures(contains: str | None = None) -> list[dict[str, Any]]:
-    """open_clip's architectures (this package's tiny configs included), offline: name, the weight
-    tags open_clip knows for it, and whether it is one of the tiny test configs."""
+    """open_clip's architectures (this package's configs included), offline: name, the weight tags
+    open_clip knows for it and those shipped with the package (`shipped`, also in `pretrained`),
+    and whether it is one of the tiny test configs (random weights only)."""
     import open_clip
 
     register_model_configs()
@@ -651,5 +652,6 @@ def list_architectures(contains: str | None = None) -> list[dict[str, Any]]:
                 tags = list(open_clip.list_pretrained_tags_by_model(name))
             except Exception:  # a registry entry open_clip cannot describe still gets listed
                 tags = []
-            rows.append({"name": name, "pretrained": tags, "tiny": name in tiny})
+            shipped = shipped_tags(name)
+            rows.append({"name": name, "pretrained": tags + shipped, "shipped": shipped, "tiny": name in tiny and not shipped})
     return rows

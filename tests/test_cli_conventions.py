@@ -214,6 +214,9 @@ def test_models_lists_open_clip_and_the_tiny_configs_offline():
     assert {"ViT-B-32", "RN50", "c2p-tiny", "c2p-tiny-rn"} <= set(names)
     tiny = json.loads(_c2p(["models", "--filter", "C2P-TINY", "--json"]).stdout)["models"]
     assert [m["name"] for m in tiny] == ["c2p-tiny", "c2p-tiny-rn"] and all(m["tiny"] for m in tiny)
+    demo = json.loads(_c2p(["models", "--filter", "c2p-demo", "--json", "--pretrained"]).stdout)["models"]
+    assert demo == [{"name": "c2p-demo", "pretrained": ["c2p-demo"], "shipped": ["c2p-demo"], "tiny": False}]
+    assert "--pretrained c2p-demo" in _c2p(["models", "--filter", "c2p-demo"]).stdout
     tags = json.loads(_c2p(["models", "-f", "ViT-B-32", "--pretrained", "--json"]).stdout)["models"]
     assert "openai" in next(m for m in tags if m["name"] == "ViT-B-32")["pretrained"]
     assert _c2p(["models", "-f", "no-such-architecture"]).returncode == 1

@@ -18,8 +18,9 @@ def models(
 ) -> None:
     """List the architectures `--model` accepts (offline: open_clip's own registry, nothing is downloaded).
 
-    The tiny configs (c2p-tiny, c2p-tiny-rn) come with this project for tests and demos; they have
-    no released weights, so use them with --pretrained none.
+    The tiny configs (c2p-tiny, c2p-tiny-rn) come with this project for tests; they have no
+    released weights, so use them with --pretrained none. c2p-demo's weights ship with the package
+    (a demonstration trained on 13 synthetic shape classes, not CLIP).
     """
     import json
 
@@ -35,6 +36,8 @@ def models(
     width = max(len(r["name"]) for r in rows)
     for r in rows:
         note = "c2p test config: --pretrained none" if r["tiny"] else ""
+        if r["shipped"]:
+            note = f"weights ship with clip2point: --pretrained {r['shipped'][0]} (a demo, not CLIP)"
         if tags and r["pretrained"]:
             note = ", ".join(r["pretrained"]) + (f"  ({note})" if note else "")
         typer.echo(f"{r['name'].ljust(width)}  {note}".rstrip())
