@@ -352,7 +352,7 @@ def test_max_points_bounds_the_triangles_of_every_mesh_format(tmp_path, fmt):
     verts = np.random.default_rng(0).random((nv, 3)).astype("<f4")
     face = list(range(k))
     if fmt == "off":
-        text = f"OFF\n{nv} {nf} 0\n" + "".join("%f %f %f\n" % tuple(v) for v in verts)
+        text = f"OFF\n{nv} {nf} 0\n" + "".join("{:f} {:f} {:f}\n".format(*v) for v in verts)
         text += "".join(f"{k} " + " ".join(map(str, face)) + "\n" for _ in range(nf))
         path = tmp_path / "m.off"
         path.write_text(text)
@@ -367,7 +367,7 @@ def test_max_points_bounds_the_triangles_of_every_mesh_format(tmp_path, fmt):
                 f"property float x\nproperty float y\nproperty float z\nelement face {nf}\n"
                 "property list uchar int vertex_indices\nend_header\n")
         if ascii_:
-            body = ("".join("%f %f %f\n" % tuple(v) for v in verts)
+            body = ("".join("{:f} {:f} {:f}\n".format(*v) for v in verts)
                     + "".join(f"{k} " + " ".join(map(str, face)) + "\n" for _ in range(nf))).encode()
         else:
             body = verts.tobytes() + (struct.pack("<B", k) + np.array(face, "<i4").tobytes()) * nf
