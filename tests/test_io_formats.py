@@ -357,7 +357,7 @@ def test_max_points_bounds_the_triangles_of_every_mesh_format(tmp_path, fmt):
         path = tmp_path / "m.off"
         path.write_text(text)
     elif fmt == "obj":
-        text = "".join("v %f %f %f\n" % tuple(v) for v in verts)
+        text = "".join("v {:f} {:f} {:f}\n".format(*v) for v in verts)
         text += "".join("f " + " ".join(str(i + 1) for i in face) + "\n" for _ in range(nf))
         path = tmp_path / "m.obj"
         path.write_text(text)
