@@ -498,13 +498,9 @@ main()
 
 
 def _torchrun(tmp_path: Path, args: list[str], env: dict) -> tuple[subprocess.CompletedProcess, list[set[str]]]:
-    script, logs = tmp_path / "c2p_logged.py", tmp_path / "logs"
-    script.write_text(LOGGING_CLI)
-    logs.mkdir(exist_ok=True)
-    for old in logs.iterdir():
-        old.unlink()
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                        str(script), str(logs), *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    from tests.torchrun_helpers import run_logged_ranks
+
+    r, logs = run_logged_ranks(tmp_path, LOGGING_CLI, args, env)
     reads = [set((logs / f"rank{i}.txt").read_text().split()) if (logs / f"rank{i}.txt").exists() else set() for i in (0, 1)]
     return r, reads
 

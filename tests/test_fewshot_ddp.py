@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from tests.pretrain_helpers import one_thread
+from tests.torchrun_helpers import run_logged_ranks
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--model", "c2p-tiny", "--pretrained", "none"]
@@ -58,13 +57,7 @@ main()
 
 def _torchrun(tmp_path: Path, args: list[str], env: dict) -> list[dict]:
     """Run `c2p ARGS` on 2 gloo ranks; per rank: the sample ids it read and the clouds it encoded."""
-    script, logs = tmp_path / "c2p_logged.py", tmp_path / "logs"
-    script.write_text(LOGGING_CLI)
-    logs.mkdir(exist_ok=True)
-    for old in logs.iterdir():
-        old.unlink()
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                        str(script), str(logs), *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    r, logs = run_logged_ranks(tmp_path, LOGGING_CLI, args, env)
     assert r.returncode == 0, r.stderr[-3000:]
     out = []
     for rank in (0, 1):

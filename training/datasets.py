@@ -88,14 +88,20 @@ def sample_seed(seed: int, sample_id: str) -> int:
     return (int(seed) * 1_000_003 + zlib.crc32(sample_id.encode())) % (2**63)
 
 
-def prepare_points(points: np.ndarray, n_points: int, sampling: str, seed: int, up: str) -> np.ndarray:
-    """Subsample an in-memory cloud and normalise it like `io.read_cloud` does a file."""
+def _usable_points(points: np.ndarray) -> np.ndarray:
+    """The finite points of a cloud as float64; ValueError when none are left or they all coincide."""
     pts = np.asarray(points, dtype=np.float64)
     pts = pts[np.isfinite(pts).all(axis=1)]
     if len(pts) == 0:
         raise ValueError("no finite points")
     if not np.any(np.ptp(pts, axis=0) > 0):
         raise ValueError("all points coincide (zero extent)")
+    return pts
+
+
+def prepare_points(points: np.ndarray, n_points: int, sampling: str, seed: int, up: str) -> np.ndarray:
+    """Subsample an in-memory cloud and normalise it like `io.read_cloud` does a file."""
+    pts = _usable_points(points)
     pts = subsample(pts, n_points, sampling, np.random.default_rng(seed))
     return normalize_unit_sphere(apply_up_axis(pts.astype(np.float32), up))
 
@@ -529,13 +535,7 @@ class ScanObjectNNDataset(_H5Dataset):
         self._load_h5([path])
 
     def _prepare(self, points: np.ndarray, seed: int) -> np.ndarray:
-        pts = np.asarray(points, dtype=np.float64)
-        pts = pts[np.isfinite(pts).all(axis=1)]
-        if len(pts) == 0:
-            raise ValueError("no finite points")
-        if not np.any(np.ptp(pts, axis=0) > 0):
-            raise ValueError("all points coincide (zero extent)")
-        pts = normalize_unit_sphere(pts)
+        pts = normalize_unit_sphere(_usable_points(points))
         if self.sampling == "fps":
             pts = farthest_points_from_first(pts, self.n_points)
         else:

@@ -407,17 +407,7 @@ def train_adapter(
     train: FeatureSet | Sequence[FeatureSet],
     val: FeatureSet | None,
     run: str | Path,
-    *,
-    epochs: int,
-    batch_size: int = 32,
-    lr: float = 1e-3,
-    weight_decay: float = 1e-4,
-    seed: int = 0,
-    select: str = "last",
-    resume: bool = False,
-    save_every: int = 1,
-    on_event: EventCallback | None = None,
-    refresh_features: Callable[[], tuple[FeatureSet, FeatureSet | None]] | None = None,
+    **options,
 ) -> TrainResult:
     """Train `adapter` (a DualPathAdapter) on cached features with AdamW; write checkpoints to `run`.
 
@@ -427,12 +417,11 @@ def train_adapter(
     every `save_every` epochs and after the last one: last.safetensors and the resume state.
     `resume=True` continues from state.json (the last saved epoch; later metrics lines are redone).
     `refresh_features` (benchmark baseline) is called before every epoch to recompute the features.
-    `on_event("epoch", metrics=...)` is called after each epoch is saved. See `AdapterTrainer`.
+    `on_event("epoch", metrics=...)` is called after each epoch is saved. `options` are
+    AdapterTrainer's keyword arguments (epochs, batch_size, lr, weight_decay, seed, select, resume,
+    save_every, on_event, refresh_features), which it checks and documents.
     """
-    return AdapterTrainer(
-        adapter, train, val, run, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
-        select=select, resume=resume, save_every=save_every, on_event=on_event, refresh_features=refresh_features,
-    ).run()
+    return AdapterTrainer(adapter, train, val, run, **options).run()
 
 
 def _read_metrics(path: Path, upto: int) -> list[dict]:
