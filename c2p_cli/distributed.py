@@ -15,6 +15,8 @@ variable is set.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -105,6 +107,22 @@ def teardown(ctx: DistContext) -> None:
 
     if ctx.initialised_here and dist.is_initialized():
         dist.destroy_process_group()
+
+
+@contextmanager
+def process_group(device: torch.device) -> Iterator[DistContext]:
+    """`setup(device)` for the block, then `teardown`. A block that ends normally first waits for
+    every rank (a barrier): a rank that destroyed its gloo group while a peer still held its end
+    was aborted at exit ("terminate called without an active exception", exit -6). A block that
+    raises tears down at once (its peers may never reach a barrier; torchrun stops them)."""
+    ctx = setup(device)
+    try:
+        yield ctx
+    except BaseException:
+        teardown(ctx)
+        raise
+    barrier(ctx)
+    teardown(ctx)
 
 
 def barrier(ctx: DistContext) -> None:

@@ -127,13 +127,12 @@ def classify(
         raise UsageError(f"no supported point-cloud or mesh files in {shown or 'the paths given'}")
 
     from ..devices import resolve_device
-    from ..distributed import setup, teardown
+    from ..distributed import process_group
     from ..pipeline import check_precision
 
     torch_device = resolve_device(device)
     check_precision(None if precision == "fp32" else precision, torch_device.type, torch_model=backend == "torch")
-    ctx = setup(torch_device)
-    try:
+    with process_group(torch_device) as ctx:
         clf = _build_classifier(
             console, labels=labels if labels_file is None else names, label_set=label_set, names=names, prompt=prompt,
             model=model, pretrained=pretrained, depth_encoder=depth_encoder, adapter=adapter, backend=backend,
@@ -146,8 +145,6 @@ def classify(
         outcome = _run(console, clf, entries, read, batch_size=batch_size, top_k=top_k, workers=workers,
                        precision=None if precision == "fp32" else precision, output=None if to_stdout else Path(output),
                        fmt=fmt, resume=resume, meta=meta, table=table, quiet=quiet, ctx=ctx)
-    finally:
-        teardown(ctx)
     if not outcome.is_main:
         return  # rank 0 reports for every rank
     if table:

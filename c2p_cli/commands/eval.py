@@ -100,11 +100,10 @@ def eval_cmd(
     sampled = "every point of each file" if info.get("all_points") else f"{info['n_points']} points ({info['sampling']})"
     # Under torchrun each rank evaluates every world_size-th sample on its own device; rank 0 merges.
     from ..devices import resolve_device
-    from ..distributed import gather_objects, setup, shard, teardown
+    from ..distributed import gather_objects, process_group, shard
     from ..eval_shards import DatasetShard, merge_reports
 
-    ctx = setup(resolve_device(device))
-    try:
+    with process_group(resolve_device(device)) as ctx:
         if ctx.is_main:
             console.print(f"{ds.kind} {split}: {len(ds)} samples, {sampled}, {describe_up_axis(ds.up)}")
         with console.status("loading the model", spinner="dots"):
@@ -123,8 +122,6 @@ def eval_cmd(
             if not ctx.is_main:
                 return
             report = merge_reports(reports, ds.sample_ids, clf.labels)
-    finally:
-        teardown(ctx)
     report.update({"mode": mode, "dataset": {**ds.describe(), "rotation": describe_up_axis(ds.up)},
                    "classifier": getattr(clf, "meta", {}), "version": __version__})
     note = (getattr(clf, "meta", {}).get("selection") or {}).get("note")

@@ -90,7 +90,7 @@ def fewshot(
     from clip2point.training.fewshot import FewShotOptions
 
     from ..devices import resolve_device
-    from ..distributed import setup, teardown
+    from ..distributed import process_group
 
     console = Console(stderr=True)
     opts = FewShotOptions(
@@ -101,11 +101,8 @@ def fewshot(
         cache_dir=str(cache_dir) if cache_dir else None, use_cache=not no_cache, eval_test=test, variant=variant,
         save_every=save_every, resamples=resamples, feature_batch_size=feature_batch_size,
     )
-    ctx = setup(resolve_device(device))
-    try:
+    with process_group(resolve_device(device)) as ctx:
         summary = _train(console, data, out, opts, resume, quiet, ctx)
-    finally:
-        teardown(ctx)
     if summary is None:
         return  # a rank other than 0: rank 0 reports for every rank
     if not quiet:
