@@ -51,9 +51,9 @@ demo: install
 	$(BIN)/c2p render examples/scans/torus.off --views 6 --out demo_views.png
 
 # Train c2p-demo again (seeded; 22 minutes on 2 cores) and write the shipped weights. Needed
-# whenever the renderer changes: tests/test_demo_model.py fails until then.
+# whenever the renderer changes: tests/models/test_demo_model.py fails until then.
 demo-model: install
-	$(BIN)/python -m clip2point.training.demo_model --out $(DEMO_WEIGHTS)
+	$(BIN)/python -m tools.train_demo_model --out $(DEMO_WEIGHTS)
 
 test: install-dev
 	$(BIN)/python -m pytest -q --timeout 900

@@ -1,7 +1,7 @@
 """FROZEN: the torch reference renderer as it was before the compact CPU path (issue 12, item 4).
 
 Do not edit or "fix" this file: it is the baseline that `benchmarks/projection.py` times side by
-side with today's renderer, and the oracle that tests/test_render_compact.py requires to be
+side with today's renderer, and the oracle that tests/render/test_compact.py requires to be
 bit-identical to it. It is kernels/reference.py of commit f52084f (the same operations in the same order; only
 comments, type hints and its one-chunk branch for ONNX export were left out), with the geometry
 helpers it used from kernels/inputs.py copied in, so that later changes to the live modules

@@ -27,7 +27,7 @@ from pathlib import Path
 
 def _classify(clf, files, args, warm_up: bool = False):
     """(results, seconds) of one timed classification of `files` (after a warm-up batch if asked)."""
-    from clip2point.pipeline import ReadOptions, classify_files
+    from clip2point.engine.pipeline import ReadOptions, classify_files
 
     read = ReadOptions(n_points=args.points)
     top_k = len(clf.labels)  # every class's probability, for the largest difference
@@ -64,10 +64,10 @@ def _trt_status() -> str | None:
 def run(args) -> dict:
     import torch
 
-    from clip2point.classifier import load_classifier
-    from clip2point.devices import resolve_device
+    from clip2point.distributed import resolve_device
     from clip2point.export.onnx import ExportOptions, export_classifier
     from clip2point.export.runtime import load_exported_classifier
+    from clip2point.models.classifier import load_classifier
     from clip2point.synth import SHAPES, write_dataset
 
     device = resolve_device(args.device)

@@ -6,7 +6,7 @@ OBJ and binary STL meshes), then each mode runs in its own subprocess, so its pe
 - `encoder_only`: depth maps already in memory (one batch rendered up front), the same model,
   batch size and dtype; only the encoder and the classifier head run, ceil(N / batch) times.
 - `render_encoder`: clouds already in memory; rendering + encoder (what the model side costs).
-- `pipeline`: `clip2point.pipeline.classify_files` from disk, with reader processes: what
+- `pipeline`: `clip2point.engine.pipeline.classify_files` from disk, with reader processes: what
   `c2p classify` does. `pipeline / encoder_only` is the figure of merit (1.0 = reading,
   sampling, rendering and batching cost nothing).
 - `sequential` (with --sequential): one file at a time, no reader processes.
@@ -120,9 +120,9 @@ def _cpu_seconds() -> float:
 def _worker(args) -> None:
     import torch
 
-    from clip2point.batching import ReadOptions, read_one
-    from clip2point.classifier import load_classifier
-    from clip2point.pipeline import _AUTOCAST, classify_files, classify_files_sequential
+    from clip2point.engine.batching import ReadOptions, read_one
+    from clip2point.engine.pipeline import _AUTOCAST, classify_files, classify_files_sequential
+    from clip2point.models.classifier import load_classifier
 
     cuda = args.device.startswith("cuda")
 
@@ -256,7 +256,7 @@ def main() -> None:
 
     import torch
 
-    from clip2point.pipeline import default_workers
+    from clip2point.engine.pipeline import default_workers
 
     enc = runs["encoder_only"]["clouds_per_s"]
     result = {

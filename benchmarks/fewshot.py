@@ -56,7 +56,7 @@ def main() -> None:
 
     import torch
 
-    from clip2point.checkpoints import load_tensors
+    from clip2point.store.checkpoints import load_tensors
     from clip2point.synth import SHAPES, write_dataset
 
     if args.threads:

@@ -45,7 +45,7 @@ PY
 }
 
 step_render_tests() {
-    "$PYTHON" -m pytest -q -rs -p no:cacheprovider tests/test_render_triton.py tests/test_render_reference.py
+    "$PYTHON" -m pytest -q -rs -p no:cacheprovider tests/render/test_triton.py tests/render/test_reference.py
 }
 
 step_render_bench() {

@@ -49,7 +49,7 @@ def _run(pairs: Path, out: Path, args, cache: bool, feature_dir: Path) -> dict:
 def run(args) -> dict:
     import torch
 
-    from clip2point.devices import resolve_device
+    from clip2point.distributed import resolve_device
     from clip2point.training.pairs import synth_sources, write_pairs
 
     device = resolve_device(args.device)

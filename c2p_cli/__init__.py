@@ -8,17 +8,17 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 _LAZY = {
-    "load_classifier": "clip2point.classifier",
-    "PointCloudClassifier": "clip2point.classifier",
-    "DepthMapClassifier": "clip2point.classifier",
+    "load_classifier": "clip2point.models.classifier",
+    "PointCloudClassifier": "clip2point.models.classifier",
+    "DepthMapClassifier": "clip2point.models.classifier",
     "classify_points": "clip2point.api",
     "classify_files": "clip2point.api",
     "read_cloud": "clip2point.io",
     "render_depth": "clip2point.kernels",
     "camera_bases": "clip2point.views",
-    "FileResult": "clip2point.batching",
-    "gather_inputs": "clip2point.inputs",
-    "load_adapter_classifier": "clip2point.adapters",
+    "FileResult": "clip2point.engine.batching",
+    "gather_inputs": "clip2point.engine.inputs",
+    "load_adapter_classifier": "clip2point.models.adapters",
     # The exporter's loader, named here so users find it; imported only when asked for.
     "load_exported_classifier": "clip2point.export.runtime",
 }

@@ -15,14 +15,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .batching import FileResult
-from .pipeline import classify_files as _classify_files
+from .engine.batching import FileResult
+from .engine.pipeline import classify_files as _classify_files
 
 
 def _classifier(classifier, load_kwargs):
     if classifier is not None:
         return classifier
-    from .classifier import load_classifier
+    from .models.classifier import load_classifier
 
     return load_classifier(**load_kwargs)
 
@@ -87,9 +87,9 @@ def classify_files(
     `workers` reader processes read ahead of the model (None: one per core, less one; 0 reads in
     this process); a reader that crashes costs only the file it was reading.
     """
-    from .batching import ReadOptions
-    from .inputs import gather_inputs
-    from .pipeline import validate_run_options
+    from .engine.batching import ReadOptions
+    from .engine.inputs import gather_inputs
+    from .engine.pipeline import validate_run_options
 
     read = ReadOptions(n_points=n_points, sampling=sampling, seed=seed, up=up)
     read.validate()

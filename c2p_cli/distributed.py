@@ -1,4 +1,4 @@
-"""torch.distributed set-up shared by every command that runs under torchrun (classify, eval, fewshot, pretrain).
+"""Where a run executes: `resolve_device` for --device, and the torch.distributed set-up shared by every command that runs under torchrun (classify, eval, fewshot, pretrain).
 
 torchrun exports RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT; when they are set
 (WORLD_SIZE > 1) the process group is initialised with NCCL on CUDA and gloo on CPU, each rank
@@ -22,10 +22,35 @@ from datetime import timedelta
 
 import torch
 
-from .errors import BackendUnavailableError, UsageError
+from .errors import BackendUnavailableError, Opt, OptionError, UsageError
 
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N")
 TIMEOUT_ENV = "C2P_DIST_TIMEOUT_MIN"
 DEFAULT_TIMEOUT_MIN = 120
+
+
+def resolve_device(spec: str = "auto"):
+    """`auto` -> cuda when available, else cpu; `cpu`; `cuda` / `cuda:N` (must exist)."""
+    text = str(spec).strip().lower()
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if text == "cpu":
+        return torch.device("cpu")
+    if text == "cuda" or text.startswith("cuda:"):
+        index = text.partition(":")[2]
+        if index and not index.isdigit():
+            raise OptionError(Opt("device"), f" must be one of {', '.join(DEVICE_CHOICES)}, got {spec!r}")
+        if not torch.cuda.is_available():
+            raise BackendUnavailableError(
+                f"device {spec!r}: CUDA is not available here (torch {torch.__version__}, "
+                f"built for CUDA {torch.version.cuda or 'none'}); use the cpu or auto device"
+            )
+        if index and int(index) >= torch.cuda.device_count():
+            raise BackendUnavailableError(
+                f"device {spec!r}: only {torch.cuda.device_count()} CUDA device(s) visible"
+            )
+        return torch.device(text)
+    raise OptionError(Opt("device"), f" must be one of {', '.join(DEVICE_CHOICES)}, got {spec!r}")
 
 
 @dataclass(frozen=True)

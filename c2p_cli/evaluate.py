@@ -55,7 +55,7 @@ def label_mapping(dataset_labels: Sequence[str], classifier_labels: Sequence[str
                 f"({', '.join(dataset_labels)})"
             )
         return list(range(len(dataset_labels)))
-    from .prompts import canonical_label
+    from .models.prompts import canonical_label
 
     index = {name: i for i, name in enumerate(classifier_labels)}
     # "night_stand" (a folder name) is the official label "night stand": spellings are compared too.
@@ -144,14 +144,14 @@ def classifier_for_dataset(
     position) or else the dataset's class names.
     """
     if adapter is not None:
-        from .adapters import load_adapter_classifier
+        from .models.adapters import load_adapter_classifier
 
         adapter = Path(adapter)
         if depth_encoder is not None:
             raise UsageError("an adapter brings its own encoders: no separate depth encoder can be given")
         names = None
         if adapter.is_file():  # the official checkpoint carries no labels
-            from .prompts import resolve_labels
+            from .models.prompts import resolve_labels
 
             names = resolve_labels(labels, label_set) if (labels or label_set) else list(dataset_labels)
         elif labels or label_set:
@@ -162,7 +162,7 @@ def classifier_for_dataset(
         mapping = label_mapping(dataset_labels, clf.labels, positional=adapter.is_file() and bool(labels))
         return clf, mapping, "few-shot"
 
-    from .classifier import load_classifier
+    from .models.classifier import load_classifier
 
     common = {"model": model, "pretrained": pretrained, "depth_encoder": depth_encoder, "views": views,
               "templates": templates, "device": device}
@@ -174,3 +174,35 @@ def classifier_for_dataset(
         return clf, label_mapping(dataset_labels, clf.labels), "zero-shot"
     clf = load_classifier(labels=list(dataset_labels), **common)
     return clf, list(range(len(dataset_labels))), "zero-shot"
+
+
+# `c2p eval` under torchrun: each rank evaluates every world_size-th sample, rank 0 merges the reports
+# into the one a single process writes (predictions and skipped samples in dataset order).
+
+
+class DatasetShard:
+    """The samples `indices` of a dataset (see clip2point.evaluate for what a dataset provides)."""
+
+    def __init__(self, dataset, indices: Sequence[int]):
+        self.dataset = dataset
+        self.indices = list(indices)
+        self.labels = dataset.labels
+        self.sample_ids = [dataset.sample_ids[i] for i in self.indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        return self.dataset[self.indices[i]]
+
+
+def merge_reports(reports: Sequence[dict], sample_ids: Sequence[str], labels: Sequence[str]) -> dict:
+    """One report from the ranks' reports on disjoint shards of a dataset with `sample_ids`."""
+    order = {sid: i for i, sid in enumerate(sample_ids)}
+    predictions = sorted((p for r in reports for p in r["predictions"]), key=lambda p: order[p["id"]])
+    skipped = sorted((s for r in reports for s in r["skipped"]), key=lambda s: order[s["id"]])
+    index = {name: i for i, name in enumerate(labels)}
+    merged = accuracy_report([index[p["label"]] for p in predictions], [index[p["predicted"]] for p in predictions], labels)
+    merged["skipped"] = skipped
+    merged["predictions"] = predictions
+    return merged

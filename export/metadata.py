@@ -24,8 +24,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from clip2point.atomic import atomic_write_bytes
 from clip2point.errors import CheckpointError, ExportCheckError, Opt, OptionError
+from clip2point.store.atomic import atomic_write_bytes
 
 FORMAT = "c2p-export"
 FORMAT_VERSION = 1

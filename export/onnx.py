@@ -395,7 +395,7 @@ def stamp_graph(path: str | Path, props: dict[str, str]) -> None:
     others), atomically, then run the full ONNX checker on the file."""
     import onnx
 
-    from clip2point.atomic import atomic_write_bytes
+    from clip2point.store.atomic import atomic_write_bytes
 
     path = Path(path)
     model = onnx.load(str(path), load_external_data=False)
@@ -738,12 +738,12 @@ def build_metadata(
             meta[key] = model_meta[key]
     depth_encoder = meta.get("depth_encoder")
     if depth_encoder and "depth_encoder_sha256" not in meta and Path(depth_encoder).is_file():
-        from clip2point.encoders import sha256_file
+        from clip2point.models.encoders import sha256_file
 
         meta["depth_encoder_sha256"] = sha256_file(depth_encoder)
     templates = model_meta.get("templates")
     if templates:
-        from clip2point.prompts import prompt_texts
+        from clip2point.models.prompts import prompt_texts
 
         meta["prompts"] = dict(zip(labels, prompt_texts(labels, templates), strict=True))
     if extra_meta:

@@ -7,7 +7,7 @@ The first argument is a `c2p export --with-projection` folder, or the points gra
 axis, points and model id in its ONNX metadata_props, so a deployed .onnx file needs nothing beside it.
 
 Only numpy, onnxruntime and the numpy-only modules of this project (clip2point.io, clip2point.views,
-clip2point.errors, clip2point.batching, clip2point.results_io, clip2point.export.metadata) are imported: a machine with neither torch nor a GPU can
+clip2point.errors, clip2point.engine.batching, clip2point.engine.result_files, clip2point.export.metadata) are imported: a machine with neither torch nor a GPU can
 classify. The graph holds the renderer and the encoder, so files only need to be read, sampled
 and normalised (clip2point.io.read_cloud) and padded into one batch. Each result has the keys of
 `c2p classify`'s results (path, label, probability, top_k, n_points, error); a file that cannot
@@ -26,9 +26,16 @@ from pathlib import Path
 
 import numpy as np
 
-from clip2point.batching import FileResult, ReadOptions, gather_inputs, in_input_order, pad_clouds, read_one
+from clip2point.engine.batching import (
+    FileResult,
+    ReadOptions,
+    gather_inputs,
+    in_input_order,
+    pad_clouds,
+    read_one,
+)
+from clip2point.engine.result_files import check_output_path, write_results
 from clip2point.errors import BackendUnavailableError, C2PError, UsageError
-from clip2point.results_io import check_output_path, write_results
 
 from . import metadata as md
 

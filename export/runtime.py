@@ -147,7 +147,7 @@ class TensorRTHead:
 
 def _from_onnx_file(path: Path, device: str, precision: str | None):
     """(head, meta) of a lone classifier .onnx file, described by its own metadata_props."""
-    from clip2point.devices import resolve_device
+    from clip2point.distributed import resolve_device
 
     torch_device = resolve_device(device)
     head = OnnxRuntimeHead(path, torch_device, check_inputs=False)
@@ -179,8 +179,8 @@ def load_exported_classifier(
     Labels, views, channels, image size and radius come from the export's metadata; `meta` says
     which export, graph and runtime made the results.
     """
-    from clip2point.classifier import PointCloudClassifier
-    from clip2point.devices import resolve_device
+    from clip2point.distributed import resolve_device
+    from clip2point.models.classifier import PointCloudClassifier
 
     if backend not in BACKENDS:
         raise OptionError(Opt("backend"), f" for an export folder must be one of {', '.join(BACKENDS)}, got {backend!r}")

@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from clip2point.atomic import atomic_write_bytes
 from clip2point.errors import BackendUnavailableError, CheckpointError, ModelError
+from clip2point.store.atomic import atomic_write_bytes
 
 from . import metadata as md
 

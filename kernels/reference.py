@@ -5,7 +5,7 @@ in float32, with dx, dy measured from the shared pixel-centre table (`inputs.pix
 points at or behind the camera plane (depth z <= 0) are not drawn, as in pytorch3d, so every
 foreground depth is positive and max_fg > 0 (the division still guards against 0). The nearest
 covering point wins, and each map is normalised: d' = (d - min_fg) / max_fg * 200/255 on covered
-pixels, 1.0 elsewhere. Two strategies compute exactly these maps (tests/test_render_compact.py
+pixels, 1.0 elsewhere. Two strategies compute exactly these maps (tests/render/test_compact.py
 requires them to be bit for bit equal, and equal to the frozen pre-compact renderer):
 
 - compact (CPU tensors, eager; the default there). Clouds are processed a few at a time so that
@@ -20,7 +20,7 @@ requires them to be bit for bit equal, and equal to the frozen pre-compact rende
   cells (plus one dump cell that absorbs padded, non-finite and off-image candidates) keeps the
   nearest depth per pixel.
 
-ONNX export (tests/test_render_onnx.py; torch 2.14, onnxruntime 1.32) runs the dense strategy: it
+ONNX export (tests/render/test_onnx_export.py; torch 2.14, onnxruntime 1.32) runs the dense strategy: it
 is traceable (no .item(), no branching on values; padding is masked into the dump cell). Both
 exporters work at opset 18, the first where `scatter_reduce_(reduce="amin")` becomes
 ScatterElements(reduction="min"):

@@ -13,7 +13,7 @@ the same float32 operations in the same order, on the same pixel-centre table
 not contract a*b + c into an FMA, and divisions use `tl.math.div_rn` (IEEE round-to-nearest; plain
 `/` is an approximate division on NVIDIA GPUs). Only depths are written, so the order of atomic
 updates between equal depths cannot change the result: masks are identical and values equal to
-the last bit in float32 (see tests/test_render_triton.py for the tolerance of cast outputs).
+the last bit in float32 (see tests/render/test_triton.py for the tolerance of cast outputs).
 """
 
 from __future__ import annotations

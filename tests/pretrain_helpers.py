@@ -42,8 +42,8 @@ def spread_tiny_clip(pairs: Path, out: Path, shrink: float = 0.8) -> Path:
     """
     import torch.nn.functional as F
 
-    from clip2point.checkpoints import save_tensors
-    from clip2point.encoders import load_clip
+    from clip2point.models.encoders import load_clip
+    from clip2point.store.checkpoints import save_tensors
     from clip2point.training.pairs import image_to_tensor, load_image, open_pairs
 
     index = open_pairs(pairs)

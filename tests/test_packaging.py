@@ -179,8 +179,8 @@ def test_the_package_root_is_the_only_lazy_door_to_an_upper_floor():
 
 
 def test_the_layering_rule_resolves_relative_and_nested_imports():
-    assert _offences("from .training.fewshot import run\n", "clip2point.classifier") == ["1: clip2point.training.fewshot",
-                                                                                         "1: clip2point.training.fewshot.run"]
+    assert _offences("from ..training.fewshot import run\n", "clip2point.models.classifier") == [
+        "1: clip2point.training.fewshot", "1: clip2point.training.fewshot.run"]
     assert _offences("def f():\n    from ..commands import eval\n", "clip2point.io.ply") == [
         "2: clip2point.commands", "2: clip2point.commands.eval"]
     assert _offences("from . import export\n", "clip2point", is_package=True) == ["1: clip2point.export"]
@@ -195,8 +195,8 @@ def test_the_layering_rule_resolves_relative_and_nested_imports():
 
 def test_option_errors_read_as_python_in_the_library_and_as_flags_in_the_cli():
     from clip2point.commands._messages import cli_text
+    from clip2point.engine.pipeline import classify_files
     from clip2point.errors import Opt, OptionError
-    from clip2point.pipeline import classify_files
 
     with pytest.raises(OptionError) as info:
         list(classify_files(None, [], batch_size=0))

@@ -582,7 +582,7 @@ class ModelNet40PlyDataset(_FileListDataset):
 
     def __init__(self, root: str | Path, split: str = "test", n_points: int = defaults.NUM_POINTS,
                  sampling: str | None = None, seed: int = 0, up: str | None = None):
-        from clip2point.prompts import MODELNET40_FOLDERS
+        from clip2point.models.prompts import MODELNET40_FOLDERS
 
         super().__init__(root, split, n_points, sampling, seed, up)
         if split != "test":

@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from clip2point.batching import pad_clouds
 from clip2point.distributed import DistContext, broadcast_object, gather_objects, shard
+from clip2point.engine.batching import pad_clouds
 from clip2point.errors import CheckpointError, DatasetError
 from clip2point.evaluate import read_samples
 
@@ -194,7 +194,7 @@ def feature_cache_key(dataset, indices: Sequence[int], encoder_ids: dict, settin
 def _load_cached(path: Path, key: str, dataset) -> FeatureSet | None:
     from safetensors import safe_open
 
-    from clip2point.checkpoints import load_tensors
+    from clip2point.store.checkpoints import load_tensors
 
     try:
         tensors = load_tensors(path)
@@ -231,7 +231,7 @@ def cached_features(
     the ranks compute a miss together (see `compute_features`), and only rank 0 gets the features
     (the others (None, hit)).
     """
-    from clip2point.checkpoints import save_tensors
+    from clip2point.store.checkpoints import save_tensors
 
     ctx = ctx or DistContext()
     path, hit = None, None

@@ -15,7 +15,7 @@ A run folder holds:
     state.json           ... and the epoch, best-so-far and optimiser hyper-parameters, for --resume
     summary.json         final numbers (written at the end)
 
-The head is the official one (see `clip2point.adapters`): raw per-view features, logits = the
+The head is the official one (see `clip2point.models.adapters`): raw per-view features, logits = the
 normalised fused feature . text^T with scale 1 in the loss. As the official fewshot.py, all k
 shots train and the last epoch is kept by default (`select="last"`); `select="val"` holds out part
 of each class's shots and keeps the best validation epoch. `select="test"` is the paper's
@@ -57,7 +57,10 @@ import torch
 import torch.nn.functional as F
 
 from clip2point import defaults
-from clip2point.checkpoints import (
+from clip2point.distributed import DistContext, broadcast_object
+from clip2point.errors import CheckpointError, DatasetError, Opt, OptionError, UsageError
+from clip2point.evaluate import accuracy_report
+from clip2point.store.checkpoints import (
     load_optimizer_state,
     load_tensors,
     optimizer_state,
@@ -65,9 +68,6 @@ from clip2point.checkpoints import (
     save_tensors,
     write_json,
 )
-from clip2point.distributed import DistContext, broadcast_object
-from clip2point.errors import CheckpointError, DatasetError, Opt, OptionError, UsageError
-from clip2point.evaluate import accuracy_report
 
 from .features import FeatureSet
 
@@ -118,7 +118,7 @@ class FewShotOptions:
     recompute_features_every_epoch: bool = False
 
     def check(self) -> None:
-        from clip2point.adapters import FUSIONS
+        from clip2point.models.adapters import FUSIONS
 
         if self.fusion not in FUSIONS:
             raise OptionError(Opt("fusion"), f" must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
@@ -213,8 +213,8 @@ def _save_state(run: Path, adapter, opt, gen: torch.Generator, epoch: int, best:
 def _load_state(run: Path, adapter, opt, gen: torch.Generator, device: torch.device,
                 split: str | None = None) -> tuple[int, dict]:
     """(epoch, best) of the run's resume state, loaded into the adapter, optimiser and RNGs after
-    checking every field it uses (`clip2point.run_files`; `split`: the selection set's name)."""
-    from clip2point.run_files import FEWSHOT_STATE, check_fewshot_best, check_fields, check_rng_tensors
+    checking every field it uses (`clip2point.store.run_files`; `split`: the selection set's name)."""
+    from clip2point.store.run_files import FEWSHOT_STATE, check_fewshot_best, check_fields, check_rng_tensors
 
     meta = read_json(run / "state.json")
     check_fields(run / "state.json", meta, FEWSHOT_STATE)
@@ -464,7 +464,7 @@ def _load_shots(run: Path, dataset) -> ShotSplit:
     Resuming must train on the same samples: re-sampling would move shots between training and
     validation as soon as a file was added. A listed shot that is gone (or changed class) refuses.
     """
-    from clip2point.run_files import FEWSHOT_SHOTS, check_fields
+    from clip2point.store.run_files import FEWSHOT_SHOTS, check_fields
 
     path = run / "shots.json"
     if not path.is_file():
@@ -546,7 +546,7 @@ def _shot_counts(labels: Sequence[str], train: FeatureSet, val: FeatureSet | Non
 
 
 def _encoder_ids(bundle, depth_encoder: str | None) -> tuple[dict, str | None]:
-    from clip2point.encoders import sha256_file
+    from clip2point.models.encoders import sha256_file
 
     sha = sha256_file(depth_encoder) if depth_encoder else None
     return {"clip": bundle.weights_id, "depth": f"sha256:{sha}" if sha else bundle.weights_id}, sha
@@ -590,10 +590,10 @@ class FewShotRun:
     def setup(self) -> None:
         """Check options and the run folder (before anything slow), read the dataset, build the
         models, write config.json and the shots."""
-        from clip2point import prompts
-        from clip2point.adapters import build_adapter_classifier
-        from clip2point.devices import resolve_device
-        from clip2point.encoders import load_clip
+        from clip2point.distributed import resolve_device
+        from clip2point.models import prompts
+        from clip2point.models.adapters import build_adapter_classifier
+        from clip2point.models.encoders import load_clip
         from clip2point.views import view_preset
 
         from .datasets import open_dataset
@@ -602,7 +602,7 @@ class FewShotRun:
         opts, run, main = self.opts, self.run_dir, self.ctx.is_main
         opts.check()
         if opts.depth_encoder:
-            from clip2point.encoders import resolve_depth_encoder
+            from clip2point.models.encoders import resolve_depth_encoder
 
             # a `c2p pretrain` run folder stands for its depth_encoder.safetensors
             opts.depth_encoder = str(resolve_depth_encoder(opts.depth_encoder))
@@ -639,7 +639,7 @@ class FewShotRun:
         if main:
             config = self._config(bundle, view_list, depth_sha)
             if self.resume and (run / "config.json").is_file():
-                from clip2point.adapters import read_run_config
+                from clip2point.models.adapters import read_run_config
 
                 self._check_resume(read_run_config(run), config)
             if self.resume:
@@ -674,7 +674,7 @@ class FewShotRun:
 
     def _config(self, bundle, view_list, depth_sha: str | None) -> dict:
         from clip2point import __version__
-        from clip2point.adapters import RUN_FORMAT
+        from clip2point.models.adapters import RUN_FORMAT
 
         opts, clf = self.opts, self.clf
         config = {
@@ -712,7 +712,7 @@ class FewShotRun:
     def features(self) -> None:
         """Per-view features of every shot (and of R - 1 more point sets of each training shot, and of
         the test split when it selects the epoch), from the cache or rendered and encoded once."""
-        from clip2point.paths import cache_dir as default_cache_dir
+        from clip2point.store.paths import cache_dir as default_cache_dir
 
         from .datasets import resampled
 

@@ -114,7 +114,7 @@ def open_pairs(path: str | Path, layout: str = "auto", split: str = "train", **c
 
 def read_c2p_pairs(root: str | Path) -> PairsIndex:
     """This project's layout (see the module docstring)."""
-    from clip2point.checkpoints import read_json
+    from clip2point.store.checkpoints import read_json
 
     root = Path(root)
     try:
@@ -472,7 +472,7 @@ def write_pairs(
     deterministic. `on_model(source, problem_or_None)` is called after each model (progress).
     """
     from clip2point import __version__
-    from clip2point.checkpoints import write_json
+    from clip2point.store.checkpoints import write_json
 
     from .mesh_render import require_open3d
 

@@ -238,7 +238,7 @@ def feature_cache_path(bundle, index, image_size: int, cache_dir: str | os.PathL
     import hashlib
 
     from clip2point import __version__
-    from clip2point.paths import cache_dir as default_cache_dir
+    from clip2point.store.paths import cache_dir as default_cache_dir
 
     key = json.dumps(
         {
@@ -332,7 +332,7 @@ def cached_image_features(
     renders, and sum their tables (the shares are disjoint); rank 0 writes the file. No rank
     waits while another one works alone. Returns (features, path, whether they came from the cache).
     """
-    from clip2point.checkpoints import load_tensors, save_tensors
+    from clip2point.store.checkpoints import load_tensors, save_tensors
 
     path = feature_cache_path(bundle, index, image_size, cache_dir)
 
@@ -441,9 +441,9 @@ def build_optimizer(model: nn.Module, cfg: PretrainConfig) -> torch.optim.Optimi
 
 def latest_checkpoint(out: str | os.PathLike) -> Path | None:
     """The folder of RUN's last complete checkpoint, or None. latest.json must name a `step-N`
-    folder of RUN/checkpoints (`clip2point.run_files.checkpoint_folder`): resume never reads
+    folder of RUN/checkpoints (`clip2point.store.run_files.checkpoint_folder`): resume never reads
     outside the run folder."""
-    from clip2point.run_files import checkpoint_folder
+    from clip2point.store.run_files import checkpoint_folder
 
     root = Path(out) / "checkpoints"
     folder = checkpoint_folder(root)
@@ -464,7 +464,7 @@ def save_checkpoint(
     keep: int = 1,
 ) -> Path:
     """Write RUN/checkpoints/step-N atomically and point latest.json at it; prune older ones."""
-    from clip2point.checkpoints import optimizer_state, save_tensors, write_json
+    from clip2point.store.checkpoints import optimizer_state, save_tensors, write_json
 
     root = out / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
@@ -503,7 +503,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
                 keep.append(line)
         except json.JSONDecodeError:
             continue  # a line cut by a kill
-    from clip2point.atomic import atomic_write_bytes
+    from clip2point.store.atomic import atomic_write_bytes
 
     atomic_write_bytes(path, ("\n".join(keep) + "\n" if keep else "").encode())
 
@@ -528,9 +528,9 @@ def zero_shot_accuracy(
     """Top-1 zero-shot accuracy of the depth encoder being trained, on a labelled dataset
     (`clip2point.training.datasets`), through `clip2point.evaluate.evaluate_classifier` with the
     default prompt. Samples that cannot be read are skipped and counted."""
-    from clip2point.classifier import DepthMapClassifier, PointCloudClassifier, logit_scale_of
     from clip2point.evaluate import evaluate_classifier
-    from clip2point.prompts import text_features
+    from clip2point.models.classifier import DepthMapClassifier, PointCloudClassifier, logit_scale_of
+    from clip2point.models.prompts import text_features
 
     labels = list(dataset.labels)
     text = text_features(bundle, labels).to(device)
@@ -620,7 +620,7 @@ class Pretrainer:
         self.epoch_sums: dict[str, float] = {}
 
     def run(self) -> PretrainResult:
-        from clip2point.devices import resolve_device
+        from clip2point.distributed import resolve_device
 
         self.cfg = self.config.resolved()
         self.out = Path(self.cfg.out)
@@ -642,7 +642,7 @@ class Pretrainer:
     # -- setup ------------------------------------------------------------------------------------
 
     def setup(self) -> None:
-        from clip2point.encoders import build_depth_encoder, load_clip
+        from clip2point.models.encoders import build_depth_encoder, load_clip
         from clip2point.views import camera_bases
 
         from .pairs import PretrainSamples, open_pairs
@@ -730,7 +730,7 @@ class Pretrainer:
 
     def _write_config(self) -> None:
         from clip2point import __version__
-        from clip2point.checkpoints import write_json
+        from clip2point.store.checkpoints import write_json
 
         cfg, ctx, index, bundle = self.cfg, self.ctx, self.index, self.bundle
         write_json(self.out / "config.json", {
@@ -850,7 +850,7 @@ class Pretrainer:
             self.interrupted = True
 
     def _write_outputs(self) -> None:
-        from clip2point.encoders import save_depth_encoder
+        from clip2point.models.encoders import save_depth_encoder
 
         _write_outputs(self.out, self.model, self.optimizer, self.scheduler, self.cfg, self.bundle, self.step_count,
                        self.epoch_index, self.position, keep=self.cfg.keep_checkpoints, save_encoder=save_depth_encoder,
@@ -871,7 +871,7 @@ class Pretrainer:
         result = PretrainResult(out, self.step_count, self.epoch_index, self.interrupted, self.last, digests,
                                 out / "depth_encoder.safetensors", ctx.world_size)
         if ctx.is_main:
-            from clip2point.checkpoints import write_json
+            from clip2point.store.checkpoints import write_json
 
             write_json(out / "run.json", {
                 "steps": self.step_count, "epochs_done": self.epoch_index, "interrupted": self.interrupted,
@@ -913,8 +913,8 @@ def check_resumable(folder: Path, cfg: PretrainConfig, world_size: int) -> dict:
     batch positions, the batch order and the schedule's period depend on them, and the restored
     optimiser and scheduler states would silently keep the old lr, floor and decay.
     """
-    from clip2point.checkpoints import read_json
-    from clip2point.run_files import PRETRAIN_STATE, check_fields
+    from clip2point.store.checkpoints import read_json
+    from clip2point.store.run_files import PRETRAIN_STATE, check_fields
 
     meta = read_json(folder / "state.json")
     if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
@@ -933,8 +933,8 @@ def check_resumable(folder: Path, cfg: PretrainConfig, world_size: int) -> dict:
 
 def _restore(folder: Path, model, optimizer, scheduler, cfg: PretrainConfig, ctx, batches: int) -> tuple[int, int, int]:
     """Load a checkpoint into the model, optimiser and scheduler; returns (step, epoch, position)."""
-    from clip2point.checkpoints import load_optimizer_state, load_tensors
-    from clip2point.run_files import check_rng_tensors
+    from clip2point.store.checkpoints import load_optimizer_state, load_tensors
+    from clip2point.store.run_files import check_rng_tensors
 
     meta = check_resumable(folder, cfg, ctx.world_size)
     tensors = load_tensors(folder / "state.safetensors", device="cpu")

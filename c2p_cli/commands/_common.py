@@ -20,7 +20,7 @@ from typing import Annotated
 
 import typer
 
-from ..options import LogLevel
+from ._options import LogLevel
 
 LOGGER = "c2p"
 log = logging.getLogger("c2p.cli")

@@ -13,7 +13,7 @@ def write_pairs_with_progress(sources, out: Path, *, n_points: int, up: str, col
     from clip2point.training.mesh_render import require_open3d
     from clip2point.training.pairs import write_pairs
 
-    from ..progress import progress_bar
+    from ._progress import progress_bar
 
     require_open3d()  # without the mesh extra: one line naming it, before any progress or output
     console = Console(stderr=True)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from ..options import at_least
+from ._options import at_least
 
 EXAMPLES = {
     "ls": [("c2p cache ls", "each cache with its files and size"), ("c2p cache ls --json", "")],
@@ -27,8 +27,8 @@ def ls(as_json: Annotated[bool, typer.Option("--json", help="One JSON object on 
     from rich.table import Table
     from rich.text import Text
 
-    from ..caches import human_size, list_caches
-    from ..paths import cache_root
+    from ..store.caches import human_size, list_caches
+    from ..store.paths import cache_root
 
     root = cache_root()
     caches = list_caches(root)
@@ -53,8 +53,8 @@ def rm(
     """Delete whole caches (they are recomputed when needed)."""
     from rich.console import Console
 
-    from ..caches import human_size, remove_caches
     from ..errors import UsageError
+    from ..store.caches import human_size, remove_caches
 
     if bool(names) == all_:
         raise UsageError("give cache names (see `c2p cache ls`) or --all, not both")
@@ -77,9 +77,9 @@ def prune(
     """Delete old cache files, or the least recently used ones above a size; leftovers of interrupted writes always go."""
     from rich.console import Console
 
-    from ..caches import human_size, parse_size
-    from ..caches import prune as run_prune
     from ..errors import UsageError
+    from ..store.caches import human_size, parse_size
+    from ..store.caches import prune as run_prune
 
     if older_than is None and max_size is None:
         raise UsageError("give --older-than DAYS and/or --max-size SIZE")

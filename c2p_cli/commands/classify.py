@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .. import defaults
-from .. import options as opt
+from . import _options as opt
 
 
 def classify(
@@ -94,12 +94,12 @@ def classify(
 
     from rich.console import Console
 
-    from ..batching import ReadOptions
+    from ..engine.batching import ReadOptions
+    from ..engine.inputs import gather_inputs, read_path_list
+    from ..engine.pipeline import validate_run_options
+    from ..engine.result_files import STDOUT, check_output_path, format_of
     from ..errors import Opt, OptionError, UsageError
-    from ..inputs import gather_inputs, read_path_list
-    from ..label_sources import resolve_label_options
-    from ..pipeline import validate_run_options
-    from ..results_io import STDOUT, check_output_path, format_of
+    from ._label_sources import resolve_label_options
 
     console = Console(stderr=True)
     to_stdout = output is None or output == STDOUT
@@ -126,9 +126,8 @@ def classify(
         shown = ", ".join(map(str, paths[:3])) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
         raise UsageError(f"no supported point-cloud or mesh files in {shown or 'the paths given'}")
 
-    from ..devices import resolve_device
-    from ..distributed import process_group
-    from ..pipeline import check_precision
+    from ..distributed import process_group, resolve_device
+    from ..engine.pipeline import check_precision
 
     torch_device = resolve_device(device)
     check_precision(None if precision == "fp32" else precision, torch_device.type, torch_model=backend == "torch")
@@ -161,8 +160,8 @@ def _read_options(console, clf, points, sampling, up, seed, max_points=defaults.
     """Unset reading options come from the adapter run (its shapes were read that way), else the defaults."""
     from rich.markup import escape
 
-    from ..adapters import merge_read_settings
-    from ..batching import ReadOptions
+    from ..engine.batching import ReadOptions
+    from ..models.adapters import merge_read_settings
     from ._messages import cli_text
 
     trained = (getattr(clf, "meta", None) or {}).get("read") or {}
@@ -198,7 +197,7 @@ def _build_classifier(console, *, labels, label_set, names=None, prompt, model, 
         if adapter is not None:
             return _adapter_classifier(adapter, labels=labels, label_set=label_set, prompt=prompt, model=model,
                                        pretrained=pretrained, depth_encoder=depth_encoder, device=device)  # fmt: skip
-        from ..classifier import load_classifier
+        from ..models.classifier import load_classifier
 
         return load_classifier(
             labels=names, model=model, pretrained=pretrained, depth_encoder=depth_encoder,
@@ -210,14 +209,14 @@ def _adapter_classifier(adapter, *, labels, label_set, prompt, model, pretrained
     """A run folder brings everything but the device: options that it would override are refused, not
     ignored. The official checkpoint holds only adapter weights: the CLIP (--model/--pretrained), the
     labels and the prompts come from the options, as for `c2p eval` and `c2p export`."""
-    from ..adapters import load_adapter_classifier
     from ..errors import UsageError
+    from ..models.adapters import load_adapter_classifier
     from ._common import given_on_command_line
 
     if depth_encoder is not None:
         raise UsageError("--adapter brings its own encoders: drop --depth-encoder")
     if Path(adapter).is_file():
-        from ..prompts import resolve_labels
+        from ..models.prompts import resolve_labels
 
         if given_on_command_line("views"):
             raise UsageError("the official few-shot checkpoint uses its own 10 views: drop --views")
@@ -236,9 +235,9 @@ def _run(console, clf, entries, read, *, quiet, table, ctx, **kw):
 
     from rich.text import Text
 
-    from ..classify_run import ClassifyInterrupted, classify_to_output
-    from ..progress import progress_bar
+    from ..engine.run import ClassifyInterrupted, classify_to_output
     from ._messages import cli_text
+    from ._progress import progress_bar
 
     n_mine = len(range(ctx.rank, len(entries), ctx.world_size))
     with progress_bar(console, "classifying", disable=quiet or not ctx.is_main) as progress:

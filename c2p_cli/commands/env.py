@@ -12,7 +12,7 @@ def env(as_json: Annotated[bool, typer.Option("--json", help="One JSON object on
     and which backends work here. Offline; a missing or broken package is reported, not an error."""
     import json
 
-    from ..environment import describe
+    from ._environment import describe
 
     report = describe()
     if as_json:

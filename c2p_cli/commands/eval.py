@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .. import defaults
-from .. import options as opt
+from . import _options as opt
 
 
 def eval_cmd(
@@ -66,10 +66,10 @@ def eval_cmd(
     from clip2point.training.datasets import open_dataset
 
     from .. import __version__
-    from ..checkpoints import write_json
     from ..evaluate import classifier_for_dataset, evaluate_classifier
-    from ..progress import progress_bar
+    from ..store.checkpoints import write_json
     from ..views import describe_up_axis
+    from ._progress import progress_bar
 
     console = Console(stderr=True)
     if adapter is not None and adapter.is_dir():
@@ -85,7 +85,7 @@ def eval_cmd(
     if adapter is not None and adapter.is_dir():
         from rich.markup import escape
 
-        from ..adapters import merge_read_settings, read_run_config, run_read_settings
+        from ..models.adapters import merge_read_settings, read_run_config, run_read_settings
         from ._messages import cli_text
 
         read, warnings = merge_read_settings(read, run_read_settings(read_run_config(adapter)))
@@ -99,9 +99,8 @@ def eval_cmd(
     info = ds.describe()
     sampled = "every point of each file" if info.get("all_points") else f"{info['n_points']} points ({info['sampling']})"
     # Under torchrun each rank evaluates every world_size-th sample on its own device; rank 0 merges.
-    from ..devices import resolve_device
-    from ..distributed import gather_objects, process_group, shard
-    from ..eval_shards import DatasetShard, merge_reports
+    from ..distributed import gather_objects, process_group, resolve_device, shard
+    from ..evaluate import DatasetShard, merge_reports
 
     with process_group(resolve_device(device)) as ctx:
         if ctx.is_main:

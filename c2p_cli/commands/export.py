@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .. import defaults
-from .. import options as opt
+from . import _options as opt
 
 
 def export(
@@ -66,7 +66,7 @@ def export(
     from rich.console import Console
 
     from ..errors import UsageError
-    from ..progress import status as progress_status
+    from ._progress import status as progress_status
 
     console = Console(stderr=True)
     if opset < 18:
@@ -111,12 +111,12 @@ def _load(*, labels, label_set, prompt, adapter, model, pretrained, depth_encode
     if adapter is not None:
         if depth_encoder is not None or fold is not None:
             raise UsageError("--adapter brings its own encoders: drop --depth-encoder/--fold/--no-fold")
-        from ..adapters import load_adapter_classifier
+        from ..models.adapters import load_adapter_classifier
 
         if adapter.is_file():
             # The official CLIP2Point few-shot checkpoint: labels (default ModelNet40), prompts and
             # the CLIP it was trained on come from the options.
-            from ..prompts import resolve_labels
+            from ..models.prompts import resolve_labels
 
             names = resolve_labels(labels, label_set) if (labels or label_set) else None
             return load_adapter_classifier(
@@ -125,7 +125,7 @@ def _load(*, labels, label_set, prompt, adapter, model, pretrained, depth_encode
         if labels or label_set or prompt:
             raise UsageError("--adapter brings its own labels and prompts: drop --labels/--label-set/--prompt")
         return load_adapter_classifier(adapter, device="cpu")
-    from ..classifier import load_classifier
+    from ..models.classifier import load_classifier
 
     return load_classifier(
         labels=labels, label_set=label_set, model=model, pretrained=pretrained, depth_encoder=depth_encoder,

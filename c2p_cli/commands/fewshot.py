@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .. import defaults
-from .. import options as opt
+from . import _options as opt
 
 
 def fewshot(
@@ -89,8 +89,7 @@ def fewshot(
 
     from clip2point.training.fewshot import FewShotOptions
 
-    from ..devices import resolve_device
-    from ..distributed import process_group
+    from ..distributed import process_group, resolve_device
 
     console = Console(stderr=True)
     opts = FewShotOptions(
@@ -120,7 +119,7 @@ def _train(console, data: Path, out: Path, opts, resume: bool, quiet: bool, ctx)
     """run_fewshot with a progress display on rank 0: the summary, or None on the other ranks."""
     from clip2point.training.fewshot import run_fewshot
 
-    from ..progress import progress_bar
+    from ._progress import progress_bar
 
     with progress_bar(console, info=True, disable=quiet or not ctx.is_main) as progress:
         tasks: dict[str, int] = {}

@@ -14,7 +14,7 @@ def label_sets(
     """List the built-in label sets, or the labels of one (the strings the prompts are made from)."""
     import json
 
-    from .. import prompts
+    from ..models import prompts
 
     sets = prompts.LABEL_SETS  # read at run time: shows whatever the sets are in this version
     if name is not None:

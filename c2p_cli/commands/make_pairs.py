@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .. import defaults
-from .. import options as opt
+from . import _options as opt
 
 
 def make_pairs(

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .. import defaults
-from .. import options as opt
+from . import _options as opt
 
 SHOW_SKIPPED = 5  # skipped models listed on the console; config.json lists them all
 
@@ -94,7 +94,7 @@ class _Display:
         self.active = False
 
     def _start(self):
-        from ..progress import progress_bar
+        from ._progress import progress_bar
 
         if self.progress is None:
             self.progress = progress_bar(self.console, "[bold]{task.description}", info=True)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .. import defaults
-from .. import options as opt
+from . import _options as opt
 
 
 def render(
@@ -31,8 +31,8 @@ def render(
 
     from ..errors import UsageError
     from ..io import read_cloud
-    from ..montage import depth_montage
     from ..views import view_preset
+    from ._montage import depth_montage
 
     if out.suffix.lower() != ".png":
         raise UsageError(f"--out {out}: the montage is written as PNG; use a .png name")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .. import options as opt
+from . import _options as opt
 
 
 def synth(
@@ -42,7 +42,7 @@ def synth(
 
     from .. import synth as lib
     from ..errors import UsageError
-    from ..progress import progress_bar
+    from ._progress import progress_bar
 
     console = Console(stderr=True)
     if list_classes:

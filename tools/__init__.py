@@ -1,0 +1,1 @@
+"""Maintainers' tools, run from a checkout (`make demo-model`); not part of the installed package."""
