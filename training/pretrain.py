@@ -316,7 +316,7 @@ class Pretrainer:
         if checkpoint is not None and not cfg.resume:
             raise OptionError(f"{out} holds a checkpoint ({checkpoint.name}); continue it with ", Opt("resume"), ", or choose a new folder")
         if checkpoint is not None:
-            check_resumable(checkpoint, cfg, self.ctx.world_size)  # before minutes of feature caching
+            check_resumable(checkpoint, asdict(cfg), self.ctx.world_size)  # before minutes of feature caching
         torch.manual_seed(cfg.seed)
         self.device = self.ctx.device
         self.amp = cfg.bf16 and self.device.type == "cuda"
@@ -381,7 +381,8 @@ class Pretrainer:
         self.step_count, self.epoch_index, self.position = 0, 0, 0
         if checkpoint is not None:
             self.step_count, self.epoch_index, self.position = restore_checkpoint(
-                checkpoint, self.model, self.optimizer, self.scheduler, self.cfg, ctx.world_size, self.device, self.batches)
+                checkpoint, self.model, self.optimizer, self.scheduler, asdict(self.cfg), ctx.world_size, self.device,
+                self.batches)
         elif ctx.is_main:
             shutil.rmtree(out / "checkpoints", ignore_errors=True)
         self.metrics_file = out / "metrics.jsonl"

@@ -13,17 +13,12 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from clip2point.errors import CheckpointError
-
-if TYPE_CHECKING:
-    from .pretrain import PretrainConfig
 
 CHECKPOINT_FORMAT = "c2p-pretrain-checkpoint"
 # Options a resumed run must share with its checkpoint (and the world size, recorded apart).
@@ -81,8 +76,9 @@ def save_checkpoint(
     return final
 
 
-def check_resumable(folder: Path, cfg: PretrainConfig, world_size: int) -> dict:
-    """The checkpoint's state.json, after checking that this run may continue it.
+def check_resumable(folder: Path, options: dict, world_size: int) -> dict:
+    """The checkpoint's state.json, after checking that a run with `options` (its configuration as a
+    dict) may continue it.
 
     Raises OptionError naming every option (and the world size) that differs from the saved run:
     batch positions, the batch order and the schedule's period depend on them, and the restored
@@ -99,17 +95,17 @@ def check_resumable(folder: Path, cfg: PretrainConfig, world_size: int) -> dict:
     world = []
     if "world_size" in meta and int(meta["world_size"]) != world_size:
         world.append(f"world size (processes) {int(meta['world_size'])} (now {world_size})")
-    refuse_changed_options(folder, meta.get("config") or {}, asdict(cfg), RESUME_MUST_MATCH, other_changes=world)
+    refuse_changed_options(folder, meta.get("config") or {}, options, RESUME_MUST_MATCH, other_changes=world)
     return meta
 
 
-def restore_checkpoint(folder: Path, model, optimizer, scheduler, cfg: PretrainConfig, world_size: int,
+def restore_checkpoint(folder: Path, model, optimizer, scheduler, options: dict, world_size: int,
                        device: torch.device, batches: int) -> tuple[int, int, int]:
     """Load a checkpoint into the model, optimiser, scheduler and RNGs; returns (step, epoch, position)."""
     from clip2point.store.checkpoints import load_tensors
     from clip2point.store.resume import restore_training_state
 
-    meta = check_resumable(folder, cfg, world_size)
+    meta = check_resumable(folder, options, world_size)
     tensors = load_tensors(folder / "state.safetensors", device="cpu")
     restore_training_state(tensors, folder / "state.safetensors", model, "model", optimizer, meta["optimizer"], device)
     try:

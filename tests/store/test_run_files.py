@@ -144,8 +144,8 @@ def test_classify_and_eval_with_a_forged_run_fail_with_one_line(tmp_path, monkey
 
 def test_fewshot_resume_refuses_a_state_without_its_fields_or_with_a_float_rng(tmp_path):
     from clip2point.models.adapters import DualPathAdapter
+    from clip2point.training.adapter_trainer import train_adapter
     from clip2point.training.features import FeatureSet
-    from clip2point.training.fewshot import train_adapter
 
     g = torch.Generator().manual_seed(0)
     feats = FeatureSet(torch.randn(8, 10, 16, generator=g), torch.randn(8, 10, 16, generator=g),
