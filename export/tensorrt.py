@@ -12,7 +12,7 @@ scope.
 
 Check: the engine and ONNX Runtime (CPU provider) run the same random and synthetic depth maps;
 FP16 allows a looser tolerance than the ONNX check: max |diff| <= 1e-2 * max(1, max |logits|)
-and the same argmax except near ties (see clip2point.export.onnx.compare_logits).
+and the same argmax except near ties (see clip2point.export.parity.compare_logits).
 """
 
 from __future__ import annotations
