@@ -448,7 +448,7 @@ def test_bad_sampling_options(big_npy):
 
 
 # ---------------------------------------------------------------------------------------------
-# General errors, list_inputs
+# General errors
 # ---------------------------------------------------------------------------------------------
 
 
@@ -475,23 +475,6 @@ def test_permission_denied(tmp_path):
     assert_error(tmp_path / "p.npy", "permission denied")
 
 
-def test_list_inputs(tmp_path):
-    (tmp_path / "sub").mkdir()
-    for name in ("b.ply", "a.npy", "notes.md", "sub/c.off", "sub/D.PCD"):
-        (tmp_path / name).write_text("x")
-    (tmp_path / "odd.foo").write_text("x")
-    assert io.list_inputs([tmp_path]) == [tmp_path / "a.npy", tmp_path / "b.ply"]
-    assert io.list_inputs([tmp_path], recursive=True) == sorted(
-        [tmp_path / "a.npy", tmp_path / "b.ply", tmp_path / "sub/c.off", tmp_path / "sub/D.PCD"]
-    )
-    # A file named directly is kept whatever its extension, so that it fails later with its own error.
-    assert io.list_inputs([tmp_path / "odd.foo", tmp_path / "sub"]) == [
-        tmp_path / "odd.foo", tmp_path / "sub/D.PCD", tmp_path / "sub/c.off"
-    ]  # fmt: skip
-    with pytest.raises(InputFileError, match="no such file"):
-        io.list_inputs([tmp_path / "nope"])
-
-
 def test_io_imports_no_torch():
     import subprocess
     import sys
@@ -503,7 +486,7 @@ def test_io_imports_no_torch():
 
 def test_example_scans_read(tmp_path):
     scans = Path(__file__).resolve().parents[2] / "examples" / "scans"
-    files = io.list_inputs([scans])
+    files = sorted(f for f in scans.iterdir() if f.suffix.lower() in io.SUPPORTED_EXTENSIONS)
     assert len(files) >= 8
     for f in files:
         p = io.read_cloud(f, n_points=512)
