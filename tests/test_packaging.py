@@ -162,7 +162,7 @@ def test_the_core_never_imports_the_trainer_the_exporter_or_the_cli():
 
 
 def test_the_package_root_is_the_only_lazy_door_to_an_upper_floor():
-    """`clip2point.load_exported_classifier` is offered at the package root for users (issue 13) and
+    """`clip2point.load_exported_classifier` is offered at the package root for users and
     imported from clip2point.export only when asked for. No other core module names a module of an
     upper floor, not even as a string handed to importlib."""
     import re

@@ -1,4 +1,4 @@
-"""Hostile files against the readers (issue 11): lying headers, decompression bombs, memory that
+"""Hostile files against the readers: lying headers, decompression bombs, memory that
 grows with the file or worse, silent wrong data. Files are made on the fly and kept small: sparse
 files and declared sizes stand in for gigabytes. Memory is a size bound, measured in a subprocess
 from its peak RSS (VmHWM, reset just before the read), never a timing."""
@@ -225,7 +225,7 @@ def test_peak_memory_stays_under_four_times_the_file(tmp_path, warm, fmt):
 @linux_only
 @pytest.mark.parametrize("fmt", ["off", "obj", "ascii_ply", "binary_ply"])
 def test_a_polygon_with_more_corners_than_vertices_is_refused_before_its_fan(tmp_path, warm, fmt):
-    """The issue's 20 MB OFF with one 10M-vertex polygon over 3 vertices took 2.5 GB (about 125x
+    """A 20 MB OFF with one 10M-vertex polygon over 3 vertices took 2.5 GB (about 125x
     the file). A polygon visits each vertex once, so its corners cannot outnumber the mesh's
     vertices (for OBJ, whose faces may come first: the vertices the file has room for)."""
     k = 1_000_000
@@ -267,7 +267,7 @@ def test_a_huge_polygon_over_as_many_vertices_stays_within_the_bound(tmp_path, w
 
 
 def test_binary_ply_with_mixed_face_lists_is_read_without_a_loop_per_item(tmp_path):
-    """The issue's 20M-item list element spent 92 s in a Python loop; here a mixed triangle / quad
+    """A 20M-item list element spent 92 s in a Python loop; here a mixed triangle / quad
     list is read window by window (and must give exactly the fan triangles)."""
     nv, nf = 50, 200_000
     verts = np.random.default_rng(0).random((nv, 3)).astype("<f4")

@@ -265,7 +265,7 @@ def test_compressed_pcd_decoded_here(tmp_path):
 
 
 def test_compressed_pcd_lies_are_errors_not_heap_reads(tmp_path):
-    # The case: a small file whose header declares far more points than its data holds.
+    # A small file whose header declares far more points than its data holds.
     _compressed_pcd(tmp_path / "big.pcd", PTS[:4], declared=100_000, sizes=None)
     assert "uncompressed bytes" in error_of(tmp_path / "big.pcd")
     _compressed_pcd(tmp_path / "huge.pcd", PTS[:4], declared=100_000_000)

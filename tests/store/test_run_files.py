@@ -1,4 +1,4 @@
-"""Forged run folders and checkpoints (issue 11, class 7): every field checked before use, one
+"""Forged run folders and checkpoints: every field checked before use, one
 error naming the file and the field, nothing allocated from an absurd size, resume only inside
 the run folder."""
 
