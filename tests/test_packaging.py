@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.source_tree import ROOT, imported, module_name
+
 # source folder -> installed package
 FOLDERS = {"c2p_cli": "clip2point", "kernels": "clip2point/kernels", "training": "clip2point/training",
            "export": "clip2point/export"}
@@ -118,34 +119,9 @@ def _core_files() -> list[Path]:
                   if "commands" not in p.relative_to(core).parts and p.name not in ("app.py", "__main__.py"))
 
 
-def _module_name(path: Path) -> str:
-    rel = path.relative_to(ROOT / "c2p_cli").with_suffix("")
-    parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
-    return ".".join(["clip2point", *parts])
-
-
-def _imported(source: str, module: str, is_package: bool = False) -> list[tuple[int, str]]:
-    """Every module an import statement of `source` names (top level or inside functions), made
-    absolute: `module` is the dotted name of the file the source comes from."""
-    package = module.split(".") if is_package else module.split(".")[:-1]
-    found = []
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            found += [(node.lineno, alias.name) for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package[: len(package) - (node.level - 1)]
-                name = ".".join(base + ([node.module] if node.module else []))
-            else:
-                name = node.module or ""
-            found.append((node.lineno, name))
-            found += [(node.lineno, f"{name}.{alias.name}") for alias in node.names]
-    return found
-
-
 def _offences(source: str, module: str, is_package: bool = False) -> list[str]:
     out = []
-    for line, name in _imported(source, module, is_package):
+    for line, name in imported(source, module, is_package):
         if name.split(".")[0] in ("training", "export", "kernels", "c2p_cli") or any(
             name == f or name.startswith(f + ".") for f in FORBIDDEN
         ):
@@ -156,7 +132,7 @@ def _offences(source: str, module: str, is_package: bool = False) -> list[str]:
 def test_the_core_never_imports_the_trainer_the_exporter_or_the_cli():
     offences = []
     for path in _core_files():
-        found = _offences(path.read_text(), _module_name(path), path.name == "__init__.py")
+        found = _offences(path.read_text(), module_name(path), path.name == "__init__.py")
         offences += [f"{path.relative_to(ROOT)}:{o}" for o in found]
     assert not offences, "\n".join(offences)
 
