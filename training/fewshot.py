@@ -143,8 +143,9 @@ class FewShotRun:
     (both paths' per-view features of the shots, of their R resampled point sets, and of the test
     split when it is reported or selects the epoch; all cached), `train()` (the epochs, see
     `AdapterTrainer`: epoch / end of epoch), `finish()` (test report, summary.json).
-    Events for progress displays: on_event("stage", name=...), ("features", done=, total=, name=),
-    ("epoch", metrics=, epochs=); under torchrun (`ctx`) rank 0 alone sends them, and its
+    Events (`clip2point.events.Event`) for progress displays: "stage" (data `name`), "features"
+    (done / total batches, `name`), "epoch" (done / total epochs, the metrics line as data); under
+    torchrun (`ctx`) rank 0 alone sends them, and its
     "features" events count its own share. On ranks other than 0 `run()` ends after `features()`
     and returns None (see the module's docstring).
     """
@@ -464,9 +465,10 @@ def run_fewshot(
 ) -> dict | None:
     """Train an adapter on `opts.shots` samples per class of `data`'s train split; returns the summary.
 
-    Events for progress displays: on_event("stage", name=...), ("features", done=, total=, name=),
-    ("epoch", metrics=, epochs=). The stages are `FewShotRun`'s. Under torchrun pass the
-    `clip2point.distributed.setup` context as `ctx`: the ranks share the feature work, each on
-    `ctx.device`, and rank 0 trains, writes the run and returns the summary (the others None).
+    `on_event(Event)` for progress displays: "stage" (data `name`), "features" (done / total
+    batches, `name`), "epoch" (done / total epochs, the metrics line). The stages are `FewShotRun`'s.
+    Under torchrun pass the context of `clip2point.distributed.process_group` as `ctx`: the ranks
+    share the feature work, each on `ctx.device`, and rank 0 trains, writes the run and returns the
+    summary (the others None).
     """
     return FewShotRun(data, out, opts, resume, on_event, ctx).run()
