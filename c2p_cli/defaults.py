@@ -1,4 +1,5 @@
-"""One source of truth for the method's defaults (CLIP2Point paper; see docs/method.md).
+"""One source of truth for the method's defaults (the CLIP2Point paper; the README describes them in
+"The rendering" and "Reproducing the paper", with the table of differences from the official code).
 
 Every checkpoint and exported model records the values it was made with, read from here.
 """

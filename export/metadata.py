@@ -87,12 +87,12 @@ def graph_path(folder: str | Path, meta: dict[str, Any], graph: str) -> Path:
     Raises `CheckpointError` when the export does not hold it or the file is gone.
     """
     entry = meta.get("graphs", {}).get(graph)
-    hints = {
-        "points_classifier": "export again with --with-projection",
-        "engine": "export again with --trt on a machine with TensorRT and an NVIDIA GPU",
+    hints = {  # the command that writes each graph
+        "points_classifier": "export again: c2p export --with-projection",
+        "engine": "export again: c2p export --trt, on a machine with TensorRT and an NVIDIA GPU",
         "classifier": "export again",
-        "classifier_int8": "export again with --quantize int8",
-        "points_classifier_int8": "export again with --with-projection --quantize int8",
+        "classifier_int8": "export again: c2p export --quantize int8",
+        "points_classifier_int8": "export again: c2p export --with-projection --quantize int8",
     }
     if not entry:
         raise CheckpointError(f"{folder}: this export has no {graph} graph ({hints.get(graph, 'export again')})")

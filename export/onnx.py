@@ -15,12 +15,10 @@ Graphs (names from clip2point.export.metadata):
                             (up-axis rotation and unit-sphere normalisation applied), zero-padded
                             to a common N; points at index >= lengths[b] are ignored.
 
-Check. `check_against_torch` runs a graph with ONNX Runtime (CPU provider) and the torch module
-on the same inputs and compares the logits. Tolerance: max |logits_ort - logits_torch| <= rtol *
-max(1, max |logits_torch|) (rtol = 1e-3 by default: a thousandth of the largest logit, which for
-CLIP-style logits is a thousandth of the logit scale), and the same argmax for every row, except
-rows whose two best torch logits are within two tolerances of each other (a near tie, where
-rounding may legitimately pick either).
+Check. Each graph runs with ONNX Runtime (CPU provider) beside the torch module on the same inputs
+and their logits are compared (`clip2point.export.parity`: the tolerance rule, the inputs); every
+graph is stamped with its description and passes the full ONNX checker
+(`clip2point.export.onnx_files`).
 """
 
 from __future__ import annotations
@@ -32,11 +30,10 @@ import logging
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -44,15 +41,26 @@ from clip2point import defaults
 from clip2point.errors import ExportCheckError, ModelError, Opt, OptionError, UsageError
 
 from . import metadata as md
+from .onnx_files import first_line, quantize_int8, stamp_graph
+from .parity import (
+    DEFAULT_RTOL,
+    check_against_torch,
+    compare_int8,
+    cpu_session,
+    raise_if_failed,
+    random_depth_maps,
+    run_session,
+    summarise,
+    summarise_int8,
+    synthetic_clouds,
+    synthetic_depth_maps,
+)
 
 MIN_OPSET = 18
 DEFAULT_OPSET = 18
-DEFAULT_RTOL = 1e-3
 # The batch of the example inputs given to the exporter: not 0 or 1, which torch.export
 # specialises, so that the batch stays symbolic.
 EXAMPLE_BATCH = 2
-# Shape classes of clip2point.synth used as the "real" check inputs: varied silhouettes.
-CHECK_SHAPES = ("chair", "mug", "torus", "table", "bottle", "cone")
 
 # Keys of PointCloudClassifier.meta copied to the top level of c2p_export.json.
 IDENTITY_KEYS = (
@@ -61,131 +69,6 @@ IDENTITY_KEYS = (
 )
 
 log = logging.getLogger("c2p.export")
-
-
-# ---------------------------------------------------------------------------------------------
-# Comparisons
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class ParityReport:
-    """How far a graph's logits are from torch's on one set of inputs."""
-
-    inputs: str
-    batch: int
-    max_abs_diff: float
-    max_rel_diff: float
-    tolerance: float
-    argmax_agreement: float
-    near_ties: int
-    passed: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def describe(self) -> str:
-        return (
-            f"{self.inputs} inputs (batch {self.batch}): max |diff| {self.max_abs_diff:.3g} "
-            f"(tolerance {self.tolerance:.3g}), max rel diff {self.max_rel_diff:.3g}, "
-            f"argmax agreement {self.argmax_agreement:.0%}"
-        )
-
-
-def compare_logits(reference: np.ndarray, candidate: np.ndarray, *, inputs: str, rtol: float = DEFAULT_RTOL) -> ParityReport:
-    """Compare two [B, K] logit arrays under this module's tolerance rule (see the module docstring)."""
-    ref = np.asarray(reference, dtype=np.float64)
-    cand = np.asarray(candidate, dtype=np.float64)
-    if ref.shape != cand.shape:
-        return ParityReport(inputs, int(ref.shape[0]) if ref.ndim else 0, float("inf"), float("inf"), 0.0, 0.0, 0, False)
-    tolerance = rtol * max(1.0, float(np.abs(ref).max(initial=0.0)))
-    diff = np.abs(ref - cand)
-    max_abs = float(diff.max(initial=0.0)) if np.isfinite(cand).all() else float("inf")
-    max_rel = float((diff / np.maximum(np.abs(ref), 1e-6)).max(initial=0.0)) if np.isfinite(max_abs) else float("inf")
-    same = ref.argmax(axis=1) == cand.argmax(axis=1)
-    if ref.shape[1] > 1:
-        top2 = np.sort(ref, axis=1)[:, -2:]
-        tie = (top2[:, 1] - top2[:, 0]) <= 2 * tolerance
-    else:
-        tie = np.zeros(len(ref), dtype=bool)
-    passed = bool(max_abs <= tolerance and np.all(same | tie))
-    return ParityReport(
-        inputs=inputs,
-        batch=int(ref.shape[0]),
-        max_abs_diff=max_abs,
-        max_rel_diff=max_rel,
-        tolerance=float(tolerance),
-        argmax_agreement=float(same.mean()) if len(same) else 1.0,
-        near_ties=int(tie.sum()),
-        passed=passed,
-    )
-
-
-def summarise(reports: Sequence[ParityReport]) -> dict[str, Any]:
-    """The check section of c2p_export.json: worst case over all input sets, plus each set."""
-    return {
-        "passed": all(r.passed for r in reports),
-        "rule": f"max |logits - torch| <= {DEFAULT_RTOL:g} * max(1, max |torch logits|), same argmax except near ties",
-        "max_abs_diff": max((r.max_abs_diff for r in reports), default=0.0),
-        "max_rel_diff": max((r.max_rel_diff for r in reports), default=0.0),
-        "argmax_agreement": min((r.argmax_agreement for r in reports), default=1.0),
-        "runs": [r.to_dict() for r in reports],
-    }
-
-
-# ---------------------------------------------------------------------------------------------
-# Check inputs
-# ---------------------------------------------------------------------------------------------
-
-
-def random_depth_maps(batch: int, num_views: int, channels: int, image_size: int, seed: int = 0) -> torch.Tensor:
-    """Depth maps with the renderer's value range: [0, 200/255] blobs on a 1.0 background.
-
-    `channels=3` gives them as the unfolded encoder sees them (copied and CLIP-normalised).
-    """
-    g = torch.Generator().manual_seed(seed)
-    depth = torch.rand(batch, num_views, 1, image_size, image_size, generator=g) * defaults.DEPTH_SCALE
-    background = torch.rand(batch, num_views, 1, image_size, image_size, generator=g) < 0.7
-    depth = torch.where(background, torch.full_like(depth, defaults.BACKGROUND), depth)
-    if channels == 3:
-        mean = torch.tensor(defaults.CLIP_MEAN).view(1, 1, 3, 1, 1)
-        std = torch.tensor(defaults.CLIP_STD).view(1, 1, 3, 1, 1)
-        depth = (depth.expand(-1, -1, 3, -1, -1) - mean) / std
-    return depth.contiguous()
-
-
-def synthetic_clouds(count: int, n_points: int = defaults.NUM_POINTS, seed: int = 0, ragged: bool = True):
-    """Clouds of clip2point.synth shapes, prepared like `read_cloud` (z-up rotation, unit sphere).
-
-    Returns (points [count, n_points, 3] float32 zero-padded, lengths [count] int64). With
-    `ragged`, every other cloud is shorter, so that the padding path is exercised too.
-    """
-    from clip2point.io import normalize_unit_sphere
-    from clip2point.synth import random_cloud
-    from clip2point.views import apply_up_axis
-
-    rng = np.random.default_rng(seed)
-    points = np.zeros((count, n_points, 3), dtype=np.float32)
-    lengths = np.zeros(count, dtype=np.int64)
-    for i in range(count):
-        n = n_points if not ragged or i % 2 == 0 else max(8, (n_points * 3) // 4)
-        cloud = random_cloud(CHECK_SHAPES[i % len(CHECK_SHAPES)], rng, n)
-        points[i, :n] = normalize_unit_sphere(apply_up_axis(cloud, defaults.UP_AXIS))
-        lengths[i] = n
-    return torch.from_numpy(points), torch.from_numpy(lengths)
-
-
-def synthetic_depth_maps(
-    count: int, views, channels: int, image_size: int, radius: float, n_points: int = defaults.NUM_POINTS, seed: int = 0
-) -> torch.Tensor:
-    """Depth maps rendered (torch reference renderer) from `synthetic_clouds`."""
-    from clip2point.kernels import render_depth
-    from clip2point.views import camera_bases
-
-    points, lengths = synthetic_clouds(count, n_points, seed)
-    return render_depth(
-        points, camera_bases(views), lengths=lengths, image_size=image_size, radius=radius, channels=channels, backend="torch"
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -227,11 +110,6 @@ def _check_opset(opset: int) -> int:
     return int(opset)
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else ''}"
-
-
 def _torch_export(module: nn.Module, args: tuple, path: Path, *, input_names, dynamic_shapes, opset: int) -> None:
     """torch.onnx.export with the dynamo exporter, quietly (it prints progress to stdout)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -253,7 +131,7 @@ def _torch_export(module: nn.Module, args: tuple, path: Path, *, input_names, dy
             )
     except Exception as e:  # the exporter raises many types; all mean "this module did not export"
         log.debug("exporter output:\n%s", buf.getvalue())
-        raise ModelError(f"{path.name}: ONNX export failed ({_first_line(e)}); C2P_DEBUG=1 shows the traceback") from e
+        raise ModelError(f"{path.name}: ONNX export failed ({first_line(e)}); C2P_DEBUG=1 shows the traceback") from e
 
 
 def _require_symbolic(path: Path, dims: dict[str, Sequence[int]]) -> dict[str, list]:
@@ -327,163 +205,6 @@ def export_points_graph(
 
 
 # ---------------------------------------------------------------------------------------------
-# Check
-# ---------------------------------------------------------------------------------------------
-
-
-def cpu_session(path: str | Path):
-    """An ONNX Runtime session on the CPU provider (the reference run of the check)."""
-    try:
-        import onnxruntime as ort
-    except ImportError as e:
-        from clip2point.errors import BackendUnavailableError
-
-        raise BackendUnavailableError("onnxruntime is not installed: pip install 'clip2point[onnx]'") from e
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
-
-
-def run_session(session, feeds: dict[str, torch.Tensor | np.ndarray]) -> np.ndarray:
-    """The first output of `session` for named inputs (torch tensors are moved to CPU numpy)."""
-    arrays = {k: (v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)) for k, v in feeds.items()}
-    return session.run(None, arrays)[0]
-
-
-@torch.no_grad()
-def check_against_torch(
-    session,
-    torch_fn: Callable[..., torch.Tensor],
-    feeds: dict[str, torch.Tensor],
-    *,
-    inputs: str,
-    rtol: float = DEFAULT_RTOL,
-) -> ParityReport:
-    """Run `session` and `torch_fn(*feeds.values())` on the same inputs and compare their logits."""
-    reference = torch_fn(*feeds.values()).float().cpu().numpy()
-    candidate = run_session(session, feeds)
-    return compare_logits(reference, candidate, inputs=inputs, rtol=rtol)
-
-
-def raise_if_failed(
-    graph: str, reports: Sequence[ParityReport], *, reference: str = "torch", candidate: str = "ONNX Runtime"
-) -> None:
-    """ExportCheckError naming the graph and the worst measured difference when any report failed."""
-    failed = [r for r in reports if not r.passed]
-    if failed:
-        worst = max(failed, key=lambda r: r.max_abs_diff)
-        raise ExportCheckError(f"{graph}: {candidate} differs from {reference} on {worst.describe()}")
-
-
-# ---------------------------------------------------------------------------------------------
-# Self-description, the ONNX checker, int8
-# ---------------------------------------------------------------------------------------------
-
-
-def check_onnx_file(path: str | Path) -> None:
-    """`onnx.checker.check_model(full_check=True)` (graph, types and shape inference); ModelError when it fails."""
-    import onnx
-
-    try:
-        onnx.checker.check_model(str(path), full_check=True)
-    except Exception as e:  # ValidationError, InferenceError, or a protobuf error
-        raise ModelError(f"{Path(path).name}: the ONNX checker rejects the exported graph ({_first_line(e)})") from e
-
-
-def stamp_graph(path: str | Path, props: dict[str, str]) -> None:
-    """Write `props` into the graph's metadata_props (replacing earlier c2p.* keys, keeping the
-    others), atomically, then run the full ONNX checker on the file."""
-    import onnx
-
-    from clip2point.store.atomic import atomic_write_bytes
-
-    path = Path(path)
-    model = onnx.load(str(path), load_external_data=False)
-    kept = {p.key: p.value for p in model.metadata_props if not p.key.startswith(md.PROP_PREFIX)}
-    del model.metadata_props[:]
-    onnx.helper.set_model_props(model, {**kept, **props})
-    model.doc_string = "clip2point classifier; c2p.* metadata_props describe its labels, views and input preparation"
-    atomic_write_bytes(path, model.SerializeToString())
-    check_onnx_file(path)
-
-
-INT8_OP_TYPES = ("MatMul", "Gemm")
-
-
-def quantize_int8(src: str | Path, dst: str | Path) -> dict[str, Any]:
-    """Dynamic int8 quantisation of `src` with ONNX Runtime's tools (weights of MatMul/Gemm in int8,
-    activations quantised per batch at run time); everything else, the renderer included, stays float32.
-
-    Convolutions are left in float32: ONNX Runtime's CPU provider has no ConvInteger kernel for
-    int8 weights, and the patch embedding is a small part of a ViT's work.
-    """
-    try:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-    except ImportError as e:
-        from clip2point.errors import BackendUnavailableError
-
-        raise BackendUnavailableError("int8 export needs onnxruntime's quantization tools: pip install 'clip2point[onnx]'") from e
-    import onnx
-
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # it logs a "consider pre-processing" warning on the root logger every time
-    try:
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=list(INT8_OP_TYPES))
-    except Exception as e:
-        raise ModelError(f"{Path(dst).name}: int8 quantisation failed ({_first_line(e)})") from e
-    finally:
-        root.setLevel(level)
-    model = onnx.load(str(dst), load_external_data=False)
-    counts: dict[str, int] = {}
-    for node in model.graph.node:
-        counts[node.op_type] = counts.get(node.op_type, 0) + 1
-    return {
-        "method": "onnxruntime.quantization.quantize_dynamic",
-        "weight_type": "QInt8",
-        "op_types": list(INT8_OP_TYPES),
-        "integer_nodes": counts.get("MatMulInteger", 0) + counts.get("ConvInteger", 0),
-        "float_matmuls_left": counts.get("MatMul", 0) + counts.get("Gemm", 0),
-    }
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    z = np.asarray(x, dtype=np.float64)
-    z = np.exp(z - z.max(axis=1, keepdims=True))
-    return z / z.sum(axis=1, keepdims=True)
-
-
-def compare_int8(reference: np.ndarray, candidate: np.ndarray, *, inputs: str) -> dict[str, Any]:
-    """How far int8 logits are from torch's. Int8 is not held to the float tolerance: it passes
-    when its logits have the right shape and are finite; agreement and differences are recorded."""
-    ref = np.asarray(reference, dtype=np.float64)
-    cand = np.asarray(candidate, dtype=np.float64)
-    ok = ref.shape == cand.shape and bool(np.isfinite(cand).all())
-    if not ok:
-        return {"inputs": inputs, "batch": int(ref.shape[0]) if ref.ndim else 0, "max_abs_diff": float("inf"),
-                "max_prob_diff": float("inf"), "argmax_agreement": 0.0, "passed": False}  # fmt: skip
-    return {
-        "inputs": inputs,
-        "batch": int(ref.shape[0]),
-        "max_abs_diff": float(np.abs(ref - cand).max(initial=0.0)),
-        "max_prob_diff": float(np.abs(_softmax(ref) - _softmax(cand)).max(initial=0.0)),
-        "argmax_agreement": float((ref.argmax(axis=1) == cand.argmax(axis=1)).mean()) if len(ref) else 1.0,
-        "passed": True,
-    }
-
-
-def summarise_int8(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "passed": all(r["passed"] for r in runs),
-        "rule": "int8: finite logits of the right shape; agreement with torch recorded, not held to the float tolerance",
-        "max_abs_diff": max((r["max_abs_diff"] for r in runs), default=0.0),
-        "max_prob_diff": max((r["max_prob_diff"] for r in runs), default=0.0),
-        "argmax_agreement": min((r["argmax_agreement"] for r in runs), default=1.0),
-        "runs": list(runs),
-    }
-
-
-# ---------------------------------------------------------------------------------------------
 # The whole export
 # ---------------------------------------------------------------------------------------------
 
@@ -535,14 +256,16 @@ def _as_views(views) -> list[list[float]]:
 
 
 class _Export:
-    """State of one export: the folder, the graphs written so far, their checks, and the metadata."""
+    """One export: the folder, the graphs written so far, their checks, and the metadata. The stages
+    (`depth_graph`, `points_graph`, `int8_graphs`) each write, stamp and check their graphs."""
 
-    def __init__(self, classifier, out: Path, head: nn.Module, options: ExportOptions, extra_meta):
+    def __init__(self, classifier, out: Path, head: nn.Module, options: ExportOptions, extra_meta, on_step):
         self.classifier = classifier
         self.out = out
         self.head = head
         self.options = options
         self.extra_meta = extra_meta
+        self.step = on_step or (lambda _msg: None)
         self.labels = list(classifier.labels)
         self.views = _as_views(classifier.views)
         self.in_channels = int(classifier.in_channels)
@@ -550,6 +273,8 @@ class _Export:
         self.radius = float(getattr(classifier, "radius", defaults.POINT_RADIUS))
         self.graphs: dict[str, Any] = {}
         self.checks: dict[str, Any] = {}
+        # (reference torch callable, named inputs) of each float graph, for its int8 version's check
+        self.references: dict[str, tuple[Callable | None, list[tuple[str, dict[str, torch.Tensor]]]]] = {}
 
     def metadata(self) -> dict[str, Any]:
         return build_metadata(
@@ -569,6 +294,84 @@ class _Export:
         meta = self.metadata()
         md.write_metadata(self.out, meta)
         return meta
+
+    def remove_stale_files(self) -> None:
+        """Files left by an earlier export would no longer match this one."""
+        (self.out / md.ENGINE_FILE).unlink(missing_ok=True)
+        stale = (md.CLASSIFIER_INT8_ONNX, md.POINTS_INT8_ONNX) + (() if self.options.with_projection else (md.POINTS_ONNX,))
+        for name in stale:
+            (self.out / name).unlink(missing_ok=True)
+
+    def checked(self, key: str, name: str, shapes: dict[str, list], started: float, reference: Callable | None,
+                feeds: list[tuple[str, dict[str, torch.Tensor]]], against: str = "torch") -> None:
+        """Compare graph `name` with `reference` on every named input (when checking), then `finish` it;
+        ExportCheckError after recording the measurements when the tolerance is exceeded."""
+        options = self.options
+        if not options.check:
+            self.finish(key, name, shapes, started)
+            return
+        self.step(f"checking {name} against {against}")
+        session = cpu_session(self.out / name)
+        reports = [check_against_torch(session, reference, f, inputs=what, rtol=options.rtol) for what, f in feeds]
+        del session
+        self.references[key] = (reference, feeds)
+        self.checks[key] = summarise(reports)
+        self.finish(key, name, shapes, started)
+        raise_if_failed(name, reports)
+
+    def depth_graph(self) -> None:
+        """classifier.onnx: depth maps -> logits; checked on random and rendered synthetic depth maps."""
+        options, head = self.options, self.head
+        self.step(f"exporting {md.CLASSIFIER_ONNX}")
+        started = time.perf_counter()
+        shapes = export_depth_graph(head, self.out / md.CLASSIFIER_ONNX, num_views=len(self.views),
+                                    in_channels=self.in_channels, image_size=self.image_size, opset=options.opset)
+        feeds = []
+        if options.check:
+            random_maps = random_depth_maps(options.check_batch, len(self.views), self.in_channels, self.image_size,
+                                            seed=options.seed)
+            real_maps = synthetic_depth_maps(options.check_batch + 1, self.views, self.in_channels, self.image_size,
+                                             self.radius, n_points=options.check_points, seed=options.seed)
+            feeds = [("random depth", {md.DEPTH_INPUT: random_maps}), ("synthetic depth", {md.DEPTH_INPUT: real_maps})]
+        self.checked("classifier", md.CLASSIFIER_ONNX, shapes, started, head, feeds)
+
+    def points_graph(self) -> None:
+        """points_classifier.onnx: padded clouds -> logits, the reference renderer traced in; checked on
+        synthetic clouds against the torch pipeline."""
+        options = self.options
+        self.step(f"exporting {md.POINTS_ONNX} (renderer traced in)")
+        started = time.perf_counter()
+        shape = dict(in_channels=self.in_channels, image_size=self.image_size, radius=self.radius)
+        shapes = export_points_graph(self.head, self.out / md.POINTS_ONNX, views=self.views, opset=options.opset, **shape)
+        pipeline, feeds = None, []
+        if options.check:
+            pipeline = PointsToLogits(self.head, self.views, **shape).eval()
+            points, lengths = synthetic_clouds(options.check_batch + 1, options.check_points, seed=options.seed + 1)
+            feeds = [("synthetic clouds", {md.POINTS_INPUT: points, md.LENGTHS_INPUT: lengths})]
+        self.checked("points_classifier", md.POINTS_ONNX, shapes, started, pipeline, feeds, "the torch pipeline")
+
+    def int8_graphs(self) -> None:
+        """The int8 version of every float graph; its agreement with torch is recorded, not bounded."""
+        todo = [("classifier", md.CLASSIFIER_ONNX, md.CLASSIFIER_INT8_ONNX)]
+        if self.options.with_projection:
+            todo.append(("points_classifier", md.POINTS_ONNX, md.POINTS_INT8_ONNX))
+        for key, src, dst in todo:
+            self.step(f"quantising {src} to int8 ({dst})")
+            started = time.perf_counter()
+            quant = quantize_int8(self.out / src, self.out / dst)
+            reference, feeds = self.references.get(key, (None, []))
+            if reference is not None:
+                self.step(f"checking {dst} against torch")
+                session = cpu_session(self.out / dst)
+                with torch.no_grad():
+                    runs = [compare_int8(reference(*f.values()).float().numpy(), run_session(session, f), inputs=name)
+                            for name, f in feeds]  # fmt: skip
+                del session
+                self.checks[key + md.INT8_SUFFIX] = summarise_int8(runs)
+            self.finish(key + md.INT8_SUFFIX, dst, self.graphs[key]["inputs"], started, {"quantization": quant})
+            check = self.checks.get(key + md.INT8_SUFFIX)
+            if check is not None and not check["passed"]:
+                raise ExportCheckError(f"{dst}: int8 logits are not finite or have the wrong shape")
 
 
 def export_classifier(
@@ -593,87 +396,19 @@ def export_classifier(
     options = options or ExportOptions()
     if options.quantize not in QUANTIZE_CHOICES:
         raise OptionError(Opt("quantize"), f" must be int8 or None, got {options.quantize!r}")
-    step = on_step or (lambda _msg: None)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     head = getattr(classifier, "head", None)
     if not isinstance(head, nn.Module):
         raise UsageError("export needs a classifier whose head is a torch module (not an exported runtime)")
     # A CPU copy in eval mode: the check's torch reference runs where ONNX Runtime's CPU provider does.
-    head = copy.deepcopy(head).cpu().eval()
-    job = _Export(classifier, out, head, options, extra_meta)
-    num_views, in_channels, image_size, radius = len(job.views), job.in_channels, job.image_size, job.radius
-
-    # Files left by an earlier export would no longer match this one.
-    (out / md.ENGINE_FILE).unlink(missing_ok=True)
-    for stale in (md.CLASSIFIER_INT8_ONNX, md.POINTS_INT8_ONNX) + (() if options.with_projection else (md.POINTS_ONNX,)):
-        (out / stale).unlink(missing_ok=True)
-
-    step("exporting classifier.onnx")
-    started = time.perf_counter()
-    shapes = export_depth_graph(
-        head, out / md.CLASSIFIER_ONNX, num_views=num_views, in_channels=in_channels, image_size=image_size, opset=options.opset
-    )
-    depth_feeds: list[tuple[str, dict[str, torch.Tensor]]] = []
-    if options.check:
-        step("checking classifier.onnx against torch")
-        session = cpu_session(out / md.CLASSIFIER_ONNX)
-        random_maps = random_depth_maps(options.check_batch, num_views, in_channels, image_size, seed=options.seed)
-        real_maps = synthetic_depth_maps(
-            options.check_batch + 1, job.views, in_channels, image_size, radius, n_points=options.check_points, seed=options.seed
-        )
-        depth_feeds = [("random depth", {md.DEPTH_INPUT: random_maps}), ("synthetic depth", {md.DEPTH_INPUT: real_maps})]
-        reports = [check_against_torch(session, head, feeds, inputs=name, rtol=options.rtol) for name, feeds in depth_feeds]
-        del session
-        job.checks["classifier"] = summarise(reports)
-        job.finish("classifier", md.CLASSIFIER_ONNX, shapes, started)
-        raise_if_failed(md.CLASSIFIER_ONNX, reports)
-    else:
-        job.finish("classifier", md.CLASSIFIER_ONNX, shapes, started)
-
-    points_feeds: list[tuple[str, dict[str, torch.Tensor]]] = []
-    pipeline = None
+    job = _Export(classifier, out, copy.deepcopy(head).cpu().eval(), options, extra_meta, on_step)
+    job.remove_stale_files()
+    job.depth_graph()
     if options.with_projection:
-        step("exporting points_classifier.onnx (renderer traced in)")
-        started = time.perf_counter()
-        shapes = export_points_graph(
-            head, out / md.POINTS_ONNX, views=job.views, in_channels=in_channels, image_size=image_size, radius=radius,
-            opset=options.opset,
-        )
-        if options.check:
-            step("checking points_classifier.onnx against the torch pipeline")
-            session = cpu_session(out / md.POINTS_ONNX)
-            pipeline = PointsToLogits(head, job.views, in_channels=in_channels, image_size=image_size, radius=radius).eval()
-            points, lengths = synthetic_clouds(options.check_batch + 1, options.check_points, seed=options.seed + 1)
-            points_feeds = [("synthetic clouds", {md.POINTS_INPUT: points, md.LENGTHS_INPUT: lengths})]
-            reports = [check_against_torch(session, pipeline, feeds, inputs=name, rtol=options.rtol) for name, feeds in points_feeds]
-            del session
-            job.checks["points_classifier"] = summarise(reports)
-            job.finish("points_classifier", md.POINTS_ONNX, shapes, started)
-            raise_if_failed(md.POINTS_ONNX, reports)
-        else:
-            job.finish("points_classifier", md.POINTS_ONNX, shapes, started)
-
+        job.points_graph()
     if options.quantize == "int8":
-        todo = [("classifier", md.CLASSIFIER_ONNX, md.CLASSIFIER_INT8_ONNX, head, depth_feeds)]
-        if options.with_projection:
-            todo.append(("points_classifier", md.POINTS_ONNX, md.POINTS_INT8_ONNX, pipeline, points_feeds))
-        for key, src, dst, reference, feeds in todo:
-            step(f"quantising {src} to int8 ({dst})")
-            started = time.perf_counter()
-            quant = quantize_int8(out / src, out / dst)
-            if options.check and reference is not None:
-                step(f"checking {dst} against torch")
-                session = cpu_session(out / dst)
-                with torch.no_grad():
-                    runs = [compare_int8(reference(*f.values()).float().numpy(), run_session(session, f), inputs=name)
-                            for name, f in feeds]  # fmt: skip
-                del session
-                job.checks[key + md.INT8_SUFFIX] = summarise_int8(runs)
-            job.finish(key + md.INT8_SUFFIX, dst, job.graphs[key]["inputs"], started, {"quantization": quant})
-            check = job.checks.get(key + md.INT8_SUFFIX)
-            if check is not None and not check["passed"]:
-                raise ExportCheckError(f"{dst}: int8 logits are not finite or have the wrong shape")
+        job.int8_graphs()
     return job.metadata()
 
 

@@ -21,6 +21,7 @@ import torch
 from clip2point.errors import BackendUnavailableError, CheckpointError, Opt, OptionError, UsageError
 
 from . import metadata as md
+from .graph_inputs import check_depth
 
 BACKENDS = ("onnx", "trt")
 
@@ -43,14 +44,6 @@ def ort_providers(device: torch.device | str | None = None) -> list[str]:
     if not wants_cpu and "CUDAExecutionProvider" in ort.get_available_providers():
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
-
-
-def _check_depth(depth: torch.Tensor, expected: list[Any], what: str) -> None:
-    """UsageError when `depth` does not have the graph's fixed dims (V, C, S, S)."""
-    fixed = [d if isinstance(d, int) else None for d in expected]
-    got = list(depth.shape)
-    if len(got) != len(fixed) or any(f is not None and f != g for f, g in zip(fixed, got, strict=True)):
-        raise UsageError(f"{what}: depth maps of shape {got} do not fit the exported input {expected}")
 
 
 class OnnxRuntimeHead:
@@ -86,63 +79,10 @@ class OnnxRuntimeHead:
         return dict(self.session.get_modelmeta().custom_metadata_map)
 
     def __call__(self, depth: torch.Tensor) -> torch.Tensor:
-        _check_depth(depth, self.input_shape, str(self.path))
+        check_depth(depth, self.input_shape, str(self.path))
         array = depth.detach().to("cpu", torch.float32).contiguous().numpy()
         logits = self.session.run(None, {md.DEPTH_INPUT: array})[0]
         return torch.from_numpy(np.ascontiguousarray(logits)).to(depth.device)
-
-
-class TensorRTHead:
-    """depth -> logits through a TensorRT 10 engine, on CUDA tensors (no host copies).
-
-    Inputs and outputs stay in torch's CUDA memory: the engine reads the depth tensor's device
-    pointer and writes into a torch tensor, on torch's current stream, so no synchronisation is
-    needed before torch uses the logits. Batches larger than the engine profile's maximum run in
-    chunks.
-    """
-
-    def __init__(self, engine_path: str | Path, device: torch.device | str = "cuda"):
-        from .tensorrt import load_engine, require_cuda
-
-        self.device = require_cuda(device)
-        self.path = Path(engine_path)
-        self.trt, self._runtime, self.engine = load_engine(self.path, self.device)
-        trt = self.trt
-        # TensorRT allocates the context's memory on the current CUDA device, which need not be ours.
-        with torch.cuda.device(self.device):
-            self.context = self.engine.create_execution_context()
-        if self.context is None:
-            raise BackendUnavailableError(f"{self.path}: TensorRT could not create an execution context (out of GPU memory?)")
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        if md.DEPTH_INPUT not in names or md.LOGITS_OUTPUT not in names:
-            raise CheckpointError(f"{self.path}: engine tensors {names} lack {md.DEPTH_INPUT!r} / {md.LOGITS_OUTPUT!r}")
-        if self.engine.get_tensor_mode(md.DEPTH_INPUT) != trt.TensorIOMode.INPUT:
-            raise CheckpointError(f"{self.path}: {md.DEPTH_INPUT!r} is not an input of the engine")
-        min_shape, _opt, max_shape = self.engine.get_tensor_profile_shape(md.DEPTH_INPUT, 0)
-        self.min_batch, self.max_batch = int(min_shape[0]), int(max_shape[0])
-        self.input_shape = ["batch", *[int(d) for d in tuple(max_shape)[1:]]]
-        self.num_classes = int(tuple(self.engine.get_tensor_shape(md.LOGITS_OUTPUT))[-1])
-
-    def _run(self, chunk: torch.Tensor) -> torch.Tensor:
-        out = torch.empty((chunk.shape[0], self.num_classes), dtype=torch.float32, device=self.device)
-        ctx = self.context
-        if not ctx.set_input_shape(md.DEPTH_INPUT, tuple(chunk.shape)):
-            raise UsageError(f"{self.path}: the engine does not accept input shape {list(chunk.shape)}")
-        ctx.set_tensor_address(md.DEPTH_INPUT, chunk.data_ptr())
-        ctx.set_tensor_address(md.LOGITS_OUTPUT, out.data_ptr())
-        stream = torch.cuda.current_stream(self.device)
-        if not ctx.execute_async_v3(stream.cuda_stream):
-            raise BackendUnavailableError(f"{self.path}: TensorRT execution failed (see TensorRT's log above)")
-        return out
-
-    def __call__(self, depth: torch.Tensor) -> torch.Tensor:
-        _check_depth(depth, self.input_shape, str(self.path))
-        x = depth.detach().to(self.device, torch.float32).contiguous()
-        # The engine and its context live on self.device; enqueueing from another current device is invalid.
-        with torch.cuda.device(self.device):
-            outs = [self._run(x[i : i + self.max_batch]) for i in range(0, x.shape[0], self.max_batch)]
-        logits = outs[0] if len(outs) == 1 else torch.cat(outs)
-        return logits.to(depth.device)
 
 
 def _from_onnx_file(path: Path, device: str, precision: str | None):
@@ -196,7 +136,7 @@ def load_exported_classifier(
     # The engine is built from classifier.onnx: a failed ONNX check disqualifies both backends.
     md.refuse_failed_check(folder, meta, "classifier")
     if backend == "trt":
-        from .tensorrt import import_tensorrt, require_cuda
+        from .tensorrt import TensorRTHead, import_tensorrt, require_cuda
 
         md.refuse_failed_check(folder, meta, "engine")
         import_tensorrt()  # "not installed" is the more useful message when neither TensorRT nor a GPU is here

@@ -12,7 +12,7 @@ scope.
 
 Check: the engine and ONNX Runtime (CPU provider) run the same random and synthetic depth maps;
 FP16 allows a looser tolerance than the ONNX check: max |diff| <= 1e-2 * max(1, max |logits|)
-and the same argmax except near ties (see clip2point.export.onnx.compare_logits).
+and the same argmax except near ties (see clip2point.export.parity.compare_logits).
 """
 
 from __future__ import annotations
@@ -22,10 +22,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from clip2point.errors import BackendUnavailableError, CheckpointError, ModelError
+import torch
+
+from clip2point.errors import BackendUnavailableError, CheckpointError, ModelError, UsageError
 from clip2point.store.atomic import atomic_write_bytes
 
 from . import metadata as md
+from .graph_inputs import check_depth
 
 TRT_RTOL = 1e-2
 DEFAULT_WORKSPACE_GIB = 4.0
@@ -55,8 +58,6 @@ def import_tensorrt():
 
 def require_cuda(device: Any = "cuda"):
     """A CUDA torch.device, or BackendUnavailableError in one line when there is no usable GPU."""
-    import torch
-
     if not torch.cuda.is_available():
         raise BackendUnavailableError(
             f"TensorRT needs an NVIDIA GPU with CUDA, and torch {torch.__version__} sees none here "
@@ -208,8 +209,6 @@ def load_engine(engine_path: str | Path, device):
 
     The runtime is returned so that its owner keeps it alive as long as the engine.
     """
-    import torch
-
     trt = import_tensorrt()
     path = Path(engine_path)
     if not path.is_file():
@@ -224,12 +223,60 @@ def load_engine(engine_path: str | Path, device):
     return trt, runtime, engine
 
 
+class TensorRTHead:
+    """depth -> logits through a TensorRT 10 engine, on CUDA tensors (no host copies).
+
+    Inputs and outputs stay in torch's CUDA memory: the engine reads the depth tensor's device
+    pointer and writes into a torch tensor, on torch's current stream, so no synchronisation is
+    needed before torch uses the logits. Batches larger than the engine profile's maximum run in
+    chunks.
+    """
+
+    def __init__(self, engine_path: str | Path, device: torch.device | str = "cuda"):
+        self.device = require_cuda(device)
+        self.path = Path(engine_path)
+        self.trt, self._runtime, self.engine = load_engine(self.path, self.device)
+        trt = self.trt
+        # TensorRT allocates the context's memory on the current CUDA device, which need not be ours.
+        with torch.cuda.device(self.device):
+            self.context = self.engine.create_execution_context()
+        if self.context is None:
+            raise BackendUnavailableError(f"{self.path}: TensorRT could not create an execution context (out of GPU memory?)")
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        if md.DEPTH_INPUT not in names or md.LOGITS_OUTPUT not in names:
+            raise CheckpointError(f"{self.path}: engine tensors {names} lack {md.DEPTH_INPUT!r} / {md.LOGITS_OUTPUT!r}")
+        if self.engine.get_tensor_mode(md.DEPTH_INPUT) != trt.TensorIOMode.INPUT:
+            raise CheckpointError(f"{self.path}: {md.DEPTH_INPUT!r} is not an input of the engine")
+        min_shape, _opt, max_shape = self.engine.get_tensor_profile_shape(md.DEPTH_INPUT, 0)
+        self.min_batch, self.max_batch = int(min_shape[0]), int(max_shape[0])
+        self.input_shape = ["batch", *[int(d) for d in tuple(max_shape)[1:]]]
+        self.num_classes = int(tuple(self.engine.get_tensor_shape(md.LOGITS_OUTPUT))[-1])
+
+    def _run(self, chunk: torch.Tensor) -> torch.Tensor:
+        out = torch.empty((chunk.shape[0], self.num_classes), dtype=torch.float32, device=self.device)
+        ctx = self.context
+        if not ctx.set_input_shape(md.DEPTH_INPUT, tuple(chunk.shape)):
+            raise UsageError(f"{self.path}: the engine does not accept input shape {list(chunk.shape)}")
+        ctx.set_tensor_address(md.DEPTH_INPUT, chunk.data_ptr())
+        ctx.set_tensor_address(md.LOGITS_OUTPUT, out.data_ptr())
+        stream = torch.cuda.current_stream(self.device)
+        if not ctx.execute_async_v3(stream.cuda_stream):
+            raise BackendUnavailableError(f"{self.path}: TensorRT execution failed (see TensorRT's log above)")
+        return out
+
+    def __call__(self, depth: torch.Tensor) -> torch.Tensor:
+        check_depth(depth, self.input_shape, str(self.path))
+        x = depth.detach().to(self.device, torch.float32).contiguous()
+        # The engine and its context live on self.device; enqueueing from another current device is invalid.
+        with torch.cuda.device(self.device):
+            outs = [self._run(x[i : i + self.max_batch]) for i in range(0, x.shape[0], self.max_batch)]
+        logits = outs[0] if len(outs) == 1 else torch.cat(outs)
+        return logits.to(depth.device)
+
+
 def check_engine(folder: str | Path, meta: dict[str, Any], *, rtol: float = TRT_RTOL, batch: int = 4, seed: int = 0):
     """Compare the engine with ONNX Runtime (CPU provider, the reference) on random and synthetic depth maps."""
-    import torch
-
-    from .onnx import compare_logits, cpu_session, random_depth_maps, run_session, synthetic_depth_maps
-    from .runtime import TensorRTHead
+    from .parity import compare_logits, cpu_session, random_depth_maps, run_session, synthetic_depth_maps
 
     folder = Path(folder)
     device = require_cuda()
@@ -264,7 +311,7 @@ def build_and_check(
     Returns the updated metadata; raises ExportCheckError (after recording the measurement) when
     the engine's logits differ from ONNX Runtime's by more than the tolerance.
     """
-    from .onnx import raise_if_failed, summarise
+    from .parity import raise_if_failed, summarise
 
     folder = Path(folder)
     meta = md.read_metadata(folder)

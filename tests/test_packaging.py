@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -17,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.source_tree import ROOT, imported, module_name
+
 # source folder -> installed package
 FOLDERS = {"c2p_cli": "clip2point", "kernels": "clip2point/kernels", "training": "clip2point/training",
            "export": "clip2point/export"}
@@ -117,34 +119,9 @@ def _core_files() -> list[Path]:
                   if "commands" not in p.relative_to(core).parts and p.name not in ("app.py", "__main__.py"))
 
 
-def _module_name(path: Path) -> str:
-    rel = path.relative_to(ROOT / "c2p_cli").with_suffix("")
-    parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
-    return ".".join(["clip2point", *parts])
-
-
-def _imported(source: str, module: str, is_package: bool = False) -> list[tuple[int, str]]:
-    """Every module an import statement of `source` names (top level or inside functions), made
-    absolute: `module` is the dotted name of the file the source comes from."""
-    package = module.split(".") if is_package else module.split(".")[:-1]
-    found = []
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            found += [(node.lineno, alias.name) for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package[: len(package) - (node.level - 1)]
-                name = ".".join(base + ([node.module] if node.module else []))
-            else:
-                name = node.module or ""
-            found.append((node.lineno, name))
-            found += [(node.lineno, f"{name}.{alias.name}") for alias in node.names]
-    return found
-
-
 def _offences(source: str, module: str, is_package: bool = False) -> list[str]:
     out = []
-    for line, name in _imported(source, module, is_package):
+    for line, name in imported(source, module, is_package):
         if name.split(".")[0] in ("training", "export", "kernels", "c2p_cli") or any(
             name == f or name.startswith(f + ".") for f in FORBIDDEN
         ):
@@ -155,13 +132,13 @@ def _offences(source: str, module: str, is_package: bool = False) -> list[str]:
 def test_the_core_never_imports_the_trainer_the_exporter_or_the_cli():
     offences = []
     for path in _core_files():
-        found = _offences(path.read_text(), _module_name(path), path.name == "__init__.py")
+        found = _offences(path.read_text(), module_name(path), path.name == "__init__.py")
         offences += [f"{path.relative_to(ROOT)}:{o}" for o in found]
     assert not offences, "\n".join(offences)
 
 
 def test_the_package_root_is_the_only_lazy_door_to_an_upper_floor():
-    """`clip2point.load_exported_classifier` is offered at the package root for users (issue 13) and
+    """`clip2point.load_exported_classifier` is offered at the package root for users and
     imported from clip2point.export only when asked for. No other core module names a module of an
     upper floor, not even as a string handed to importlib."""
     import re
@@ -207,19 +184,58 @@ def test_option_errors_read_as_python_in_the_library_and_as_flags_in_the_cli():
     assert cli_text(e) == "use --select last or more --points with {braces} kept"
 
 
+# `--` then a letter (or an f-string field): a flag, wherever the string is built.
+FLAG = re.compile(r"(?<![\w-])--(?=[a-z{])")
+
+
+def _flag_mentions(source: str) -> list[tuple[int, str]]:
+    """(line, text) of every string literal of `source` that names a `--flag`, docstrings aside.
+    f-strings are read whole (fields as `{}`), so `f"--{key}"` counts; a string that names a c2p
+    command line ("c2p export --trt") tells a user which command to run and is allowed."""
+    tree = ast.parse(source)
+    skip = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                skip.add(id(first.value))
+        if isinstance(node, ast.JoinedStr):
+            skip |= {id(v) for v in node.values}
+    found = []
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.JoinedStr):
+            text = "".join(v.value if isinstance(v, ast.Constant) else "{}" for v in node.values)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            text = node.value
+        else:
+            continue
+        if FLAG.search(text) and "c2p " not in text and "c2p: --" not in text:
+            found.append((node.lineno, text))
+    return found
+
+
+def test_the_flag_scan_reads_whole_functions():
+    leak = (
+        "def check(saved, cfg, keys):\n"
+        "    \"\"\"Compares --options (a docstring may name flags).\"\"\"\n"
+        "    names = [f\"--{k.replace('_', '-')}\" for k in keys if saved[k] != cfg[k]]\n"
+        "    raise UsageError('saved with ' + ', '.join(names))\n"
+    )
+    assert _flag_mentions(leak) == [(3, "--{}")]
+    assert _flag_mentions("def f():\n    return 'use --batch-size'\n") == [(2, "use --batch-size")]
+    assert _flag_mentions("HINT = 'rebuild it with c2p export --trt'\nX = 'a -- b'\n") == []
+
+
 def test_library_messages_do_not_name_cli_flags():
-    """Errors raised by the core, the trainer and the exporter name Python options, not `--flags`:
-    a `--` inside a string literal next to a raise is a flag leaking into the library."""
+    """The core, the trainer and the exporter name Python options, not `--flags`: any string they
+    build (inside a raise or not) that names a flag is one leaking into the library."""
     offences = []
     folders = [ROOT / "c2p_cli", ROOT / "training", ROOT / "kernels", ROOT / "export"]
     for folder in folders:
         for path in folder.rglob("*.py"):
             if "commands" in path.parts or path.name in ("app.py", "run_onnx.py"):
                 continue
-            for node in ast.walk(ast.parse(path.read_text())):
-                if isinstance(node, ast.Raise) and node.exc is not None:
-                    for sub in ast.walk(node.exc):
-                        if isinstance(sub, ast.Constant) and isinstance(sub.value, str) and " --" in f" {sub.value}":
-                            if "(c2p: --" not in sub.value and "c2p " not in sub.value:
-                                offences.append(f"{path.relative_to(ROOT)}:{node.lineno}: {sub.value!r}")
+            offences += [f"{path.relative_to(ROOT)}:{line}: {text!r}" for line, text in _flag_mentions(path.read_text())]
     assert not offences, "\n".join(offences)

@@ -82,7 +82,6 @@ VAL_SEED = 1234
 TRAIN_STREAM = 0xDE30
 META_KEY = "clip2point"
 WEIGHTS_FORMAT = "clip2point-clip-sparse-embedding"
-SPARSE_SUFFIXES = (".rows", ".values")
 EMBEDDING_KEY = "token_embedding.weight"
 
 

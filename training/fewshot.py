@@ -1,18 +1,13 @@
-"""Few-shot training of the (Gated) Dual-Path Adapter, with checkpoints, resume and evaluation.
+"""Few-shot training of the (Gated) Dual-Path Adapter: a whole `c2p fewshot` run, from a dataset
+folder to a run folder.
 
 A run folder holds:
     config.json          what the run was made with (labels, prompts, views, models, weights ids,
                          depth encoder + sha256, fusion, shots, seed, optimiser, project version)
-    shots.json           the sampled k shots per class (sample ids of readable files: a drawn file
-                         that fails to read is replaced from its class), training and validation
-                         parts; --resume trains on exactly these (it never re-samples)
-    metrics.jsonl        one line per epoch: loss, train / val (or test) accuracy, lr, time
-    best.safetensors     adapter weights of the selected epoch: the last one (`select="last"`, the
-                         default), the best validation accuracy (`"val"`, ties to the lower
-                         validation loss), or the best TEST accuracy (`"test"`, the paper's protocol)
-    last.safetensors     adapter weights after the last completed epoch
-    state.safetensors    optimiser moments, RNG states (tensors, no pickle) ...
-    state.json           ... and the epoch, best-so-far and optimiser hyper-parameters, for --resume
+    shots.json           the sampled k shots per class (`clip2point.training.shots`); resume trains
+                         on exactly these (it never re-samples)
+    metrics.jsonl, best.safetensors, last.safetensors, state.*
+                         the adapter's training (`clip2point.training.adapter_trainer`)
     summary.json         final numbers (written at the end)
 
 The head is the official one (see `clip2point.models.adapters`): raw per-view features, logits = the
@@ -36,49 +31,29 @@ them, then trains the adapter and writes every file alone (training on cached fe
 seconds; the other ranks are done once the features are). So a run on W ranks writes the same run
 folder as one process: bit-identical weights on CPU. The test split's features are therefore
 computed with the others, before training, in every run.
-
-Training is deterministic for a seed on CPU, and a resumed
-run ends bit-identical to an uninterrupted one: the state saved after each epoch holds everything
-the next epoch consumes (weights, AdamW moments and step, torch's RNG for dropout, the shuffling
-generator).
 """
 
 from __future__ import annotations
 
-import json
-import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 
 from clip2point import defaults
 from clip2point.distributed import DistContext, broadcast_object
 from clip2point.errors import CheckpointError, DatasetError, Opt, OptionError, UsageError
 from clip2point.evaluate import accuracy_report
-from clip2point.store.checkpoints import (
-    load_optimizer_state,
-    load_tensors,
-    optimizer_state,
-    read_json,
-    save_tensors,
-    write_json,
-)
+from clip2point.events import EventHook, emit
+from clip2point.store.checkpoints import load_tensors, write_json
 
+from .adapter_trainer import SELECTION_NOTES, SELECTIONS, AdapterTrainer, evaluate_features, subset
 from .features import FeatureSet
+from .shots import load_shots, sample_readable_shots, shot_counts, shots_json, split_from_ids
 
-if TYPE_CHECKING:
-    from .datasets import ShotSplit
-
-SELECTIONS = ("last", "val", "test")
-# Said wherever the results of a selection are shown (config.json, summary.json, the CLI, reports).
-SELECTION_NOTES = {"test": "the paper's protocol: epoch chosen on the test split (optimistic)"}
 MAX_RESAMPLES = 1000
-EventCallback = Callable[..., None]
 
 
 @dataclass
@@ -154,397 +129,6 @@ RESUME_IDENTITY = {
 RECORDED_KEYS = (*RESUME_KEYS, "epochs", "pretrained", "depth_encoder")
 
 
-# ---------------------------------------------------------------------------------------------
-# Metrics
-# ---------------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def evaluate_features(adapter: torch.nn.Module, feats: FeatureSet, batch_size: int = 256) -> tuple[float, float, torch.Tensor]:
-    """(mean loss, accuracy, predictions) of an adapter in eval mode on cached features."""
-    was_training = adapter.training
-    adapter.eval()
-    device = next(adapter.parameters()).device
-    losses, preds = [], []
-    for s in range(0, len(feats), batch_size):
-        logits = adapter(feats.depth[s : s + batch_size].to(device), feats.clip[s : s + batch_size].to(device))
-        y = feats.targets[s : s + batch_size].to(device)
-        losses.append(F.cross_entropy(logits, y, reduction="sum").item())
-        preds.append(logits.argmax(-1).cpu())
-    adapter.train(was_training)
-    pred = torch.cat(preds)
-    return sum(losses) / len(feats), float((pred == feats.targets).float().mean()), pred
-
-
-def subset(feats: FeatureSet, keep: Sequence[int]) -> FeatureSet:
-    """The samples of `feats` whose dataset index is in `keep`, in feats' order."""
-    wanted = set(keep)
-    rows = [j for j, i in enumerate(feats.indices) if i in wanted]
-    idx = torch.tensor(rows, dtype=torch.long)
-    return FeatureSet(
-        depth=feats.depth[idx], clip=feats.clip[idx], targets=feats.targets[idx],
-        indices=[feats.indices[j] for j in rows], sample_ids=[feats.sample_ids[j] for j in rows],
-        skipped=list(feats.skipped),
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# Checkpoint state (no pickle: tensors in safetensors, the rest in JSON)
-# ---------------------------------------------------------------------------------------------
-
-
-def adapter_tensors(adapter: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The adapter's state dict as a flat dict of tensors (what best / last.safetensors hold)."""
-    return {k: v for k, v in adapter.state_dict().items()}
-
-
-def _save_state(run: Path, adapter, opt, gen: torch.Generator, epoch: int, best: dict, device: torch.device) -> None:
-    opt_tensors, opt_meta = optimizer_state(opt)
-    tensors = {f"adapter.{k}": v for k, v in adapter_tensors(adapter).items()}
-    tensors.update(opt_tensors)
-    tensors["rng.torch"] = torch.get_rng_state()
-    tensors["rng.shuffle"] = gen.get_state()
-    if device.type == "cuda":
-        tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
-    save_tensors(run / "state.safetensors", tensors)
-    write_json(run / "state.json", {"epoch": epoch, "best": best, "optimizer": opt_meta})
-
-
-def _load_state(run: Path, adapter, opt, gen: torch.Generator, device: torch.device,
-                split: str | None = None) -> tuple[int, dict]:
-    """(epoch, best) of the run's resume state, loaded into the adapter, optimiser and RNGs after
-    checking every field it uses (`clip2point.store.run_files`; `split`: the selection set's name)."""
-    from clip2point.store.run_files import FEWSHOT_STATE, check_fewshot_best, check_fields, check_rng_tensors
-
-    meta = read_json(run / "state.json")
-    check_fields(run / "state.json", meta, FEWSHOT_STATE)
-    if split is not None:
-        check_fewshot_best(meta["best"], run / "state.json", split)
-    tensors = load_tensors(run / "state.safetensors")
-    check_rng_tensors(tensors, run / "state.safetensors", ["rng.torch", "rng.shuffle", "rng.cuda"])
-    try:
-        adapter.load_state_dict({k[len("adapter."):]: v for k, v in tensors.items() if k.startswith("adapter.")})
-        load_optimizer_state(opt, tensors, meta["optimizer"])
-        torch.set_rng_state(tensors["rng.torch"])
-        gen.set_state(tensors["rng.shuffle"])
-        if device.type == "cuda" and "rng.cuda" in tensors:
-            torch.cuda.set_rng_state(tensors["rng.cuda"], device)
-    except (KeyError, RuntimeError, ValueError) as e:
-        raise CheckpointError(f"{run / 'state.safetensors'}: cannot resume from it ({str(e).splitlines()[0]})") from e
-    return int(meta["epoch"]), dict(meta["best"])
-
-
-def _batches(n: int, batch_size: int, gen: torch.Generator) -> list[torch.Tensor]:
-    """A seeded shuffle cut into batches; a last batch of one sample joins the previous one
-    (batch norm cannot train on a single sample)."""
-    perm = torch.randperm(n, generator=gen)
-    chunks = list(perm.split(batch_size))
-    if len(chunks) > 1 and len(chunks[-1]) == 1:
-        chunks[-2] = torch.cat([chunks[-2], chunks.pop()])
-    return chunks
-
-
-@dataclass
-class TrainResult:
-    epochs: int
-    best: dict
-    last: dict
-    history: list[dict] = field(default_factory=list)
-
-
-class AdapterTrainer:
-    """Trains a DualPathAdapter on cached features, in named stages.
-
-    `run()` = `setup()` (optimiser, shuffling generator, resume state, metrics file), then per epoch
-    `epoch()` (one shuffled pass over the training features) and `end_epoch()` (validation, model
-    selection, checkpoints, the metrics line, the event), then `finish()` (the result). The stages
-    run inside a forked RNG seeded with `seed`, so training never disturbs the caller's RNG.
-
-    `train` is one FeatureSet, or a list of R (the same samples, resampled point sets): each epoch
-    every sample then trains on one of its R feature sets, drawn with a generator seeded by
-    (seed, epoch). `val` is the selection set: validation shots (`select="val"`) or the test split
-    (`select="test"`, metrics keys test_acc / test_loss).
-    """
-
-    def __init__(
-        self,
-        adapter: torch.nn.Module,
-        train: FeatureSet | Sequence[FeatureSet],
-        val: FeatureSet | None,
-        run: str | Path,
-        *,
-        epochs: int,
-        batch_size: int = 32,
-        lr: float = 1e-3,
-        weight_decay: float = 1e-4,
-        seed: int = 0,
-        select: str = "last",
-        resume: bool = False,
-        save_every: int = 1,
-        on_event: EventCallback | None = None,
-        refresh_features: Callable[[], tuple[FeatureSet, FeatureSet | None]] | None = None,
-    ):
-        resamples = list(train) if isinstance(train, (list, tuple)) else [train]
-        train = resamples[0]
-        if len(train) < 2:
-            raise UsageError(f"need at least 2 training samples, got {len(train)}")
-        if select not in SELECTIONS:
-            raise OptionError(Opt("select"), f" must be one of {', '.join(SELECTIONS)}, got {select!r}")
-        if select == "val" and (val is None or len(val) == 0):
-            raise OptionError("validation selection needs validation shots; use ", Opt("select", "last"), " or more shots")
-        if select == "test" and (val is None or len(val) == 0):
-            raise UsageError("selection on the test split needs test samples")
-        if any(r.indices != train.indices for r in resamples):
-            raise UsageError("the resampled feature sets must hold the same samples in the same order")
-        # [R, N, V, D] per path; None for one set (then every epoch sees `train` as it is).
-        self.resampled = None
-        if len(resamples) > 1:
-            self.resampled = (torch.stack([r.depth for r in resamples]), torch.stack([r.clip for r in resamples]))
-        self.split_name = "test" if select == "test" else "val"
-        self.adapter, self.train, self.val, self.run_dir = adapter, train, val, Path(run)
-        self.epochs, self.batch_size, self.lr, self.weight_decay = epochs, batch_size, lr, weight_decay
-        self.seed, self.select, self.resume, self.save_every = seed, select, resume, save_every
-        self.on_event, self.refresh_features = on_event, refresh_features
-        self.device = next(adapter.parameters()).device
-        self.metrics_path = self.run_dir / "metrics.jsonl"
-        self.start = 0
-        self.best: dict = {"epoch": 0, f"{self.split_name}_acc": -1.0, f"{self.split_name}_loss": math.inf}
-        self.history: list[dict] = []
-        self.last: dict = {}
-
-    def run(self) -> TrainResult:
-        devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(self.seed)
-            self.setup()
-            for epoch in range(self.start + 1, self.epochs + 1):
-                t0 = time.perf_counter()
-                row = self.epoch(epoch)
-                self.end_epoch(row, t0)
-        return self.finish()
-
-    def setup(self) -> None:
-        """The optimiser and shuffling generator, restored from the run's state when resuming."""
-        self.opt = torch.optim.AdamW(self.adapter.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        self.gen = torch.Generator().manual_seed(self.seed)
-        if self.resume:
-            self.start, self.best = _load_state(self.run_dir, self.adapter, self.opt, self.gen, self.device,
-                                                None if self.select == "last" else self.split_name)
-        self.history = _read_metrics(self.metrics_path, upto=self.start)
-        _write_metrics(self.metrics_path, self.history)
-
-    def epoch(self, epoch: int) -> dict:
-        """One shuffled pass over the training features; returns the epoch's metrics row so far."""
-        if self.refresh_features is not None:
-            self.train, self.val = self.refresh_features()
-        adapter, opt, device, train = self.adapter, self.opt, self.device, self.epoch_features(epoch)
-        adapter.train()
-        total, correct, loss_sum = 0, 0, 0.0
-        for idx in _batches(len(train), self.batch_size, self.gen):
-            f1, f2 = train.depth[idx].to(device), train.clip[idx].to(device)
-            y = train.targets[idx].to(device)
-            logits = adapter(f1, f2)
-            loss = F.cross_entropy(logits, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += loss.item() * len(idx)
-            correct += int((logits.argmax(-1) == y).sum())
-            total += len(idx)
-        return {"epoch": epoch, "loss": loss_sum / total, "train_acc": correct / total, "lr": opt.param_groups[0]["lr"]}
-
-    def epoch_features(self, epoch: int) -> FeatureSet:
-        """The training features of an epoch: with R resampled sets, each sample's draw for this epoch."""
-        if self.resampled is None:
-            return self.train
-        depth, clip = self.resampled
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        pick = torch.randint(depth.shape[0], (depth.shape[1],), generator=g)
-        rows = torch.arange(depth.shape[1])
-        t = self.train
-        return FeatureSet(depth[pick, rows], clip[pick, rows], t.targets, t.indices, t.sample_ids, t.skipped)
-
-    def end_epoch(self, row: dict, t0: float) -> None:
-        """Validation, selection (best.safetensors), checkpoints, the metrics line and the event."""
-        epoch = row["epoch"]
-        acc_key, loss_key = f"{self.split_name}_acc", f"{self.split_name}_loss"
-        if self.val is not None and len(self.val):
-            row[loss_key], row[acc_key], _ = evaluate_features(self.adapter, self.val)
-        if self.select == "test":
-            row["selection"] = SELECTION_NOTES["test"]
-        best = self.best
-        if self.select == "last":
-            improved = True
-        elif self.select == "test":  # fewshot.py: `if test_acc > max_test_acc` (the first best epoch)
-            improved = row[acc_key] > best[acc_key]
-        else:
-            improved = row[acc_key] > best[acc_key] or (row[acc_key] == best[acc_key] and row[loss_key] < best[loss_key])
-        weights = adapter_tensors(self.adapter)
-        checkpoint = epoch % self.save_every == 0 or epoch == self.epochs
-        if checkpoint:
-            save_tensors(self.run_dir / "last.safetensors", weights, metadata={"epoch": str(epoch)})
-        if improved:
-            self.best = {"epoch": epoch, acc_key: row.get(acc_key, -1.0), loss_key: row.get(loss_key, math.inf)}
-            save_tensors(self.run_dir / "best.safetensors", weights, metadata={"epoch": str(epoch)})
-        row["best"] = improved
-        row["time_s"] = round(time.perf_counter() - t0, 4)
-        self.history.append(row)
-        with open(self.metrics_path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-        if checkpoint:
-            _save_state(self.run_dir, self.adapter, self.opt, self.gen, epoch, self.best, self.device)
-        self.last = row
-        if self.on_event is not None:
-            self.on_event("epoch", metrics=row, epochs=self.epochs)
-
-    def finish(self) -> TrainResult:
-        last = self.last or (self.history[-1] if self.history else {})
-        return TrainResult(epochs=self.epochs, best=self.best, last=last, history=self.history)
-
-
-def train_adapter(
-    adapter: torch.nn.Module,
-    train: FeatureSet | Sequence[FeatureSet],
-    val: FeatureSet | None,
-    run: str | Path,
-    **options,
-) -> TrainResult:
-    """Train `adapter` (a DualPathAdapter) on cached features with AdamW; write checkpoints to `run`.
-
-    `train`: one FeatureSet or R resampled ones (see `AdapterTrainer`); `val`: the selection set.
-
-    After every epoch: a metrics.jsonl line and best.safetensors when the selection metric improved;
-    every `save_every` epochs and after the last one: last.safetensors and the resume state.
-    `resume=True` continues from state.json (the last saved epoch; later metrics lines are redone).
-    `refresh_features` (benchmark baseline) is called before every epoch to recompute the features.
-    `on_event("epoch", metrics=...)` is called after each epoch is saved. `options` are
-    AdapterTrainer's keyword arguments (epochs, batch_size, lr, weight_decay, seed, select, resume,
-    save_every, on_event, refresh_features), which it checks and documents.
-    """
-    return AdapterTrainer(adapter, train, val, run, **options).run()
-
-
-def _read_metrics(path: Path, upto: int) -> list[dict]:
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            row = json.loads(line)
-            if row.get("epoch", 0) <= upto:
-                rows.append(row)
-    return rows
-
-
-def _write_metrics(path: Path, rows: list[dict]) -> None:
-    # Epochs after the last saved state (a run killed mid-save) are dropped: they will be redone.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-
-
-# ---------------------------------------------------------------------------------------------
-# The whole command: datasets -> shots -> encoders -> features -> training -> test evaluation
-# ---------------------------------------------------------------------------------------------
-
-
-def _shots_json(dataset, split, seed: int, shots: int) -> dict:
-    def by_class(indices):
-        out: dict[str, list[str]] = {lab: [] for lab in dataset.labels}
-        for i in indices:
-            out[dataset.labels[dataset.targets[i]]].append(dataset.sample_ids[i])
-        return out
-
-    return {"seed": seed, "shots": shots, "train": by_class(split.train), "val": by_class(split.val),
-            "short_classes": split.short_classes}
-
-
-def _load_shots(run: Path, dataset) -> ShotSplit:
-    """The shots a run was started with (its shots.json), as indices into `dataset`.
-
-    Resuming must train on the same samples: re-sampling would move shots between training and
-    validation as soon as a file was added. A listed shot that is gone (or changed class) refuses.
-    """
-    from clip2point.store.run_files import FEWSHOT_SHOTS, check_fields
-
-    path = run / "shots.json"
-    if not path.is_file():
-        raise CheckpointError(f"{path}: missing; cannot resume without the run's shots")
-    saved = read_json(path)
-    check_fields(path, saved, FEWSHOT_SHOTS)
-    return _split_from_ids(saved, dataset, lambda sid, problem: CheckpointError(
-        f"{path}: shot {sid!r} {problem}; cannot resume with the run's shots"))
-
-
-def _split_from_ids(saved: dict, dataset, error: Callable[[str, str], Exception]) -> ShotSplit:
-    """A shots.json-style dict ({"train"|"val": {label: [sample id]}, "short_classes"}) as indices
-    into `dataset`; `error(sid, problem)` is raised for a shot that is not there or changed class."""
-    from .datasets import ShotSplit
-
-    index = {sid: i for i, sid in enumerate(dataset.sample_ids)}
-    parts: dict[str, list[int]] = {}
-    for part in ("train", "val"):
-        parts[part] = []
-        for label, ids in saved.get(part, {}).items():
-            for sid in ids:
-                i = index.get(sid)
-                if i is None:
-                    raise error(sid, "is no longer in the dataset")
-                if dataset.labels[dataset.targets[i]] != label:
-                    raise error(sid, f"is now class {dataset.labels[dataset.targets[i]]!r}, not {label!r}")
-                parts[part].append(i)
-    return ShotSplit(sorted(parts["train"]), sorted(parts["val"]), dict(saved.get("short_classes", {})))
-
-
-class _Preloaded:
-    """A dataset view that hands out samples already read (once each) before reading the files again."""
-
-    def __init__(self, dataset, loaded: dict[int, tuple]):
-        self._dataset, self._loaded = dataset, loaded
-
-    def __len__(self) -> int:
-        return len(self._dataset)
-
-    def __getitem__(self, i: int):
-        return self._loaded.pop(i) if i in self._loaded else self._dataset[i]
-
-    def __getattr__(self, name: str):
-        return getattr(self._dataset, name)
-
-
-def _sample_readable_shots(dataset, opts: FewShotOptions) -> tuple[ShotSplit, list[dict], _Preloaded]:
-    """Seeded shots of which every one reads; a drawn file that fails is replaced by the class's
-    next member (deterministically) and listed as {"id", "error"}. The returned view of `dataset`
-    serves the shots read for this check, so feature computation does not read them again."""
-    from clip2point.errors import InputFileError
-
-    from .datasets import sample_shots
-
-    unreadable: list[dict] = []
-    loaded: dict[int, tuple] = {}
-
-    def reads(i: int) -> bool:
-        try:
-            loaded[i] = dataset[i]
-        except InputFileError as e:
-            unreadable.append({"id": dataset.sample_ids[i], "error": str(e)})
-            return False
-        return True
-
-    split = sample_shots(dataset.targets, dataset.labels, opts.shots, opts.seed,
-                         opts.val_fraction if opts.select == "val" else 0.0, usable=reads)
-    return split, unreadable, _Preloaded(dataset, loaded)
-
-
-def _shot_counts(labels: Sequence[str], train: FeatureSet, val: FeatureSet | None) -> dict[str, dict[str, int]]:
-    """Per class: how many training and validation shots the adapter really got (readable ones)."""
-    def count(feats: FeatureSet | None) -> list[int]:
-        if feats is None or not len(feats):
-            return [0] * len(labels)
-        return torch.bincount(feats.targets, minlength=len(labels)).tolist()
-
-    return {lab: {"train": t, "val": v} for lab, t, v in zip(labels, count(train), count(val), strict=True)}
-
-
 def _encoder_ids(bundle, depth_encoder: str | None) -> tuple[dict, str | None]:
     from clip2point.models.encoders import sha256_file
 
@@ -559,22 +143,23 @@ class FewShotRun:
     (both paths' per-view features of the shots, of their R resampled point sets, and of the test
     split when it is reported or selects the epoch; all cached), `train()` (the epochs, see
     `AdapterTrainer`: epoch / end of epoch), `finish()` (test report, summary.json).
-    Events for progress displays: on_event("stage", name=...), ("features", done=, total=, name=),
-    ("epoch", metrics=, epochs=); under torchrun (`ctx`) rank 0 alone sends them, and its
+    Events (`clip2point.events.Event`) for progress displays: "stage" (data `name`), "features"
+    (done / total batches, `name`), "epoch" (done / total epochs, the metrics line as data); under
+    torchrun (`ctx`) rank 0 alone sends them, and its
     "features" events count its own share. On ranks other than 0 `run()` ends after `features()`
     and returns None (see the module's docstring).
     """
 
     def __init__(self, data: str | Path, out: str | Path, opts: FewShotOptions, resume: bool = False,
-                 on_event: EventCallback | None = None, ctx: DistContext | None = None):
+                 on_event: EventHook | None = None, ctx: DistContext | None = None):
         self.data, self.run_dir, self.opts, self.resume, self.on_event = data, Path(out), opts, resume, on_event
         self.ctx = ctx or DistContext()
         self.warnings: list[str] = []
         self.unreadable: list[dict] = []
 
-    def emit(self, kind: str, **info) -> None:
-        if self.on_event is not None and self.ctx.is_main:
-            self.on_event(kind, **info)
+    def emit(self, kind: str, done: int | None = None, total: int | None = None, **data) -> None:
+        if self.ctx.is_main:
+            emit(self.on_event, kind, done, total, **data)
 
     def run(self) -> dict | None:
         self.t_start = time.perf_counter()
@@ -643,11 +228,12 @@ class FewShotRun:
 
                 self._check_resume(read_run_config(run), config)
             if self.resume:
-                self.split = _load_shots(run, self.train_ds)
+                self.split = load_shots(run, self.train_ds)
             else:
                 self.emit("stage", name="sampling shots")
-                self.split, self.unreadable, self.shots_ds = _sample_readable_shots(self.train_ds, opts)
-            shots = _shots_json(self.train_ds, self.split, opts.seed, opts.shots)
+                self.split, self.unreadable, self.shots_ds = sample_readable_shots(
+                    self.train_ds, opts.shots, opts.seed, opts.val_fraction if opts.select == "val" else 0.0)
+            shots = shots_json(self.train_ds, self.split, opts.seed, opts.shots)
             if not self.resume:
                 # shots.json first: a config.json (what --resume looks for) always comes with its shots
                 write_json(run / "shots.json", shots)
@@ -655,7 +241,7 @@ class FewShotRun:
         # Every rank trains nothing but encodes its share of rank 0's shots, named by sample id.
         shots = broadcast_object(self.ctx, shots)
         if not main:
-            self.split = _split_from_ids(shots, self.train_ds, lambda sid, problem: DatasetError(
+            self.split = split_from_ids(shots, self.train_ds, lambda sid, problem: DatasetError(
                 f"rank {self.ctx.rank}: shot {sid!r} of rank 0 {problem} as this rank reads {self.data}"))
 
     def _check_run_folder(self) -> None:
@@ -697,15 +283,20 @@ class FewShotRun:
         return config
 
     def _check_resume(self, old: dict, config: dict) -> None:
-        saved = {**RESUME_DEFAULTS, **old.get("options", {})}
-        diffs = [k for k in RESUME_KEYS if saved.get(k) != config["options"].get(k)]
+        from clip2point.store.resume import changed_options, refuse_changed_options
+
+        saved, now = old.get("options", {}), config["options"]
+        # An option a run did not record (made before the option existed) meant RESUME_DEFAULTS, else None.
+        recorded = {**dict.fromkeys(RESUME_KEYS), **RESUME_DEFAULTS}
+        others: list[str] = []
         for key, what in RESUME_IDENTITY.items():
-            if old.get(key) != config[key] and not (key == "encoder_ids" and diffs):
-                diffs.append(f"{what} ({old.get(key)} != {config[key]})")
+            # encoder ids follow from the options and identities before them: named only on their own
+            follows = key == "encoder_ids" and (others or changed_options(saved, now, RESUME_KEYS, recorded))
+            if old.get(key) != config[key] and not follows:
+                others.append(f"{what} ({old.get(key)} != {config[key]})")
         if old.get("labels") != self.labels:
-            diffs.append("labels (the dataset's classes changed)")
-        if diffs:
-            raise UsageError(f"{self.run_dir}: cannot resume with different options: {', '.join(diffs)}")
+            others.append("labels (the dataset's classes changed)")
+        refuse_changed_options(self.run_dir, saved, now, RESUME_KEYS, recorded_defaults=recorded, other_changes=others)
 
     # -- features ---------------------------------------------------------------------------------
 
@@ -714,7 +305,7 @@ class FewShotRun:
         the test split when it selects the epoch), from the cache or rendered and encoded once."""
         from clip2point.store.paths import cache_dir as default_cache_dir
 
-        from .datasets import resampled
+        from .point_dataset import resampled
 
         opts, main = self.opts, self.ctx.is_main
         self.emit("stage", name="features")
@@ -756,7 +347,7 @@ class FewShotRun:
         clf = self.clf
         return cached_features(
             dataset, indices, clf.depth_encoder, clf.clip_encoder, self.settings, self.encoder_ids, self.cache,
-            self.device, self.opts.feature_batch_size, lambda d, t: self.emit("features", done=d, total=t, name=name),
+            self.device, self.opts.feature_batch_size, lambda d, t: self.emit("features", d, t, name=name),
             self.ctx,
         )
 
@@ -821,7 +412,7 @@ class FewShotRun:
             "best_epoch": result.best["epoch"], "best_val_acc": result.best["val_acc"] if opts.select == "val" else None,
             "selection": {"select": opts.select, "note": SELECTION_NOTES.get(opts.select)},
             "resamples": len(self.train_sets),
-            "shots_per_class": _shot_counts(labels, self.train_feats, self.val_feats),
+            "shots_per_class": shot_counts(labels, self.train_feats, self.val_feats),
             "last": result.last, "skipped": self.unreadable + self.shot_feats.skipped,
             "short_classes": self.split.short_classes, "feature_cache_hit": self.cache_hit,
             "feature_time_s": round(self.feature_time, 3), "warnings": self.warnings,
@@ -869,14 +460,15 @@ def run_fewshot(
     out: str | Path,
     opts: FewShotOptions,
     resume: bool = False,
-    on_event: EventCallback | None = None,
+    on_event: EventHook | None = None,
     ctx: DistContext | None = None,
 ) -> dict | None:
     """Train an adapter on `opts.shots` samples per class of `data`'s train split; returns the summary.
 
-    Events for progress displays: on_event("stage", name=...), ("features", done=, total=, name=),
-    ("epoch", metrics=, epochs=). The stages are `FewShotRun`'s. Under torchrun pass the
-    `clip2point.distributed.setup` context as `ctx`: the ranks share the feature work, each on
-    `ctx.device`, and rank 0 trains, writes the run and returns the summary (the others None).
+    `on_event(Event)` for progress displays: "stage" (data `name`), "features" (done / total
+    batches, `name`), "epoch" (done / total epochs, the metrics line). The stages are `FewShotRun`'s.
+    Under torchrun pass the context of `clip2point.distributed.process_group` as `ctx`: the ranks
+    share the feature work, each on `ctx.device`, and rank 0 trains, writes the run and returns the
+    summary (the others None).
     """
     return FewShotRun(data, out, opts, resume, on_event, ctx).run()

@@ -1,4 +1,4 @@
-"""The one progress layout of the CLI (library code reports progress through callbacks).
+"""The one progress layout of the CLI (library runs report through `clip2point.events`; the commands show their events here).
 
 On a terminal it is a rich progress bar. When stderr is not a terminal (a log file, CI, a pipe,
 `nohup`), a bar would only ever show its last frame, so the same calls print a plain progress line

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from .. import defaults
 from . import _options as opt
+
+if TYPE_CHECKING:
+    from ..events import Event
 
 
 def fewshot(
@@ -124,24 +127,24 @@ def _train(console, data: Path, out: Path, opts, resume: bool, quiet: bool, ctx)
     with progress_bar(console, info=True, disable=quiet or not ctx.is_main) as progress:
         tasks: dict[str, int] = {}
 
-        def on_event(kind: str, **info) -> None:
-            if kind == "stage" and not quiet:
-                progress.console.print(f"[dim]{info['name']}[/]")
-            elif kind == "features":
-                key = f"features ({info['name']})"
+        def on_event(event: Event) -> None:
+            if event.kind == "stage" and not quiet:
+                progress.console.print(f"[dim]{event.get('name')}[/]")
+            elif event.kind == "features":
+                key = f"features ({event.get('name')})"
                 if key not in tasks:
-                    tasks[key] = progress.add_task(key, total=info["total"], info="")
-                progress.update(tasks[key], completed=info["done"])
-            elif kind == "epoch":
-                m = info["metrics"]
+                    tasks[key] = progress.add_task(key, total=event.total, info="")
+                progress.update(tasks[key], completed=event.done)
+            elif event.kind == "epoch":
+                m = event.data
                 if "train" not in tasks:
-                    tasks["train"] = progress.add_task("training", total=info["epochs"], info="")
+                    tasks["train"] = progress.add_task("training", total=event.total, info="")
                 text = f"loss {m['loss']:.3f}  acc {m['train_acc']:.3f}"
                 if "val_acc" in m:
                     text += f"  val {m['val_acc']:.3f}"
                 if "test_acc" in m:
                     text += f"  test {m['test_acc']:.3f}"
-                progress.update(tasks["train"], completed=m["epoch"], info=text)
+                progress.update(tasks["train"], completed=event.done, info=text)
 
         return run_fewshot(data, out, opts, resume=resume, on_event=on_event, ctx=ctx)
 

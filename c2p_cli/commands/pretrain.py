@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from .. import defaults
 from . import _options as opt
+
+if TYPE_CHECKING:
+    from ..events import Event
 
 SHOW_SKIPPED = 5  # skipped models listed on the console; config.json lists them all
 
@@ -57,6 +60,8 @@ def pretrain(
     from clip2point.training.pretrain import PretrainConfig
     from clip2point.training.pretrain import pretrain as run_pretrain
 
+    from ..distributed import process_group, resolve_device
+
     config = PretrainConfig(
         data=str(data), out=str(run), layout=layout, split=split, model=model, pretrained=pretrained,
         init_weights=str(init) if init else None, epochs=epochs, batch_size=batch_size, accumulate=accumulate,
@@ -69,7 +74,8 @@ def pretrain(
     console = Console(stderr=True)
     display = _Display(console)
     try:
-        result = run_pretrain(config, on_event=display)
+        with process_group(resolve_device(device)) as ctx:
+            result = run_pretrain(config, on_event=display, ctx=ctx)
     finally:
         display.close()
     if display.active:
@@ -101,38 +107,41 @@ class _Display:
             self.progress.start()
             self.active = True
 
-    def __call__(self, kind: str, info: dict) -> None:
+    def __call__(self, event: Event) -> None:
         self._start()
-        p = self.progress
-        if kind == "features":
+        p, info = self.progress, event.data
+        if event.kind == "features":
             if self.features_task is None:
-                self.features_task = p.add_task("image features", total=info["total"], info="")
-            p.update(self.features_task, completed=info["done"])
-        elif kind == "start":
-            cache = info.get("cache", {})
-            note = "cache hit" if cache.get("hit") else ("cached" if cache.get("enabled") else "no cache")
-            self.console.print(
-                f"{info['models']} pairs, {info['world_size']} process(es), effective batch {info['effective_batch']}, "
-                f"{info['steps_per_epoch']} steps/epoch, image features: {note}", highlight=False,
-            )
-            skipped = info.get("skipped", [])
-            if skipped:
-                # Models with unreadable files were left out when the pairs set was opened.
-                self.console.print(f"skipped {len(skipped)} model(s) with unusable files:", highlight=False)
-                for entry in skipped[:SHOW_SKIPPED]:
-                    self.console.print(f"  {entry.get('source')}: {entry.get('problem')}", highlight=False, markup=False)
-                if len(skipped) > SHOW_SKIPPED:
-                    self.console.print(f"  ... and {len(skipped) - SHOW_SKIPPED} more (listed in the run's config.json)",
-                                       highlight=False)
-            self.steps_task = p.add_task("pretrain", total=info["total_steps"], completed=info["step"], info="")
-        elif kind == "step" and self.steps_task is not None:
-            p.update(self.steps_task, completed=info["step"],
+                self.features_task = p.add_task("image features", total=event.total, info="")
+            p.update(self.features_task, completed=event.done)
+        elif event.kind == "start":
+            self._print_start(info)
+            self.steps_task = p.add_task("pretrain", total=event.total, completed=event.done, info="")
+        elif event.kind == "step" and self.steps_task is not None:
+            p.update(self.steps_task, completed=event.done,
                      info=f"epoch {info['epoch'] + 1} loss {info['loss']:.3f} w {info['w']:.3f} "
                           f"lr {info['lr']:.2e} {info['samples_per_s']:.1f}/s")
-        elif kind == "epoch":
+        elif event.kind == "epoch":
             acc = f" val_acc {info['val_acc']:.4f}" if "val_acc" in info else ""
             means = " ".join(f"{k[:-5]} {v:.4f}" for k, v in info.items() if k.endswith("_mean"))
             p.console.print(f"epoch {info['epoch'] + 1}: {means}{acc}", highlight=False)
+
+    def _print_start(self, info) -> None:
+        cache = info.get("cache", {})
+        note = "cache hit" if cache.get("hit") else ("cached" if cache.get("enabled") else "no cache")
+        self.console.print(
+            f"{info['models']} pairs, {info['world_size']} process(es), effective batch {info['effective_batch']}, "
+            f"{info['steps_per_epoch']} steps/epoch, image features: {note}", highlight=False,
+        )
+        skipped = info.get("skipped", [])
+        if skipped:
+            # Models with unreadable files were left out when the pairs set was opened.
+            self.console.print(f"skipped {len(skipped)} model(s) with unusable files:", highlight=False)
+            for entry in skipped[:SHOW_SKIPPED]:
+                self.console.print(f"  {entry.get('source')}: {entry.get('problem')}", highlight=False, markup=False)
+            if len(skipped) > SHOW_SKIPPED:
+                self.console.print(f"  ... and {len(skipped) - SHOW_SKIPPED} more (listed in the run's config.json)",
+                                   highlight=False)
 
     def close(self) -> None:
         if self.progress is not None:

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 from ._common import DEFAULT_BIN_COLUMNS, DEFAULT_MAX_POINTS, Geometry, _fan, _triangle_areas
 from ._formats import MESH_EXTENSIONS, POINT_EXTENSIONS, SUPPORTED_EXTENSIONS, check_read_limits
-from ._inputs import list_inputs
 from ._normalize import normalize_unit_sphere, unit_sphere_transform
 from ._read import FPS_MESH_SAMPLES_FACTOR, FPS_MESH_SAMPLES_MIN, load_raw, read_cloud, read_mesh, read_points
 from ._sampling import FPS_BACKENDS, SAMPLING_METHODS, farthest_point_sample, sample_surface, subsample
@@ -51,7 +50,6 @@ __all__ = [
     "Geometry",
     "check_read_limits",
     "farthest_point_sample",
-    "list_inputs",
     "load_raw",
     "normalize_unit_sphere",
     "read_cloud",

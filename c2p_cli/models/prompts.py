@@ -196,13 +196,11 @@ def _cache_key(bundle, texts: Sequence[Sequence[str]]) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def encode_prompts(bundle, labels: Sequence[str], templates: Sequence[str], batch_size: int = 256) -> torch.Tensor:
-    """[K, D] L2-normalised class embeddings: per label, the mean of its normalised template embeddings, re-normalised."""
-    return _encode_texts(bundle, prompt_texts(labels, templates), batch_size)
-
-
 def _encode_texts(bundle, per_label: Sequence[Sequence[str]], batch_size: int = 256) -> torch.Tensor:
+    """[K, D] L2-normalised class embeddings: per label, the mean of its normalised template
+    embeddings, re-normalised."""
     import torch
+
     model = bundle.model
     device = bundle.device
     texts = [text for group in per_label for text in group]

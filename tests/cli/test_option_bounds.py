@@ -1,4 +1,4 @@
-"""Option bounds (issue 11, class 8): each bad value is a usage error (exit 2, one line) found while
+"""Option bounds: each bad value is a usage error (exit 2, one line) found while
 the command line is parsed, before any file is read or any model loads; adapter checkpoints honour
 or refuse --model / --pretrained instead of ignoring them."""
 

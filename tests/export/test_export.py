@@ -169,7 +169,7 @@ def test_check_fails_on_a_tampered_graph(zero_shot, exported, tmp_path, monkeypa
 
 
 def test_compare_logits_rule():
-    from clip2point.export.onnx import compare_logits
+    from clip2point.export.parity import compare_logits
 
     ref = np.array([[10.0, 2.0, 1.0], [5.0, 5.0005, 0.0]])
     ok = compare_logits(ref, ref + 1e-4, inputs="x")
@@ -190,7 +190,8 @@ def test_generic_export_of_an_open_clip_tower_with_dynamic_batch(tmp_path):
     """export_depth_graph on a stand-in head: open_clip's unfolded tiny visual tower + a linear layer."""
     import open_clip
 
-    from clip2point.export.onnx import cpu_session, export_depth_graph, random_depth_maps
+    from clip2point.export.onnx import export_depth_graph
+    from clip2point.export.parity import cpu_session, random_depth_maps
     from clip2point.models.encoders import register_model_configs
 
     register_model_configs()
@@ -342,7 +343,7 @@ def test_a_lone_onnx_file_is_enough_for_both_runners(zero_shot, exported, files,
 
 def test_lone_graphs_that_lie_or_failed_are_refused(exported, tmp_path):
     from clip2point.errors import CheckpointError, ExportCheckError
-    from clip2point.export.onnx import stamp_graph
+    from clip2point.export.onnx_files import stamp_graph
     from clip2point.export.run_onnx import OnnxPointsClassifier
 
     good = _props(exported / md.POINTS_ONNX)
@@ -386,6 +387,7 @@ def test_the_full_onnx_checker_runs_on_every_graph(zero_shot, exported, tmp_path
 
     from clip2point.errors import ModelError
     from clip2point.export import onnx as exp
+    from clip2point.export.onnx_files import stamp_graph
 
     # A graph the plain checker accepts and only full_check (type inference) rejects.
     relu = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
@@ -394,7 +396,7 @@ def test_the_full_onnx_checker_runs_on_every_graph(zero_shot, exported, tmp_path
     onnx.save(helper.make_model(relu, opset_imports=[helper.make_opsetid("", 18)]), str(bad))
     onnx.checker.check_model(str(bad))
     with pytest.raises(ModelError, match="bad.onnx: the ONNX checker rejects the exported graph"):
-        exp.stamp_graph(bad, {"c2p.format": "c2p-export"})
+        stamp_graph(bad, {"c2p.format": "c2p-export"})
 
     calls = []
     real = onnx.checker.check_model

@@ -5,7 +5,7 @@ TensorRT cannot be installed here (its wheels come from NVIDIA's index and need 
 `FakeTensorRT` below stands in for the `tensorrt` module. It records every call and checks only
 what a real TensorRT would also refuse (unknown tensor names, shapes outside the profile).
 These are CALL-ORDER TESTS, NOT TENSORRT RUNS: they prove that `clip2point.export.tensorrt` and
-`clip2point.export.runtime.TensorRTHead` drive the TensorRT 10 Python API in the right order with the right
+`clip2point.export.tensorrt.TensorRTHead` drive the TensorRT 10 Python API in the right order with the right
 shapes, names and pointers; they say nothing about TensorRT's numerics (the engine-vs-ONNX
 Runtime check in `build_and_check` does that on a machine with TensorRT).
 """
@@ -307,13 +307,11 @@ def test_build_and_check_records_the_engine_in_the_metadata(fake_trt, tmp_path):
 
 def test_engine_head_binds_pointers_and_chunks_batches(fake_trt, tmp_path, monkeypatch):
     """TensorRTHead against the fake engine (call-order test, CPU memory standing in for CUDA memory)."""
-    from clip2point.export.runtime import TensorRTHead
-
     monkeypatch.setattr(ttrt, "require_cuda", lambda device="cuda": torch.device("cpu"))
     monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
     monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: types.SimpleNamespace(cuda_stream=1234))
     (tmp_path / md.ENGINE_FILE).write_bytes(b"ENGINE")
-    head = TensorRTHead(tmp_path / md.ENGINE_FILE)
+    head = ttrt.TensorRTHead(tmp_path / md.ENGINE_FILE)
     assert (head.min_batch, head.max_batch, head.num_classes) == (1, 3, 5)
     depth = torch.rand(7, *FIXED)
     logits = head(depth)
@@ -329,13 +327,11 @@ def test_engine_head_binds_pointers_and_chunks_batches(fake_trt, tmp_path, monke
     from clip2point.errors import CheckpointError
 
     with pytest.raises(CheckpointError, match="cannot load this engine"):
-        TensorRTHead(tmp_path / "bad.engine")
+        ttrt.TensorRTHead(tmp_path / "bad.engine")
 
 
 def test_engine_context_is_created_and_run_on_the_engines_gpu(fake_trt, tmp_path, monkeypatch):
     """With another GPU current, TensorRT would allocate the context and enqueue on the wrong device."""
-    from clip2point.export.runtime import TensorRTHead
-
     current = ["cuda:0"]  # the process's current device, not the engine's
 
     @contextlib.contextmanager
@@ -355,7 +351,7 @@ def test_engine_context_is_created_and_run_on_the_engines_gpu(fake_trt, tmp_path
     monkeypatch.setattr(torch.cuda, "device", device)
     monkeypatch.setattr(torch.cuda, "current_stream", lambda d=None: types.SimpleNamespace(cuda_stream=1))
     (tmp_path / md.ENGINE_FILE).write_bytes(b"ENGINE")
-    head = TensorRTHead(tmp_path / md.ENGINE_FILE, "cuda:1")
+    head = ttrt.TensorRTHead(tmp_path / md.ENGINE_FILE, "cuda:1")
     head.device = torch.device("cpu")  # CPU memory stands in for cuda:1's in the pointer arithmetic
     monkeypatch.setattr(torch.cuda, "device", lambda d: device("cuda:1" if str(d) == "cpu" else d))
     head(torch.rand(4, *FIXED))

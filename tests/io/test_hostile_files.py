@@ -1,4 +1,4 @@
-"""Hostile files against the readers (issue 11): lying headers, decompression bombs, memory that
+"""Hostile files against the readers: lying headers, decompression bombs, memory that
 grows with the file or worse, silent wrong data. Files are made on the fly and kept small: sparse
 files and declared sizes stand in for gigabytes. Memory is a size bound, measured in a subprocess
 from its peak RSS (VmHWM, reset just before the read), never a timing."""
@@ -18,6 +18,7 @@ import pytest
 
 from clip2point import io
 from clip2point.errors import InputFileError
+from tests.io.reader_helpers import cloud_error_of
 
 MB = 1 << 20
 # What any read may use beyond its bound: chunk buffers, loadtxt's own, allocator slack.
@@ -67,14 +68,6 @@ def peak_extra(path: Path, warm: Path, **options) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def error_of(path: Path, **kwargs) -> str:
-    with pytest.raises(InputFileError) as info:
-        io.read_cloud(path, **kwargs)
-    msg = str(info.value)
-    assert str(path) in msg and "\n" not in msg
-    return msg
-
-
 def _text_rows(n: int) -> bytes:
     """n lines "x y z" of 6-decimal numbers (1000 distinct rows, repeated)."""
     block = "".join(f"{a:.6f} {b:.6f} {c:.6f}\n" for a, b, c in np.random.default_rng(0).random((1000, 3)).tolist())
@@ -82,16 +75,16 @@ def _text_rows(n: int) -> bytes:
 
 
 # ---------------------------------------------------------------------------------------------
-# 1. memory-unsafe parsing: lying compressed PCD (more in test_io_formats.py)
+# 1. memory-unsafe parsing: lying compressed PCD (more in test_ply_and_pcd.py)
 # ---------------------------------------------------------------------------------------------
 
 
 def test_compressed_pcd_declaring_1e8_points_in_144_bytes(tmp_path):
     header = b"VERSION 0.7\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\nWIDTH 100000000\nHEIGHT 1\nPOINTS 100000000\nDATA binary_compressed\n"
     (tmp_path / "lie.pcd").write_bytes(header + struct.pack("<II", 8, 1_200_000_000) + b"\x1f" * 8)
-    assert "max_points" in error_of(tmp_path / "lie.pcd")
+    assert "max_points" in cloud_error_of(tmp_path / "lie.pcd")
     (tmp_path / "lie5.pcd").write_bytes(header.replace(b"100000000", b"100000") + struct.pack("<II", 8, 1_200_000) + b"\x07abcdefgh")
-    assert "corrupt LZF data" in error_of(tmp_path / "lie5.pcd")
+    assert "corrupt LZF data" in cloud_error_of(tmp_path / "lie5.pcd")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,10 +95,10 @@ def test_compressed_pcd_declaring_1e8_points_in_144_bytes(tmp_path):
 def test_npz_bomb_is_refused_before_inflating(tmp_path, warm):
     np.savez_compressed(tmp_path / "bomb.npz", points=np.zeros((4_000_000, 3)))  # 96 MB inflated, ~100 KB
     assert (tmp_path / "bomb.npz").stat().st_size < 1 * MB
-    msg = error_of(tmp_path / "bomb.npz", max_points=100_000)
+    msg = cloud_error_of(tmp_path / "bomb.npz", max_points=100_000)
     assert "uncompressed bytes, more than the limit" in msg
     # Within the byte limit but over max_points: refused from the member's own header.
-    msg = error_of(tmp_path / "bomb.npz", max_points=1_000_000 * 3)
+    msg = cloud_error_of(tmp_path / "bomb.npz", max_points=1_000_000 * 3)
     assert "declares 4000000 points, more than the limit of 3000000" in msg
     if Path("/proc/self/status").exists():
         assert peak_extra(tmp_path / "bomb.npz", warm, max_points=100_000)["extra"] < FIXED
@@ -126,13 +119,13 @@ def test_npz_member_that_inflates_past_its_declared_size(tmp_path):
         assert struct.unpack_from("<I", data, at)[0] == len(buf.getvalue())
         struct.pack_into("<I", data, at, 1000)
     (tmp_path / "lie.npz").write_bytes(bytes(data))
-    assert "npz" in error_of(tmp_path / "lie.npz")
+    assert "npz" in cloud_error_of(tmp_path / "lie.npz")
 
 
 def test_error_lines_are_bounded(tmp_path):
     names = {f"array_with_a_rather_long_name_{i:05d}": np.zeros(1) for i in range(3000)}
     np.savez(tmp_path / "many.npz", **names)
-    msg = error_of(tmp_path / "many.npz")
+    msg = cloud_error_of(tmp_path / "many.npz")
     assert "and 2995 more" in msg
     assert len(msg) <= len(str(tmp_path / "many.npz")) + 2 + InputFileError.MAX_PROBLEM
     assert len(str(InputFileError("f.ply", "x" * 10_000))) <= len("f.ply: ") + InputFileError.MAX_PROBLEM
@@ -225,7 +218,7 @@ def test_peak_memory_stays_under_four_times_the_file(tmp_path, warm, fmt):
 @linux_only
 @pytest.mark.parametrize("fmt", ["off", "obj", "ascii_ply", "binary_ply"])
 def test_a_polygon_with_more_corners_than_vertices_is_refused_before_its_fan(tmp_path, warm, fmt):
-    """The issue's 20 MB OFF with one 10M-vertex polygon over 3 vertices took 2.5 GB (about 125x
+    """A 20 MB OFF with one 10M-vertex polygon over 3 vertices took 2.5 GB (about 125x
     the file). A polygon visits each vertex once, so its corners cannot outnumber the mesh's
     vertices (for OBJ, whose faces may come first: the vertices the file has room for)."""
     k = 1_000_000
@@ -267,7 +260,7 @@ def test_a_huge_polygon_over_as_many_vertices_stays_within_the_bound(tmp_path, w
 
 
 def test_binary_ply_with_mixed_face_lists_is_read_without_a_loop_per_item(tmp_path):
-    """The issue's 20M-item list element spent 92 s in a Python loop; here a mixed triangle / quad
+    """A 20M-item list element spent 92 s in a Python loop; here a mixed triangle / quad
     list is read window by window (and must give exactly the fan triangles)."""
     nv, nf = 50, 200_000
     verts = np.random.default_rng(0).random((nv, 3)).astype("<f4")
@@ -286,7 +279,7 @@ def test_binary_ply_with_mixed_face_lists_is_read_without_a_loop_per_item(tmp_pa
     _, f = io.read_mesh(tmp_path / "mixed.ply")
     np.testing.assert_array_equal(f, np.array(expected))
     (tmp_path / "cut.ply").write_bytes(header.encode() + verts.tobytes() + b"".join(parts)[:-5])
-    assert "truncated binary PLY" in error_of(tmp_path / "cut.ply")
+    assert "truncated binary PLY" in cloud_error_of(tmp_path / "cut.ply")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -296,22 +289,22 @@ def test_binary_ply_with_mixed_face_lists_is_read_without_a_loop_per_item(tmp_pa
 
 def test_negative_and_absurd_counts_are_errors(tmp_path):
     (tmp_path / "neg.off").write_text("OFF\n-1 -1 0\n3 0 1 2\n0 0 0\n1 0 0\n0 1 0\n")
-    assert "negative number of vertices" in error_of(tmp_path / "neg.off")
+    assert "negative number of vertices" in cloud_error_of(tmp_path / "neg.off")
     header = "FIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\nWIDTH 3\nHEIGHT 1\nPOINTS -3\nDATA ascii\n"
     (tmp_path / "neg.pcd").write_text(header + "1 2 3\n4 5 6\n7 8 9\n")
-    assert "negative number of points" in error_of(tmp_path / "neg.pcd")
+    assert "negative number of points" in cloud_error_of(tmp_path / "neg.pcd")
     (tmp_path / "big.off").write_text("OFF\n40000000 0 0\n0 0 0\n1 0 0\n0 1 0\n")
-    assert "can hold at most" in error_of(tmp_path / "big.off")
+    assert "can hold at most" in cloud_error_of(tmp_path / "big.off")
     (tmp_path / "poly.off").write_text("OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n-3 0 1 2\n")
-    assert "declares -3 vertices" in error_of(tmp_path / "poly.off")
+    assert "declares -3 vertices" in cloud_error_of(tmp_path / "poly.off")
     (tmp_path / "idx.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 x\n")
-    assert "not an integer" in error_of(tmp_path / "idx.obj")
+    assert "not an integer" in cloud_error_of(tmp_path / "idx.obj")
     (tmp_path / "zero.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 0 1 2\n")
-    assert "vertex 0" in error_of(tmp_path / "zero.obj")
+    assert "vertex 0" in cloud_error_of(tmp_path / "zero.obj")
     header = "ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\nproperty float z\n"
     (tmp_path / "short.ply").write_text(header + "element face 1\nproperty list uchar int vertex_indices\nend_header\n"
                                         "0 0 0\n1 0 0\n0 1 0\n4 0 1 2\n")  # fmt: skip
-    assert "declares 4 vertices but lists 3" in error_of(tmp_path / "short.ply")
+    assert "declares 4 vertices but lists 3" in cloud_error_of(tmp_path / "short.ply")
 
 
 def test_options_are_checked(tmp_path):

@@ -31,7 +31,7 @@ def without(monkeypatch):
 
 def test_every_example_scan_reads_without_open3d(without):
     without("open3d", "trimesh")
-    files = io.list_inputs([SCANS])
+    files = sorted(f for f in SCANS.iterdir() if f.suffix.lower() in io.SUPPORTED_EXTENSIONS)
     assert {f.suffix for f in files} >= {".ply", ".off", ".obj", ".stl", ".pcd", ".npy", ".xyz"}
     for f in files:
         assert io.read_cloud(f, n_points=256).shape == (256, 3)

@@ -12,10 +12,10 @@ probabilities) where the official code sums the cosines: `official_logits` expos
 the reported logits are compared after rescaling. The same for the DPA head (scale 1 officially).
 
 What failed before (measured with these checks against earlier revisions of the code, same
-weights and clouds): at f52084f^ (before the pole fix) the zero-shot logits differed by up to 0.84
+weights and clouds): before the pole fix the zero-shot logits differed by up to 0.84
 (the prompts: 'image of a {}.', 'flower_pot' read as 'flower pot' but 'night_stand' as
 'nightstand') and still by 0.051 with the official prompt features given (the two pole views
-turned 180 degrees); at 0e28688 (pole fix, old prompts) by 0.79, and 1e-6 with the official
+turned 180 degrees); with the pole fix and the old prompts by 0.79, and 1e-6 with the official
 prompts. The official DPA checkpoint's logits differed by 0.04 and both argmaxes were wrong at
 both revisions (prompts). Now: 1.1e-6 zero-shot, 7e-8 DPA.
 """

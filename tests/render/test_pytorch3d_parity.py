@@ -2,7 +2,7 @@
 pytorch3d's definition in float32, and the depth maps pytorch3d itself rendered
 (tests/fixtures/pytorch3d_depth_maps.npz; see tests/fixtures/README.md).
 
-What failed before (run against the code before commit f52084f, and before the pre-training zoom):
+What these checks caught in earlier revisions (before the pole views were fixed, and before the pre-training zoom):
 - `test_camera_bases_are_pytorch3d_float32`: (90, 0) and (-90, 180) (and every elevation -90 /
   90 in the random set) had right and up negated, max difference 2.0;
 - the fixture test's mask count: maps6 chair_like 10548 of 32036 foreground pixels differed (the

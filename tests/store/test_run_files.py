@@ -1,4 +1,4 @@
-"""Forged run folders and checkpoints (issue 11, class 7): every field checked before use, one
+"""Forged run folders and checkpoints: every field checked before use, one
 error naming the file and the field, nothing allocated from an absurd size, resume only inside
 the run folder."""
 
@@ -144,8 +144,8 @@ def test_classify_and_eval_with_a_forged_run_fail_with_one_line(tmp_path, monkey
 
 def test_fewshot_resume_refuses_a_state_without_its_fields_or_with_a_float_rng(tmp_path):
     from clip2point.models.adapters import DualPathAdapter
+    from clip2point.training.adapter_trainer import train_adapter
     from clip2point.training.features import FeatureSet
-    from clip2point.training.fewshot import train_adapter
 
     g = torch.Generator().manual_seed(0)
     feats = FeatureSet(torch.randn(8, 10, 16, generator=g), torch.randn(8, 10, 16, generator=g),
@@ -177,6 +177,7 @@ def test_fewshot_resume_refuses_a_state_without_its_fields_or_with_a_float_rng(t
 
 def test_pretrain_resume_reads_only_checked_state_inside_the_run(tmp_path):
     from clip2point.training import pretrain as T
+    from clip2point.training.pretrain_checkpoints import latest_checkpoint
     from tests.pretrain_helpers import TINY, make_pairs, one_thread
 
     with one_thread():
@@ -185,7 +186,7 @@ def test_pretrain_resume_reads_only_checked_state_inside_the_run(tmp_path):
         kw = dict(data=str(pairs), out=str(run), model=TINY, pretrained="none", epochs=1, batch_size=2,
                   n_points=128, device="cpu", render_backend="torch", feature_cache_dir=str(tmp_path / "f"))
         T.pretrain(T.PretrainConfig(**kw))
-        folder = T.latest_checkpoint(run)
+        folder = latest_checkpoint(run)
         latest = run / "checkpoints" / "latest.json"
         resume = T.PretrainConfig(**{**kw, "epochs": 2, "resume": True})
 

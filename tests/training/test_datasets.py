@@ -11,12 +11,9 @@ import pytest
 from clip2point.errors import DatasetError, InputFileError, UsageError
 from clip2point.evaluate import read_samples
 from clip2point.io import normalize_unit_sphere
-from clip2point.training.datasets import (
-    SCANOBJECTNN_LABELS,
-    detect_layout,
-    open_dataset,
-    sample_shots,
-)
+from clip2point.training.datasets import detect_layout, open_dataset
+from clip2point.training.h5_datasets import SCANOBJECTNN_LABELS
+from clip2point.training.shots import sample_shots
 from clip2point.views import apply_up_axis
 
 
@@ -265,7 +262,7 @@ def test_scanobjectnn_variants(tmp_path):
 
 
 def test_farthest_points_from_first_is_pointnet2s_order():
-    from clip2point.training.datasets import farthest_points_from_first
+    from clip2point.training.h5_datasets import farthest_points_from_first
 
     pts = np.array([[0, 0, 0], [1, 0, 0], [0.4, 0, 0], [-2, 0, 0], [0, 0.1, 0]], np.float32)
     # from index 0: farthest is -2 (index 3); then the point farthest from both: 1 (index 1); then 0.4 / ...
@@ -380,7 +377,7 @@ def test_sample_shots_replaces_unusable_draws_from_the_same_class():
 
 
 def test_a_resampled_dataset_draws_new_points_for_the_same_samples(tmp_path):
-    from clip2point.training.datasets import resampled
+    from clip2point.training.point_dataset import resampled
 
     _write_npy_folder(tmp_path, ["a", "b"], 2)
     ds = open_dataset(tmp_path, "folder", "train", n_points=16, test_fraction=0.0)

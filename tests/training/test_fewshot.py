@@ -10,8 +10,9 @@ import torch
 from clip2point.errors import CheckpointError, UsageError
 from clip2point.models.adapters import DualPathAdapter, load_adapter_classifier, load_run_adapter
 from clip2point.store.checkpoints import load_tensors
+from clip2point.training.adapter_trainer import evaluate_features, train_adapter
 from clip2point.training.features import FeatureSet
-from clip2point.training.fewshot import FewShotOptions, evaluate_features, run_fewshot, train_adapter
+from clip2point.training.fewshot import FewShotOptions, run_fewshot
 
 V, D, K = 10, 16, 4
 CLASSES = ["cube", "sphere", "cone", "torus", "chair"]
@@ -52,8 +53,8 @@ def test_resume_after_a_kill_ends_bit_identical(tmp_path, save_every):
     kw["save_every"] = save_every  # with 2, the kill after epoch 3 loses epoch 3: it is redone
     assert result.best["epoch"] >= 1 and len(result.history) == 6
 
-    def kill_after_3(kind, metrics, epochs):
-        if metrics["epoch"] == 3:
+    def kill_after_3(event):
+        if event.kind == "epoch" and event.done == 3:
             raise _Killed
 
     killed = tmp_path / "killed"
@@ -264,7 +265,8 @@ def test_resume_compares_the_depth_encoder_by_content_not_path(tmp_path, tiny_mo
 
 
 def test_an_unreadable_drawn_shot_is_replaced_from_its_class(tmp_path, tiny_model_name):
-    from clip2point.training.datasets import open_dataset, sample_shots
+    from clip2point.training.datasets import open_dataset
+    from clip2point.training.shots import sample_shots
 
     data = _small_synth(tmp_path / "data")
     broken = "train/cube/cube_0000.ply"
@@ -304,7 +306,7 @@ def test_feature_cache_key_changes_with_the_torch_and_open_clip_versions(tmp_pat
 def test_resampled_features_are_drawn_per_epoch_and_resume_bit_identically(tmp_path):
     sets = [_random_features(30, seed) for seed in (0, 5, 9)]  # the same samples, three point sets each
     kw = {"epochs": 4, "batch_size": 8, "seed": 2, "select": "last"}
-    from clip2point.training.fewshot import AdapterTrainer
+    from clip2point.training.adapter_trainer import AdapterTrainer
 
     trainer = AdapterTrainer(_adapter(0), sets, None, tmp_path / "probe", **kw)
     a, b = trainer.epoch_features(1), trainer.epoch_features(2)
@@ -319,8 +321,8 @@ def test_resampled_features_are_drawn_per_epoch_and_resume_bit_identically(tmp_p
     one_set = train_adapter(_adapter(0), sets[0], None, tmp_path / "one", **kw)
     assert straight.last["loss"] != one_set.last["loss"]
 
-    def kill_after_2(kind, metrics, epochs):
-        if metrics["epoch"] == 2:
+    def kill_after_2(event):
+        if event.kind == "epoch" and event.done == 2:
             raise _Killed
 
     with pytest.raises(_Killed):
@@ -333,7 +335,7 @@ def test_resampled_features_are_drawn_per_epoch_and_resume_bit_identically(tmp_p
 
 
 def test_test_selection_keeps_the_first_best_test_epoch_and_says_so(tmp_path):
-    from clip2point.training.fewshot import SELECTION_NOTES
+    from clip2point.training.adapter_trainer import SELECTION_NOTES
 
     test = _random_features(16, 3)
     result = train_adapter(_adapter(0), _random_features(24, 0), test, tmp_path, epochs=5, batch_size=8, select="test")
@@ -359,7 +361,7 @@ def test_select_test_and_resamples_through_the_cli(tmp_path, tiny_model_name):
     from typer.testing import CliRunner
 
     from clip2point.app import app
-    from clip2point.training.fewshot import SELECTION_NOTES
+    from clip2point.training.adapter_trainer import SELECTION_NOTES
 
     note = SELECTION_NOTES["test"]
     data = _small_synth(tmp_path / "data")

@@ -10,13 +10,16 @@ import signal
 
 import pytest
 
+from clip2point.distributed import DistContext, weights_digest
 from clip2point.errors import CheckpointError, UsageError
 from clip2point.store.checkpoints import load_tensors, read_json
+from clip2point.training import image_features as IF
 from clip2point.training import pretrain as T
-from clip2point.training.distributed import weights_digest
+from clip2point.training import pretrain_batches as B
 from clip2point.training.pairs import open_pairs
+from clip2point.training.pretrain_checkpoints import latest_checkpoint
 from tests.cli_helpers import run_c2p
-from tests.pretrain_helpers import TINY, make_pairs, one_thread, spread_tiny_clip
+from tests.pretrain_helpers import TINY, alignment_margin, make_pairs, one_thread, spread_tiny_clip
 
 
 @pytest.fixture(scope="module")
@@ -69,11 +72,11 @@ def test_pretraining_lowers_both_losses_and_aligns_depth_with_images(pairs16, sp
 
     bundle = load_clip(TINY, str(spread_clip))
     index = open_pairs(pairs16)
-    features, _, hit = T.cached_image_features(bundle, index, T.dist_utils.DistContext(), image_size=224, bf16=False,
+    features, _, hit = IF.cached_image_features(bundle, index, DistContext(), image_size=224, bf16=False,
                                                cache_dir=cfg.feature_cache_dir)
     assert hit  # the run cached them
-    untrained = T.alignment_margin(build_depth_encoder(bundle), index, features, render_backend="torch")
-    trained = T.alignment_margin(build_depth_encoder(bundle, weights=run / "depth_encoder.safetensors"), index,
+    untrained = alignment_margin(build_depth_encoder(bundle), index, features, render_backend="torch")
+    trained = alignment_margin(build_depth_encoder(bundle, weights=run / "depth_encoder.safetensors"), index,
                                  features, render_backend="torch")
     # Calibrated on this data: untrained ~0.03, trained ~0.18 (cosine own image minus mean cosine other images).
     assert untrained["margin"] < 0.06
@@ -82,7 +85,7 @@ def test_pretraining_lowers_both_losses_and_aligns_depth_with_images(pairs16, sp
 
 
 def _digest(run) -> str:
-    tensors = load_tensors(T.latest_checkpoint(run) / "state.safetensors")
+    tensors = load_tensors(latest_checkpoint(run) / "state.safetensors")
     return weights_digest({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
 
 
@@ -94,14 +97,14 @@ def test_interrupted_and_killed_runs_resume_to_the_same_result(pairs16, tmp_path
 
     run = tmp_path / "b"
 
-    def ctrl_c_at_step_6(kind, info):  # mid-epoch 2: the real SIGINT handler saves and stops
-        if kind == "step" and info["step"] == 6:
+    def ctrl_c_at_step_6(event):  # mid-epoch 2: the real SIGINT handler saves and stops
+        if event.kind == "step" and event.done == 6:
             signal.raise_signal(signal.SIGINT)
 
     first = T.pretrain(_config(pairs16, run, tmp_path, **kw), on_event=ctrl_c_at_step_6)
     assert first.interrupted and first.steps == 6
     assert read_json(run / "checkpoints/latest.json")["step"] == 6
-    assert read_json(T.latest_checkpoint(run) / "state.json")["position"] == 2  # two batches into epoch 2
+    assert read_json(latest_checkpoint(run) / "state.json")["position"] == 2  # two batches into epoch 2
 
     with pytest.raises(UsageError, match="continue it with resume"):
         T.pretrain(_config(pairs16, run, tmp_path, **kw))
@@ -109,8 +112,8 @@ def test_interrupted_and_killed_runs_resume_to_the_same_result(pairs16, tmp_path
     class Killed(Exception):
         pass
 
-    def die_at_step_10(kind, info):  # no checkpoint: the next run goes back to the end of epoch 2
-        if kind == "step" and info["step"] == 10:
+    def die_at_step_10(event):  # no checkpoint: the next run goes back to the end of epoch 2
+        if event.kind == "step" and event.done == 10:
             raise Killed
 
     with pytest.raises(Killed):
@@ -135,7 +138,7 @@ def test_checkpoint_files_are_safetensors_and_json(pairs16, tmp_path):
                        val=str(tmp_path / "val")))
     epoch = _epochs(run)[0]
     assert epoch["val_samples"] == 4 and 0.0 <= epoch["val_acc"] <= 1.0
-    folder = T.latest_checkpoint(run)
+    folder = latest_checkpoint(run)
     assert sorted(p.name for p in folder.iterdir()) == ["state.json", "state.safetensors"]
     state = read_json(folder / "state.json")
     assert state["step"] == 1 and state["epoch"] == 1  # 2 batches, accumulated into 1 step
@@ -167,13 +170,13 @@ def test_image_feature_cache_gives_the_same_training_as_the_image_encoder(pairs1
 
 
 def test_epoch_batches_shard_ranks_and_skip_on_resume():
-    shards = [T.EpochBatches(10, 2, world_size=3, rank=r, seed=1) for r in range(3)]
+    shards = [B.EpochBatches(10, 2, world_size=3, rank=r, seed=1) for r in range(3)]
     for s in shards:
         s.set_epoch(4)
     seen = [i for s in shards for b in s for i in b]
     assert len(seen) == 12 and set(seen) == set(range(10))  # padded to 4 per rank, like DistributedSampler
     assert all(len(s) == 2 for s in shards)
-    one = T.EpochBatches(10, 4, seed=1)
+    one = B.EpochBatches(10, 4, seed=1)
     one.set_epoch(0)
     full = list(one)
     one.set_epoch(0, start=1)
@@ -181,7 +184,7 @@ def test_epoch_batches_shard_ranks_and_skip_on_resume():
     one.set_epoch(1)
     assert list(one) != full
     with pytest.raises(UsageError, match="fewer than 2"):
-        T.EpochBatches(3, 8, world_size=3)
+        B.EpochBatches(3, 8, world_size=3)
 
 
 def test_defaults_are_the_official_pretraining():
@@ -244,8 +247,8 @@ def test_pretrain_cli_writes_a_depth_encoder_that_classify_loads(pairs16, tmp_pa
 
 def test_the_last_step_of_an_epoch_weighs_its_micro_batches_evenly(pairs16, tmp_path, monkeypatch):
     # 16 pairs, batch 2, accumulate 3: 8 micro-batches in steps of 3, 3 and 2.
-    assert [T.micro_batches_in_step(b, 8, 3) for b in range(8)] == [3, 3, 3, 3, 3, 3, 2, 2]
-    assert [T.micro_batches_in_step(b, 6, 4) for b in range(6)] == [4, 4, 4, 4, 2, 2]
+    assert [B.micro_batches_in_step(b, 8, 3) for b in range(8)] == [3, 3, 3, 3, 3, 3, 2, 2]
+    assert [B.micro_batches_in_step(b, 6, 4) for b in range(6)] == [4, 4, 4, 4, 2, 2]
     weights = []
     forward = T.BalancedPretrainLoss.forward
 
@@ -260,16 +263,20 @@ def test_the_last_step_of_an_epoch_weighs_its_micro_batches_evenly(pairs16, tmp_
     assert weights == [round(1 / 3, 6)] * 6 + [0.5, 0.5]
 
 
-def test_resume_refuses_another_world_size_or_schedule(pairs16, tmp_path):
+def test_resume_refuses_another_world_size_or_schedule(pairs16, tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
     kw = dict(epochs=1, batch_size=8, n_points=256)
     T.pretrain(_config(pairs16, run, tmp_path, **kw))
-    state_file = T.latest_checkpoint(run) / "state.json"
+    state_file = latest_checkpoint(run) / "state.json"
     assert read_json(state_file)["world_size"] == 1
-    for change, pattern in ((dict(restart_epochs=3), "--restart-epochs 2 .now 3."), (dict(lr=1e-3), "--lr"),
-                            (dict(min_lr=1e-6), "--min-lr")):
+    for change, pattern in ((dict(restart_epochs=3), r"restart_epochs 2 \(now 3\)"),
+                            (dict(lr=1e-3), r"(?<!min_)lr 0.006 \(now 0.001\)"), (dict(min_lr=1e-6), r"min_lr \S+ \(now 1e-06\)")):
         with pytest.raises(UsageError, match=pattern):
             T.pretrain(_config(pairs16, run, tmp_path, resume=True, **{**kw, "epochs": 2, **change}))
+    # The library names the option; the command names its flag.
+    cli = run_c2p(["pretrain", pairs16, run, "-m", TINY, "--pretrained", "none", "--epochs", "2", "-b", "8",
+                   "--points", "256", "--device", "cpu", "--resume", "--restart-epochs", "3"], capsys, monkeypatch)
+    assert cli.code == 2 and "--restart-epochs 2 (now 3)" in cli.err, cli.err
     state = read_json(state_file)
     state["world_size"] = 2  # as if the run had been started under torchrun with 2 processes
     state_file.write_text(json.dumps(state))
@@ -306,8 +313,8 @@ def test_image_feature_shards_add_up_to_the_whole_table(pairs16):
 
     index = open_pairs(pairs16)
     visual = load_clip(TINY, "none").model.visual
-    whole = T.compute_image_features(visual, index, torch.device("cpu"), batch_size=32)
-    parts = [T.compute_image_features(visual, index, torch.device("cpu"), batch_size=32, shard=(k, 3)) for k in range(3)]
+    whole = IF.compute_image_features(visual, index, torch.device("cpu"), batch_size=32)
+    parts = [IF.compute_image_features(visual, index, torch.device("cpu"), batch_size=32, shard=(k, 3)) for k in range(3)]
     assert whole.shape == (16, 10, whole.shape[2]) and whole.abs().sum(-1).min() > 0
     for k, part in enumerate(parts):  # each share fills only its own renders
         filled = part.abs().sum(-1) > 0

@@ -16,9 +16,11 @@ import sys
 import pytest
 import torch
 
+from clip2point.distributed import weights_digest
 from clip2point.store.checkpoints import load_tensors, read_json
+from clip2point.training import image_features as IF
 from clip2point.training import pretrain as T
-from clip2point.training.distributed import weights_digest
+from clip2point.training.pretrain_checkpoints import latest_checkpoint
 from tests.pretrain_helpers import TINY, make_pairs, one_thread
 
 
@@ -27,7 +29,7 @@ def _metrics(run):
 
 
 def _model_tensors(run):
-    tensors = load_tensors(T.latest_checkpoint(run) / "state.safetensors")
+    tensors = load_tensors(latest_checkpoint(run) / "state.safetensors")
     return {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
 
 
@@ -68,7 +70,7 @@ def test_two_gloo_ranks_train_like_one_process_with_the_global_batch(tmp_path):
     torch.manual_seed(0)
     with one_thread():
         visual = load_clip(TINY, "none").model.visual
-        alone = T.compute_image_features(visual, open_pairs(pairs), torch.device("cpu"))
+        alone = IF.compute_image_features(visual, open_pairs(pairs), torch.device("cpu"))
     together = load_tensors(cache["path"])["features"]
     assert together.abs().sum(-1).min() > 0
     torch.testing.assert_close(together.float(), alone.float(), atol=2e-3, rtol=2e-3)
@@ -102,8 +104,8 @@ def test_process_group_gets_a_long_configurable_timeout(monkeypatch):
 
     import torch.distributed as dist
 
+    from clip2point import distributed as D
     from clip2point.errors import UsageError
-    from clip2point.training import distributed as D
 
     calls = []
     monkeypatch.setattr(dist, "is_initialized", lambda: False)
