@@ -139,14 +139,9 @@ def eval_cmd(
 
 def _prepare_out(out: Path) -> None:
     """Create the report folder up front: a bad --out fails before any model or data is loaded."""
-    from ..errors import UsageError
+    from ._common import output_folder
 
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"{out}: --out must be a report folder, but it is a file")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"{out}: cannot create the report folder ({e.strerror or e})") from e
+    output_folder(out, "--out", "report folder")
 
 
 def _print_report(report: dict) -> None:
