@@ -27,8 +27,9 @@ COMMANDS = [
         ("c2p classify scans/ --backend onnx --engine exported/", "a `c2p export` folder, ONNX Runtime"),
     ]),
     ("render", "render", "render", [
-        ("c2p render chair.ply -o views.png", "the 6 zero-shot views"),
-        ("c2p render scan.ply --views 10 --up y --sampling fps -o views10.png", ""),
+        ("c2p render chair.ply -o views.png", "the 6 zero-shot views, 3 x 2"),
+        ("c2p render scans/ 'more/*.ply' --out-dir views/", "one montage per file"),
+        ("c2p render scans/ --views 10 --format npy --out-dir maps/", "the maps as float32 arrays"),
     ]),
     ("synth", "synth", "synth", [
         ("c2p synth data/", "every shape class, 20 train + 5 test files each"),

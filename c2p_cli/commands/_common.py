@@ -16,6 +16,7 @@ import inspect
 import logging
 import sys
 from enum import Enum
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -127,3 +128,17 @@ def with_common_options(func):
     if signature.return_annotation is not inspect.Signature.empty:
         command.__annotations__["return"] = signature.return_annotation
     return command
+
+
+def output_folder(path: Path, flag: str, what: str = "folder") -> Path:
+    """Create the folder a command writes into before any work starts, or refuse it in one line
+    (a usage error): `path` given as `flag`, called `what` in the messages."""
+    from ..errors import UsageError
+
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{path}: {flag} must be a {what}, but it is a file")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"{path}: cannot create the {what} ({e.strerror or e})") from e
+    return path

@@ -352,3 +352,10 @@ BinColumns = Annotated[
     int,
     typer.Option("--bin-columns", callback=between(3, 64), help="float32 columns per point of .bin scans (KITTI 4, nuScenes 5)."),
 ]
+
+# ---------------------------------------------------------------------------------------------
+# Which files a path, folder or pattern stands for (clip2point.engine.inputs.gather_inputs)
+# ---------------------------------------------------------------------------------------------
+
+Recursive = Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")]
+Extensions = Annotated[str | None, typer.Option("--ext", help="Only these extensions in folders and patterns, e.g. ply,npy.")]

@@ -128,7 +128,8 @@ def eval_cmd(
         report["selection"] = note
         console.print(f"[yellow]selection:[/] {note}")
     write_json(out / "report.json", report)
-    confusion_png(out / "confusion.png", report["confusion"], report["labels"])
+    from ._plots import confusion_png
+    confusion_png(out / "confusion.png", report)
     if not quiet:
         _print_report(report)
     console.print(f"wrote {out / 'report.json'} and {out / 'confusion.png'}")
@@ -138,50 +139,9 @@ def eval_cmd(
 
 def _prepare_out(out: Path) -> None:
     """Create the report folder up front: a bad --out fails before any model or data is loaded."""
-    from ..errors import UsageError
+    from ._common import output_folder
 
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"{out}: --out must be a report folder, but it is a file")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"{out}: cannot create the report folder ({e.strerror or e})") from e
-
-
-def confusion_png(path: Path, confusion: list[list[int]], labels: list[str], cell: int = 22) -> None:
-    """Draw a row-normalised confusion matrix as a PNG with PIL (rows: true class, columns: predicted).
-
-    Diagonal cells are blue, off-diagonal red, darker for a larger share of the row; counts are
-    written in the non-empty cells.
-    """
-    from PIL import Image, ImageDraw, ImageFont
-
-    k = len(labels)
-    font = ImageFont.load_default()
-    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    text_w = int(max((probe.textlength(s, font=font) for s in labels), default=10)) + 8
-    title = "rows: true class, columns: predicted"
-    top = 18 + text_w  # title line + rotated column labels
-    width = max(text_w + k * cell + 8, int(probe.textlength(title, font=font)) + 8)
-    img = Image.new("RGB", (width, top + k * cell + 8), "white")
-    draw = ImageDraw.Draw(img)
-    draw.text((4, 2), title, fill="black", font=font)
-    for j, name in enumerate(labels):
-        tile = Image.new("RGB", (text_w, cell), "white")
-        ImageDraw.Draw(tile).text((2, 5), name, fill="black", font=font)
-        img.paste(tile.rotate(90, expand=True), (text_w + j * cell, 18))
-    for i in range(k):
-        total = sum(confusion[i]) or 1
-        y0 = top + i * cell
-        draw.text((4, y0 + 5), labels[i], fill="black", font=font)
-        for j in range(k):
-            shade = int(255 * (1.0 - confusion[i][j] / total))
-            colour = (shade, shade, 255) if i == j else (255, shade, shade)
-            x0 = text_w + j * cell
-            draw.rectangle([x0, y0, x0 + cell - 1, y0 + cell - 1], fill=colour, outline=(220, 220, 220))
-            if confusion[i][j]:
-                draw.text((x0 + 3, y0 + 5), str(confusion[i][j]), fill="black", font=font)
-    img.save(path)
+    output_folder(out, "--out", "report folder")
 
 
 def _print_report(report: dict) -> None:

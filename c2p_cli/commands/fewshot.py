@@ -109,6 +109,8 @@ def fewshot(
         return  # a rank other than 0: rank 0 reports for every rank
     if not quiet:
         _print_summary(summary)
+    from ._plots import write_curves
+    console.print(f"training curves: {write_curves(out, summary) or 'none (no epoch logged)'}", highlight=False, soft_wrap=True)
     note = (summary.get("selection") or {}).get("note")
     if note:
         console.print(f"[yellow]selection:[/] {note}")

@@ -38,19 +38,6 @@ def test_label_mapping_by_name_and_by_position():
         label_mapping(["a", "b"], ["x"], positional=True)
 
 
-def test_confusion_png(tmp_path):
-    from clip2point.commands.eval import confusion_png
-
-    small, large = tmp_path / "small.png", tmp_path / "large.png"
-    confusion_png(small, [[3, 1], [0, 4]], ["a", "b"])
-    confusion_png(large, np.eye(12, dtype=int).tolist(), [f"class_{i}" for i in range(12)])
-    a, b = Image.open(small), Image.open(large)
-    assert a.format == "PNG" and b.size[0] > a.size[0] and b.size[1] > a.size[1]
-    # The diagonal cell of a perfectly classified row is fully saturated blue.
-    pixels = np.asarray(b.convert("RGB"))
-    assert (pixels == [0, 0, 255]).all(axis=-1).sum() > 12 * 100
-
-
 @pytest.fixture(scope="module")
 def tiny_synth(tmp_path_factory):
     from clip2point.synth import write_dataset
