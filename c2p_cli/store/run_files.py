@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -76,8 +77,10 @@ def number(low: float = -math.inf, high: float = math.inf, *, low_open: bool = F
 
 def text(choices: Sequence[str] | None = None, pattern: re.Pattern | None = None, *, nonempty: bool = False) -> Rule:
     def check(path: Path, name: str, value: Any) -> None:
-        if not isinstance(value, str) or (nonempty and not value):
-            raise RunFileError(path, name, f"must be {'non-empty ' if nonempty else ''}text, got {_show(value)}")
+        if not isinstance(value, str):
+            raise RunFileError(path, name, f"must be text, got {_show(value)}")
+        if nonempty and not value:
+            raise RunFileError(path, name, "must not be empty")
         if len(value) > MAX_TEXT:
             raise RunFileError(path, name, f"is {len(value)} characters long (at most {MAX_TEXT})")
         if choices is not None and value not in choices:
@@ -218,6 +221,30 @@ def check_fewshot_config(cfg: Any, path: str | Path) -> dict:
     if views is not None and len(views) != cfg["num_views"]:
         raise RunFileError(path, "views", f"lists {len(views)} views but num_views is {cfg['num_views']}")
     return cfg
+
+
+def check_adapter_state(state: dict, path: str | Path, cfg: dict) -> None:
+    """An adapter checkpoint (best / last.safetensors) against its run's config.json: one row of
+    text features per label, of the run's feature width."""
+    t = state.get("text_features")
+    if t is None:
+        raise RunFileError(path, "text_features", "missing (not an adapter checkpoint)")
+    if t.ndim != 2:
+        raise RunFileError(path, "text_features", f"must be a [classes, dim] matrix, got shape {list(t.shape)}")
+    if t.shape[0] != len(cfg["labels"]):
+        raise RunFileError(path, "text_features", f"holds {t.shape[0]} classes, but config.json lists {len(cfg['labels'])} labels")
+    if cfg.get("dim") is not None and t.shape[1] != cfg["dim"]:
+        raise RunFileError(path, "text_features", f"holds {t.shape[1]}-wide features, but config.json says dim {cfg['dim']}")
+
+
+@contextmanager
+def blamed_on(path: str | Path, *kinds: type[Exception]) -> Iterator[None]:
+    """Errors of `kinds` raised in the block (building from a run file's values) become one
+    RunFileError naming that file."""
+    try:
+        yield
+    except kinds as e:
+        raise RunFileError(path, "", str(e)) from None
 
 
 def check_rng_tensors(tensors: dict, path: str | Path, names: Sequence[str]) -> None:

@@ -96,7 +96,7 @@ def test_the_good_export_still_classifies_every_file(exported, scans, tmp_path):
 def test_export_file_fields_follow_the_rules_of_run_files(exported, tmp_path):
     meta = json.loads((exported / md.METADATA_FILE).read_text())
     lies = {
-        "labels": (["cube", ""], "labels[1]: must be non-empty text"),
+        "labels": (["cube", ""], "labels[1]: must not be empty"),
         "views": ([[0, 0]] * 65, "views: must hold 1 to 64 items"),
         "image_size": (20000, "image_size: must be between 16 and 1024"),
         "radius": (float("nan"), "radius: must be a number"),
