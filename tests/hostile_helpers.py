@@ -30,3 +30,15 @@ def assert_one_line(err: str, *needles: str) -> str:
     for needle in needles:
         assert needle in lines[0], (needle, err)
     return lines[0]
+
+
+def read_error(path: str | Path, *needles: str, **kwargs) -> str:
+    """The InputFileError `io.read_cloud(path)` raises: one line naming the file, holding every needle."""
+    import pytest
+
+    from clip2point import io
+    from clip2point.errors import InputFileError
+
+    with pytest.raises(InputFileError) as info:
+        io.read_cloud(path, **kwargs)
+    return assert_one_line(str(info.value), f"{path}: ", *needles)

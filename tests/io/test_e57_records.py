@@ -14,8 +14,7 @@ import pytest
 
 from clip2point import io
 from tests.cli_helpers import run_c2p
-from tests.hostile_helpers import assert_one_line, tree_state
-from tests.io.test_readers import assert_error
+from tests.hostile_helpers import assert_one_line, read_error, tree_state
 
 pye57 = pytest.importorskip("pye57")
 PAGE, DATA = 1024, 1020
@@ -87,7 +86,7 @@ def test_the_forged_checksums_are_valid(tmp_path):
 def test_a_record_count_above_the_stored_points_is_refused(tmp_path, count):
     _scan(tmp_path / "good.e57", 3000)
     bad = forge(tmp_path / "good.e57", tmp_path / "lie.e57", b'recordCount="3000"', f'recordCount="{count}"'.encode())
-    assert_error(bad, f"E57 scan 0 declares {count} points, its data section holds 3000")
+    read_error(bad, f"E57 scan 0 declares {count} points, its data section holds 3000")
 
 
 def test_many_fields_packed_bits_and_several_packets_and_scans_read_whole(tmp_path):
@@ -100,15 +99,15 @@ def test_many_fields_packed_bits_and_several_packets_and_scans_read_whole(tmp_pa
     np.testing.assert_allclose(got, np.concatenate([pts, pts]).astype(np.float32), rtol=1e-6)
     # (every field counts: the 4-byte floats show one record too many, rowIndex its 17 bits each)
     bad = forge(tmp_path / "many.e57", tmp_path / "one_more.e57", f'recordCount="{n}"'.encode(), f'recordCount="{n + 1}"'.encode())
-    assert_error(bad, f"E57 scan 0 declares {n + 1} points, its data section holds {n}")
+    read_error(bad, f"E57 scan 0 declares {n + 1} points, its data section holds {n}")
 
 
 def test_a_section_header_pointing_outside_is_refused(tmp_path):
     _scan(tmp_path / "good.e57", 300)
     bad = forge(tmp_path / "good.e57", tmp_path / "far.e57", b'fileOffset="48"', b'fileOffset="9999999"')
-    assert_error(bad, "points section outside the file")
+    read_error(bad, "points section outside the file")
     bad = forge(tmp_path / "good.e57", tmp_path / "mid.e57", b'fileOffset="48"', b'fileOffset="1000"')
-    assert_error(bad, "E57 scan 0")
+    read_error(bad, "E57 scan 0")
 
 
 def test_classify_refuses_the_forged_scan_and_reads_the_others(tmp_path, capsys, monkeypatch):

@@ -18,9 +18,8 @@ import numpy as np
 import pytest
 
 from clip2point import io
-from tests.hostile_helpers import assert_one_line, tree_state
+from tests.hostile_helpers import assert_one_line, read_error, tree_state
 from tests.io.test_hostile_files import MB, linux_only, peak_extra, warm  # noqa: F401 (warm: fixture)
-from tests.io.test_readers import assert_error
 
 TRIANGLE = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], np.float32)
 
@@ -73,18 +72,18 @@ def infinite_glb(path: Path) -> Path:
 
 def test_shared_children_are_refused_before_anything_is_placed(tmp_path):
     assert dag_bomb(tmp_path / "dag.gltf").stat().st_size < 2048
-    assert_error(tmp_path / "dag.gltf", "node 1 is twice among node 0's children (a node may have one parent)")
-    assert_error(wide_bomb(tmp_path / "wide.gltf"), "node 1 is twice among node 0's children")
+    read_error(tmp_path / "dag.gltf", "node 1 is twice among node 0's children (a node may have one parent)")
+    read_error(wide_bomb(tmp_path / "wide.gltf"), "node 1 is twice among node 0's children")
     _write(tmp_path / "two_parents.gltf", _doc([{"children": [2]}, {"children": [2]}, {"mesh": 0}], roots=(0, 1)))
-    assert_error(tmp_path / "two_parents.gltf", "node 2 is a child of nodes 0 and 1")
+    read_error(tmp_path / "two_parents.gltf", "node 2 is a child of nodes 0 and 1")
     _write(tmp_path / "root_twice.gltf", _doc([{"mesh": 0}], roots=(0, 0)))
-    assert_error(tmp_path / "root_twice.gltf", "scene node 0 is listed twice")
+    read_error(tmp_path / "root_twice.gltf", "scene node 0 is listed twice")
     _write(tmp_path / "root_child.gltf", _doc([{"children": [1]}, {"mesh": 0}], roots=(0, 1)))
-    assert_error(tmp_path / "root_child.gltf", "scene node 1 is a child of node 0")
+    read_error(tmp_path / "root_child.gltf", "scene node 1 is a child of node 0")
     _write(tmp_path / "loop.gltf", _doc([{"mesh": 0}, {"children": [2]}, {"children": [1]}]))
-    assert_error(tmp_path / "loop.gltf", "cycle")  # unreachable from the scene, still refused
+    read_error(tmp_path / "loop.gltf", "cycle")  # unreachable from the scene, still refused
     _write(tmp_path / "bad_child.gltf", _doc([{"children": [[1]]}, {"mesh": 0}]))
-    assert_error(tmp_path / "bad_child.gltf", "refers to node '[1]', which does not exist")
+    read_error(tmp_path / "bad_child.gltf", "refers to node '[1]', which does not exist")
 
 
 @linux_only
@@ -99,7 +98,7 @@ def test_bombs_cost_at_most_four_times_their_size(tmp_path, warm, make):  # noqa
 def test_every_placement_of_a_shared_mesh_counts_against_max_points(tmp_path):
     # glTF lets several nodes place one mesh (instancing): each placement counts, before any read
     path = _write(tmp_path / "three.gltf", _doc([{"mesh": 0}, {"mesh": 0, "translation": [5, 0, 0]}, {"mesh": 0}], roots=(0, 1, 2)))
-    assert_error(path, "places 9 vertices (3 mesh instances), more than the limit of 8 (max_points)", max_points=8)
+    read_error(path, "places 9 vertices (3 mesh instances), more than the limit of 8 (max_points)", max_points=8)
     np.testing.assert_array_equal(io.read_points(path, max_points=9), np.concatenate([TRIANGLE, TRIANGLE + [5, 0, 0], TRIANGLE]))
 
 
@@ -122,10 +121,10 @@ def test_buffers_must_be_regular_files_inside_the_folder(tmp_path):
                         ("../outside.bin", "outside the file's folder"), ("/dev/zero", "outside the file's folder"),
                         ("missing.bin", "No such file")):  # fmt: skip
         path = _write(folder / "m.gltf", _doc([{"mesh": 0}], buffer={"byteLength": 36, "uri": uri}))
-        assert_error(path, needle)
+        read_error(path, needle)
     (folder / "short.bin").write_bytes(b"\0" * 12)
     path = _write(folder / "m.gltf", _doc([{"mesh": 0}], buffer={"byteLength": 10**12, "uri": "short.bin"}))
-    assert_error(path, "declares 1000000000000 bytes, holds 12")
+    read_error(path, "declares 1000000000000 bytes, holds 12")
 
 
 def test_infinite_coordinates_are_dropped_without_a_warning(tmp_path):
@@ -140,7 +139,7 @@ def test_infinite_coordinates_are_dropped_without_a_warning(tmp_path):
     _write(tmp_path / "nan_matrix.gltf", _doc([{"mesh": 0, "matrix": [float("nan")] * 16}]))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert_error(tmp_path / "nan_matrix.gltf", "all coordinates are NaN or Inf")
+        read_error(tmp_path / "nan_matrix.gltf", "all coordinates are NaN or Inf")
     assert not caught
 
 
