@@ -6,7 +6,10 @@ preparation (points, up axis, sampling), model identifiers and its check result 
 enough for `python -m clip2point.export.run_onnx` and `c2p classify --engine FILE.onnx`.
 
 Only the standard library is imported here: the torch-free runner (`clip2point.export.run_onnx`) reads the
-metadata too.
+metadata too. Both descriptions may come from anywhere: every field a runtime uses is checked by the
+rules of run files (clip2point.store.run_files: labels, views, image size, radius, points), one
+error naming the file and the field, and the labels must match the graph's output size
+(`check_labels_fit`).
 
 An export folder holds
     classifier.onnx          depth maps [B, V, C, S, S] -> logits [B, K]
@@ -21,10 +24,12 @@ An export folder holds
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 from clip2point.errors import CheckpointError, ExportCheckError, Opt, OptionError
+from clip2point.store import run_files as rf
 from clip2point.store.atomic import atomic_write_bytes
 
 FORMAT = "c2p-export"
@@ -49,6 +54,28 @@ PRECISIONS = ("float32", "int8")
 
 # Keys every c2p_export.json has; a runtime refuses a folder without them.
 REQUIRED_KEYS = ("format", "format_version", "labels", "views", "image_size", "radius", "in_channels", "graphs")
+# Identifiers copied from c2p_export.json into each graph when present.
+PROP_IDENTITY = ("model", "pretrained", "weights_id", "depth_encoder", "adapter", "fusion")
+
+# The fields runtimes use, checked by the rules of run files. A graph's file is a name inside the
+# export folder, never a path.
+_GRAPH_FILE = re.compile(r"^(?!\.\.?$)[^/\\]+$")
+_IN_CHANNELS = rf.integer(1, 3)
+_CHECK = rf.mapping({"passed": rf.optional(rf.boolean())})
+_POINTS = {"n_points": rf.optional(rf.N_POINTS), "up_axis": rf.optional(rf.UP_AXIS), "sampling": rf.optional(rf.SAMPLING)}
+EXPORT_FILE: dict[str, rf.Rule] = {
+    "labels": rf.LABELS,
+    "views": rf.VIEWS,
+    "image_size": rf.IMAGE_SIZE,
+    "radius": rf.RADIUS,
+    "in_channels": _IN_CHANNELS,
+    "graphs": rf.mapping(values=rf.mapping({"file": rf.text(pattern=_GRAPH_FILE)}), high=16),
+    "points": rf.optional(rf.mapping(_POINTS)),
+    "precision": rf.optional(rf.text(PRECISIONS)),
+    "check": rf.optional(rf.mapping(values=rf.optional(_CHECK), high=16)),
+    "tensorrt": rf.optional(rf.mapping({"check": rf.optional(_CHECK)})),
+    **{key: rf.optional(rf.text()) for key in PROP_IDENTITY},
+}
 
 
 def write_metadata(folder: str | Path, meta: dict[str, Any]) -> Path:
@@ -78,6 +105,7 @@ def read_metadata(folder: str | Path) -> dict[str, Any]:
     missing = [k for k in REQUIRED_KEYS if k not in meta]
     if missing:
         raise CheckpointError(f"{path}: missing {', '.join(missing)}")
+    rf.check_fields(path, meta, EXPORT_FILE)
     return meta
 
 
@@ -161,11 +189,24 @@ def graph_key(graph: str, precision: str | None, meta: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------------
 
 PROP_PREFIX = "c2p."
-# Identifiers copied from c2p_export.json into each graph when present.
-PROP_IDENTITY = ("model", "pretrained", "weights_id", "depth_encoder", "adapter", "fusion")
-MAX_LABELS = 100_000
-MAX_VIEWS = 1_000
 MAX_PROP_BYTES = 16 << 20
+# A graph's c2p.* metadata_props: plain strings for these keys, JSON for the others.
+_TEXT_PROPS = ("format", "graph", "precision", "up_axis", "sampling", "version", *PROP_IDENTITY)
+GRAPH_PROPS: dict[str, rf.Rule] = {
+    "format": rf.text((FORMAT,)),
+    "format_version": rf.integer(1, 1 << 30),
+    "graph": rf.text(("classifier", "points_classifier")),
+    "precision": rf.optional(rf.text(PRECISIONS)),
+    "labels": rf.LABELS,
+    "views": rf.VIEWS,
+    "image_size": rf.IMAGE_SIZE,
+    "radius": rf.RADIUS,
+    "in_channels": _IN_CHANNELS,
+    **{key: rf.optional(rule) for key, rule in _POINTS.items()},
+    "version": rf.optional(rf.text()),
+    "check": rf.optional(rf.mapping({"passed": rf.optional(rf.boolean())})),
+    **{key: rf.optional(rf.text()) for key in PROP_IDENTITY},
+}
 
 
 def graph_props(meta: dict[str, Any], graph: str) -> dict[str, str]:
@@ -198,92 +239,72 @@ def graph_props(meta: dict[str, Any], graph: str) -> dict[str, str]:
 
 
 def _bad(path, key: str, problem: str) -> CheckpointError:
-    return CheckpointError(f"{path}: ONNX metadata {PROP_PREFIX}{key} {problem}")
+    return rf.RunFileError(path, f"ONNX metadata {PROP_PREFIX}{key}", problem)
+
+
+def _parse_props(props: dict[str, str], path: str | Path) -> dict[str, Any]:
+    """The c2p.* metadata_props as values: strings kept for the text keys, JSON parsed for the others."""
+    values: dict[str, Any] = {}
+    for key in GRAPH_PROPS:
+        raw = props.get(PROP_PREFIX + key)
+        if raw is None or key in _TEXT_PROPS:
+            if raw is not None:
+                values[key] = raw
+            continue
+        try:
+            values[key] = json.loads(raw)
+        except (json.JSONDecodeError, RecursionError):
+            raise _bad(path, key, "is not valid JSON") from None
+    return values
 
 
 def meta_from_props(props: dict[str, str], path: str | Path) -> dict[str, Any]:
     """An export's metadata (the keys runtimes use) rebuilt from one graph's `c2p.*` metadata_props.
 
-    The file may come from anywhere: every value is type- and range-checked, and a missing or bad
-    one is a `CheckpointError` naming the file and the key.
+    The file may come from anywhere: every value is checked by the rules of run files (type,
+    range, choices), and a missing or bad one is a `CheckpointError` naming the file and the key.
     """
     if not any(k.startswith(PROP_PREFIX) for k in props):
         raise CheckpointError(f"{path}: no c2p metadata in this ONNX file (not made by c2p export, or stripped); "
                               f"give its export folder instead")  # fmt: skip
     if sum(len(k) + len(v) for k, v in props.items()) > MAX_PROP_BYTES:
         raise CheckpointError(f"{path}: ONNX metadata larger than {MAX_PROP_BYTES >> 20} MiB")
-
-    def text(key: str, required: bool = True) -> str | None:
-        value = props.get(PROP_PREFIX + key)
-        if value is None and required:
-            raise _bad(path, key, "is missing")
-        return value
-
-    def parsed(key: str, required: bool = True):
-        raw = text(key, required)
-        if raw is None:
-            return None
-        try:
-            return json.loads(raw)
-        except (json.JSONDecodeError, RecursionError):
-            raise _bad(path, key, "is not valid JSON") from None
-
-    def number(key: str, kind, low, high, required: bool = True):
-        value = parsed(key, required)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
-            raise _bad(path, key, f"must be a number, got {str(value)[:40]!r}")
-        if not low <= value <= high:
-            raise _bad(path, key, f"must be between {low} and {high}, got {value}")
-        return kind(value)
-
-    if text("format") != FORMAT:
-        raise _bad(path, "format", f"is not {FORMAT!r}")
-    version = number("format_version", int, 1, 1 << 30)
-    if version > FORMAT_VERSION:
+    values = _parse_props(props, path)
+    version = values.get("format_version")
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
         raise _bad(path, "format_version", f"{version} is newer than this c2p reads ({FORMAT_VERSION}); upgrade c2p")
-    graph = text("graph")
-    if graph not in ("classifier", "points_classifier"):
-        raise _bad(path, "graph", f"must be classifier or points_classifier, got {graph[:40]!r}")
-    precision = text("precision", required=False) or "float32"
-    if precision not in PRECISIONS:
-        raise _bad(path, "precision", f"must be one of {', '.join(PRECISIONS)}")
-    labels = parsed("labels")
-    if not isinstance(labels, list) or not 1 <= len(labels) <= MAX_LABELS or not all(isinstance(x, str) and x for x in labels):
-        raise _bad(path, "labels", f"must be a list of 1 to {MAX_LABELS} non-empty strings")
-    views = parsed("views")
-    if (not isinstance(views, list) or not 1 <= len(views) <= MAX_VIEWS or not all(
-            isinstance(v, list) and len(v) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
-            for v in views)):  # fmt: skip
-        raise _bad(path, "views", f"must be a list of 1 to {MAX_VIEWS} [elevation, azimuth] pairs")
-    up = text("up_axis", required=False) or "z"
-    if up not in ("z", "y"):
-        raise _bad(path, "up_axis", "must be z or y")
-    sampling = text("sampling", required=False) or "random"
-    if sampling not in ("random", "fps"):
-        raise _bad(path, "sampling", "must be random or fps")
-    key = graph + (INT8_SUFFIX if precision == "int8" else "")
+    rf.check_fields(path, values, GRAPH_PROPS, prefix=f"ONNX metadata {PROP_PREFIX}")
+    precision = values.get("precision", "float32")
+    key = values["graph"] + (INT8_SUFFIX if precision == "int8" else "")
     meta: dict[str, Any] = {
         "format": FORMAT,
         "format_version": version,
-        "c2p_version": text("version", required=False),
-        "labels": labels,
-        "views": [[float(e), float(a)] for e, a in views],
-        "num_views": len(views),
-        "image_size": number("image_size", int, 8, 4096),
-        "radius": number("radius", float, 0.0, 1.0),
-        "in_channels": number("in_channels", int, 1, 3),
-        "points": {"n_points": number("n_points", int, 1, 1 << 24, required=False) or 1024, "up_axis": up, "sampling": sampling},
+        "c2p_version": values.get("version"),
+        "labels": values["labels"],
+        "views": [[float(e), float(a)] for e, a in values["views"]],
+        "num_views": len(values["views"]),
+        "image_size": values["image_size"],
+        "radius": float(values["radius"]),
+        "in_channels": values["in_channels"],
+        "points": {"n_points": values.get("n_points") or 1024, "up_axis": values.get("up_axis") or "z",
+                   "sampling": values.get("sampling") or "random"},  # fmt: skip
         "precision": precision,
         "graphs": {key: {"file": Path(path).name}},
         "source": "onnx metadata_props",
+        **{name: values[name] for name in PROP_IDENTITY if name in values},
     }
-    for name in PROP_IDENTITY:
-        value = text(name, required=False)
-        if value is not None:
-            meta[name] = value[:1000]
-    check = parsed("check", required=False)
+    check = values.get("check")
     if isinstance(check, dict) and isinstance(check.get("passed"), bool):
         meta["check"] = {key: {k: check[k] for k in ("passed", "max_abs_diff") if k in check}}
     return meta
+
+
+def check_labels_fit(n_labels: int, outputs: Any, described_in: str | Path, graph: str | Path) -> None:
+    """CheckpointError unless the graph's logits have one column per label (`outputs`: the logits'
+    class dimension; a symbolic one is checked when the graph runs)."""
+    if isinstance(outputs, int) and not isinstance(outputs, bool) and outputs > 0 and outputs != n_labels:
+        raise CheckpointError(
+            f"{described_in}: lists {n_labels} label{'s' * (n_labels != 1)}, but {Path(graph).name} outputs "
+            f"{outputs} classes "
+            "(the labels do not belong to this graph)"
+        )

@@ -7,7 +7,8 @@ The first argument is a `c2p export --with-projection` folder, or the points gra
 axis, points and model id in its ONNX metadata_props, so a deployed .onnx file needs nothing beside it.
 
 Only numpy, onnxruntime and the numpy-only modules of this project (clip2point.io, clip2point.views,
-clip2point.errors, clip2point.engine.batching, clip2point.engine.result_files, clip2point.export.metadata) are imported: a machine with neither torch nor a GPU can
+clip2point.errors, clip2point.engine.batching, clip2point.engine.result_files, clip2point.export.metadata,
+clip2point.export.ort_session, clip2point.store.run_files) are imported: a machine with neither torch nor a GPU can
 classify. The graph holds the renderer and the encoder, so files only need to be read, sampled
 and normalised (clip2point.io.read_cloud) and padded into one batch. Each result has the keys of
 `c2p classify`'s results (path, label, probability, top_k, n_points, error); a file that cannot
@@ -35,9 +36,10 @@ from clip2point.engine.batching import (
     read_one,
 )
 from clip2point.engine.result_files import check_output_path, write_results
-from clip2point.errors import BackendUnavailableError, C2PError, UsageError
+from clip2point.errors import BackendUnavailableError, C2PError, CheckpointError, UsageError
 
 from . import metadata as md
+from .ort_session import load_session, output_classes, run
 
 
 def _session(path: Path):
@@ -48,9 +50,7 @@ def _session(path: Path):
     providers = ["CPUExecutionProvider"]
     if "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    return load_session(ort, path, providers)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -93,10 +93,16 @@ class OnnxPointsClassifier:
         self.graph = key
         self.labels: list[str] = list(self.meta["labels"])
         self.providers = self.session.get_providers()
+        names = sorted(i.name for i in self.session.get_inputs())
+        if names != sorted((md.POINTS_INPUT, md.LENGTHS_INPUT)):
+            raise CheckpointError(f"{self.path}: expected inputs {md.POINTS_INPUT!r} and {md.LENGTHS_INPUT!r}, got {names}")
+        described_in = f"{source}: ONNX metadata {md.PROP_PREFIX}labels" if source.is_file() else self.folder / md.METADATA_FILE
+        md.check_labels_fit(len(self.labels), output_classes(self.session, self.path), described_in, self.path)
+        self.labels_from = (len(self.labels), str(described_in))
 
     def logits(self, points: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         feeds = {md.POINTS_INPUT: np.ascontiguousarray(points, dtype=np.float32), md.LENGTHS_INPUT: lengths.astype(np.int64)}
-        return self.session.run(None, feeds)[0]
+        return run(self.session, feeds, self.path, self.labels_from)
 
     def predict(self, clouds: Sequence[np.ndarray]) -> np.ndarray:
         """Probabilities [B, K] for clouds already prepared by `clip2point.io.read_cloud`."""

@@ -22,6 +22,7 @@ from clip2point.errors import BackendUnavailableError, CheckpointError, Opt, Opt
 
 from . import metadata as md
 from .graph_inputs import check_depth
+from .ort_session import load_session, output_classes, run
 
 BACKENDS = ("onnx", "trt")
 
@@ -55,18 +56,20 @@ class OnnxRuntimeHead:
         self.path = Path(path)
         if not self.path.is_file():
             raise CheckpointError(f"{self.path}: not found")
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
         self.providers = providers or ort_providers(device)
-        try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=self.providers)
-        except Exception as e:  # onnxruntime raises its own exception types for unreadable graphs
-            raise CheckpointError(f"{self.path}: ONNX Runtime cannot load it ({str(e).splitlines()[0]})") from e
+        self.session = load_session(ort, self.path, self.providers)
         # The providers the session really got (a CUDA provider that fails to load falls back to CPU).
         self.active_providers = self.session.get_providers()
         self.input_shape: list[Any] = []
+        self.num_classes = output_classes(self.session, self.path)
+        self.labels_from: tuple[int, str] | None = None  # (how many labels, where described): expect_labels
         if check_inputs:
             self.check_inputs()
+
+    def expect_labels(self, labels: list[str], described_in: str | Path) -> None:
+        """The graph must output one logit per label (checked now, and per batch when symbolic)."""
+        md.check_labels_fit(len(labels), self.num_classes, described_in, self.path)
+        self.labels_from = (len(labels), str(described_in))
 
     def check_inputs(self) -> None:
         inputs = self.session.get_inputs()
@@ -81,7 +84,7 @@ class OnnxRuntimeHead:
     def __call__(self, depth: torch.Tensor) -> torch.Tensor:
         check_depth(depth, self.input_shape, str(self.path))
         array = depth.detach().to("cpu", torch.float32).contiguous().numpy()
-        logits = self.session.run(None, {md.DEPTH_INPUT: array})[0]
+        logits = run(self.session, {md.DEPTH_INPUT: array}, self.path, self.labels_from)
         return torch.from_numpy(np.ascontiguousarray(logits)).to(depth.device)
 
 
@@ -100,6 +103,7 @@ def _from_onnx_file(path: Path, device: str, precision: str | None):
         raise UsageError(f"{path}: a {meta['precision']} graph, not {precision}")
     md.refuse_failed_check(path.parent, meta, key)
     head.check_inputs()
+    head.expect_labels(meta["labels"], f"{path}: ONNX metadata {md.PROP_PREFIX}labels")
     return head, meta, key, torch_device
 
 
@@ -142,12 +146,14 @@ def load_exported_classifier(
         import_tensorrt()  # "not installed" is the more useful message when neither TensorRT nor a GPU is here
         torch_device = require_cuda(device if device != "auto" else "cuda")
         head = TensorRTHead(md.graph_path(folder, meta, "engine"), torch_device)
+        md.check_labels_fit(len(meta["labels"]), head.num_classes, folder / md.METADATA_FILE, head.path)
         runtime = {"backend": "trt", "engine_file": str(head.path), "tensorrt": meta.get("tensorrt", {}).get("version")}
     else:
         key = md.graph_key("classifier", precision, meta)
         md.refuse_failed_check(folder, meta, key)
         torch_device = resolve_device(device)
         head = OnnxRuntimeHead(md.graph_path(folder, meta, key), torch_device)
+        head.expect_labels(meta["labels"], folder / md.METADATA_FILE)
         runtime = {"backend": "onnx", "onnx_file": str(head.path), "precision": "int8" if key.endswith(md.INT8_SUFFIX) else "float32",
                    "providers": head.active_providers}  # fmt: skip
     return _classifier(PointCloudClassifier, head, meta, folder, torch_device, render_backend, runtime)

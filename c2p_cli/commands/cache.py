@@ -6,7 +6,8 @@ from typing import Annotated
 
 import typer
 
-from ._options import at_least
+from ..store.caches import MAX_AGE_DAYS
+from ._options import between
 
 EXAMPLES = {
     "ls": [("c2p cache ls", "each cache with its files and size"), ("c2p cache ls --json", "")],
@@ -27,16 +28,19 @@ def ls(as_json: Annotated[bool, typer.Option("--json", help="One JSON object on 
     from rich.table import Table
     from rich.text import Text
 
-    from ..store.caches import human_size, list_caches
-    from ..store.paths import cache_root
+    from ..store.caches import human_size, scan_caches
 
-    root = cache_root()
-    caches = list_caches(root)
+    folder = scan_caches()
+    root, caches = folder.root, folder.caches
     if as_json:
         typer.echo(json.dumps({"root": str(root), "bytes": sum(c.size for c in caches),
-                               "caches": [c.to_dict() for c in caches]}, indent=2))  # fmt: skip
+                               "caches": [c.to_dict() for c in caches], "not_c2p": folder.not_c2p}, indent=2))  # fmt: skip
         return
-    table = Table(title=Text(f"cache folder {root}"), title_justify="left")
+    caption = None
+    if folder.not_c2p:
+        shown = ", ".join(folder.not_c2p[:5]) + (", ..." if len(folder.not_c2p) > 5 else "")
+        caption = Text(f"{len(folder.not_c2p)} other entries are not c2p's and are left alone: {shown}")
+    table = Table(title=Text(f"cache folder {root}"), title_justify="left", caption=caption, caption_justify="left")
     for name, justify in (("cache", "left"), ("files", "right"), ("size", "right"), ("last used", "left"), ("holds", "left")):
         table.add_column(name, justify=justify)
     for c in caches:
@@ -50,7 +54,7 @@ def rm(
     names: Annotated[list[str] | None, typer.Argument(help="Caches to delete, as `c2p cache ls` names them.", show_default=False)] = None,
     all_: Annotated[bool, typer.Option("--all", help="Delete every cache.")] = False,
 ) -> None:
-    """Delete whole caches (they are recomputed when needed)."""
+    """Delete whole caches (they are recomputed when needed); only the files c2p wrote go."""
     from rich.console import Console
 
     from ..errors import UsageError
@@ -67,7 +71,8 @@ def rm(
 
 def prune(
     older_than: Annotated[
-        float | None, typer.Option("--older-than", help="Delete files not used for this many days.", callback=at_least(0))
+        float | None,
+        typer.Option("--older-than", help="Delete files not used for this many days.", callback=between(0, MAX_AGE_DAYS)),
     ] = None,
     max_size: Annotated[
         str | None, typer.Option("--max-size", help="Then delete the least recently used files until the caches fit, e.g. 2G.")

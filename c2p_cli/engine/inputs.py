@@ -11,7 +11,7 @@ ONNX runner expands inputs the same way.
 
 from __future__ import annotations
 
-import glob
+import fnmatch
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -116,7 +116,7 @@ def _expand_one(raw: str | Path, recursive: bool, exts: tuple[str, ...], pattern
     except OSError as e:
         return [_error(p, f"cannot access ({_why(e)})")]
     if pattern_ok and _MAGIC.search(str(raw)):
-        matches = sorted(glob.glob(str(raw), recursive=True))
+        matches = sorted(_glob(str(raw)))
         if not matches:
             return [_error(raw, "no file matches this pattern")]
         out: list[Path | FileResult] = []
@@ -126,8 +126,73 @@ def _expand_one(raw: str | Path, recursive: bool, exts: tuple[str, ...], pattern
                 out += _scan(mp, recursive, exts)
             elif mp.suffix.lower() in exts and not is_metadata(mp):
                 out.append(mp)
-        return out
+        return _each_file_once(out)
     return [_error(p, "no such file or folder")]
+
+
+def _glob(pattern: str) -> list[str]:
+    """What `glob.glob(pattern, recursive=True)` matches, except that `**` does not descend into
+    links to folders (glob follows them: two links to `.` make its work exponential) and no real
+    folder is listed twice for the same part of the pattern, so the work is bounded by the folders
+    under the pattern's fixed prefix times its parts. Hidden names match only a part starting with
+    a dot, as in glob. A folder link matched by a one-level part (`*`) is followed, once."""
+    parts = [part for part in pattern.split("/") if part]
+    fixed = next((i for i, part in enumerate(parts) if _MAGIC.search(part)), len(parts))
+    base = ("/" if pattern.startswith("/") else "") + "/".join(parts[:fixed])
+    parts, dirs_only = parts[fixed:], pattern.endswith("/")
+    end = ("",) if dirs_only else ()  # glob ends the folders a pattern ending in "/" matches with "/"
+    matches: list[str] = []
+    seen: set[tuple[int, int, int]] = set()
+    stack = [(base, 0, True)] if parts else []  # (folder, part, reached from the part before)
+    while stack:
+        folder, k, entered = stack.pop()
+        try:
+            st = os.stat(folder or ".")
+            if (st.st_dev, st.st_ino, k) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino, k))
+            with os.scandir(folder or ".") as it:
+                entries = [(e.name, e.is_dir(follow_symlinks=False), e.is_dir()) for e in it]
+        except OSError:
+            continue
+        part, last = parts[k], k == len(parts) - 1
+        if part == "**":  # zero folders here, then each real (not linked) sub-folder
+            if last and entered and folder:
+                matches.append(os.path.join(folder, ""))
+            elif not last:
+                stack.append((folder, k + 1, True))
+            for name, real_dir, is_dir in entries:
+                if not name.startswith("."):
+                    if last and (is_dir or not dirs_only):
+                        matches.append(os.path.join(folder, name, *end))
+                    if real_dir:
+                        stack.append((os.path.join(folder, name), k, False))
+            continue
+        for name, _, is_dir in entries:
+            if fnmatch.fnmatchcase(name, part) and (part.startswith(".") or not name.startswith(".")):
+                if last and (is_dir or not dirs_only):
+                    matches.append(os.path.join(folder, name, *end))
+                elif not last and is_dir:
+                    stack.append((os.path.join(folder, name), k + 1, True))
+    return list(dict.fromkeys(matches))
+
+
+def _each_file_once(entries: list[Path | FileResult]) -> list[Path | FileResult]:
+    """The first path to each file (a file reached through two links or two matches is read once)."""
+    seen: set[tuple[int, int]] = set()
+    out: list[Path | FileResult] = []
+    for entry in entries:
+        if isinstance(entry, Path):
+            try:
+                st = entry.stat()
+            except OSError:
+                st = None
+            if st is not None and (st.st_dev, st.st_ino) in seen:
+                continue
+            if st is not None:
+                seen.add((st.st_dev, st.st_ino))
+        out.append(entry)
+    return out
 
 
 def gather_inputs(

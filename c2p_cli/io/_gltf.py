@@ -4,7 +4,11 @@ No C++ parser sees the file: the JSON goes to Python's json module and every acc
 checked (component type, count against `max_points`, offset + stride x count against its buffer
 view, the view against its buffer) before numpy views the bytes. The default scene's node tree is
 walked with each node's transform (matrix, or translation / rotation / scale) applied, as glTF
-viewers place meshes. Triangles, strips and fans become triangles; point and line primitives give
+viewers place meshes; as glTF requires, each node has at most one parent (a node listed as a child
+twice, a cycle, a scene root that is a child: refused before anything is placed), and every
+placement of a mesh counts against `max_points` from the declared counts before any buffer is
+read. An external buffer must be a regular file inside the glTF's folder (opened without blocking,
+so a FIFO cannot hang the read). Triangles, strips and fans become triangles; point and line primitives give
 vertices only. Draco / meshopt compressed and sparse accessors are refused with a clear error.
 """
 
@@ -12,6 +16,8 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import stat
 import struct
 from urllib.parse import unquote
 
@@ -29,6 +35,13 @@ _MAX_DEPTH = 64
 
 
 def _read_gltf(src: _Source) -> Geometry:
+    # Infinite coordinates or transforms (JSON's Infinity, float32 inf) make NaN rows, which the
+    # callers drop as they drop any non-finite point: numpy's warnings about them must not print.
+    with np.errstate(all="ignore"):
+        return _read_gltf_checked(src)
+
+
+def _read_gltf_checked(src: _Source) -> Geometry:
     with src.open() as fh:
         head = fh.read(12)
         if head[:4] == _GLB_MAGIC:
@@ -147,10 +160,22 @@ class _Document:
         if "://" in uri or not target.is_relative_to(folder):
             raise _ParseError(f"glTF buffer {index} points outside the file's folder: {_quote(uri)}")
         try:
-            with open(target, "rb") as f:
-                return f.read(length)
+            # O_NONBLOCK: a FIFO (or a device) named by the uri must not hang the read; only a
+            # regular file is read
+            fd = os.open(target, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
         except OSError as e:
             raise _ParseError(f"glTF buffer {index} ({_quote(uri)}) cannot be read: {e.strerror or e}") from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise _ParseError(f"glTF buffer {index} ({_quote(uri)}) is not a regular file")
+            if st.st_size < length:  # before read() allocates what the file declares
+                raise _ParseError(f"glTF buffer {index} declares {length} bytes, holds {st.st_size}")
+        except BaseException:
+            os.close(fd)
+            raise
+        with open(fd, "rb") as f:
+            return f.read(length)
 
     def accessor(self, index, what: str, *, limit: int) -> np.ndarray:
         """The accessor's elements as an array [count, width], every size checked first."""
@@ -196,37 +221,76 @@ class _Document:
         meshes = _list(self.doc, "meshes")
         if not meshes:
             raise _ParseError("glTF holds no mesh")
-        parts: list[tuple[int, np.ndarray | None]] = []
+        placed = self.instances()
+        self._check_instanced_vertices(meshes, placed)
+        read: dict[int, list[tuple[np.ndarray, np.ndarray | None]]] = {}
         vert_parts: list[np.ndarray] = []
-        base = 0
-        for mesh_index, matrix in self.instances():
-            mesh = _item(meshes, mesh_index, "mesh")
-            for prim in _list(mesh, "primitives"):
-                if not isinstance(prim, dict):
-                    raise _ParseError(f"glTF mesh {mesh_index} has a primitive that is not an object")
-                exts = prim.get("extensions", {})
-                for ext in exts if isinstance(exts, dict) else []:
-                    if ext in _UNSUPPORTED:
-                        raise _ParseError(f"glTF mesh {mesh_index} uses {ext} (compressed meshes are not supported)")
-                attrs = prim.get("attributes", {})
-                if not isinstance(attrs, dict) or "POSITION" not in attrs:
-                    continue
-                pos = self.accessor(attrs["POSITION"], "POSITION", limit=self.budget_vertices)
-                if pos.shape[1] != 3:
-                    raise _ParseError(f"glTF mesh {mesh_index}: POSITION is not VEC3")
-                self.budget_vertices -= len(pos)
-                tris = self.triangles(prim, len(pos), mesh_index)
+        parts: list[tuple[int, np.ndarray]] = []
+        base = n_tris = 0
+        for mesh_index, matrix in placed:
+            if mesh_index not in read:  # a mesh placed by several nodes is read once
+                read[mesh_index] = self.primitives(meshes, mesh_index)
+            for pos, tris in read[mesh_index]:
+                if tris is not None and len(tris):
+                    n_tris += len(tris)
+                    if n_tris > self.src.max_points:
+                        raise _ParseError(f"glTF places more than {self.src.max_points} triangles (max_points)")
+                    parts.append((base, tris))
                 if matrix is not None:
                     pos = pos.astype(np.float64) @ matrix[:3, :3].T + matrix[:3, 3]
                 vert_parts.append(pos)
-                parts.append((base, tris))
                 base += len(pos)
         if not vert_parts:
             raise _ParseError("glTF holds no mesh with vertex positions")
         dtype = np.float32 if all(v.dtype == np.float32 for v in vert_parts) else np.float64
         verts = np.concatenate([v.astype(dtype, copy=False) for v in vert_parts])
-        faces = [t + b for b, t in parts if t is not None and len(t)]
+        faces = [t + b for b, t in parts]
         return Geometry(verts, np.concatenate(faces) if faces else None)
+
+    def _check_instanced_vertices(self, meshes: list, placed: list[tuple[int, np.ndarray | None]]) -> None:
+        """Every placement of every mesh counts against max_points, from the accessors' declared
+        counts, before any buffer is read."""
+        per_mesh: dict[int, int] = {}
+        total = 0
+        for mesh_index, _ in placed:
+            if mesh_index not in per_mesh:
+                per_mesh[mesh_index] = sum(
+                    _int(_item(_list(self.doc, "accessors"), prim["attributes"]["POSITION"], "accessor"), "count")
+                    for prim in self._primitive_list(meshes, mesh_index)
+                )
+            total += per_mesh[mesh_index]
+        if total > self.src.max_points:
+            raise _ParseError(
+                f"glTF places {total} vertices ({len(placed)} mesh instances), "
+                f"more than the limit of {self.src.max_points} (max_points)"
+            )
+
+    def _primitive_list(self, meshes: list, mesh_index) -> list[dict]:
+        """The mesh's primitives that have vertex positions (compressed ones refused)."""
+        mesh = _item(meshes, mesh_index, "mesh")
+        out = []
+        for prim in _list(mesh, "primitives"):
+            if not isinstance(prim, dict):
+                raise _ParseError(f"glTF mesh {mesh_index} has a primitive that is not an object")
+            exts = prim.get("extensions", {})
+            for ext in exts if isinstance(exts, dict) else []:
+                if ext in _UNSUPPORTED:
+                    raise _ParseError(f"glTF mesh {mesh_index} uses {ext} (compressed meshes are not supported)")
+            attrs = prim.get("attributes", {})
+            if isinstance(attrs, dict) and "POSITION" in attrs:
+                out.append(prim)
+        return out
+
+    def primitives(self, meshes: list, mesh_index: int) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """(vertices, triangles or None) of each primitive of a mesh, in the mesh's own frame."""
+        out = []
+        for prim in self._primitive_list(meshes, mesh_index):
+            pos = self.accessor(prim["attributes"]["POSITION"], "POSITION", limit=self.budget_vertices)
+            if pos.shape[1] != 3:
+                raise _ParseError(f"glTF mesh {mesh_index}: POSITION is not VEC3")
+            self.budget_vertices -= len(pos)
+            out.append((pos, self.triangles(prim, len(pos), mesh_index)))
+        return out
 
     def triangles(self, prim: dict, n_vertices: int, mesh_index: int) -> np.ndarray | None:
         mode = prim.get("mode", 4)
@@ -259,31 +323,73 @@ class _Document:
         self.budget_triangles -= len(tris)
         return tris
 
-    def instances(self):
-        """(mesh index, world matrix or None) for every mesh placed in the default scene."""
+    def instances(self) -> list[tuple[int, np.ndarray | None]]:
+        """(mesh index, world matrix or None) for every mesh placed in the default scene.
+
+        glTF gives each node at most one parent and makes a scene's nodes roots: a node listed as a
+        child twice, or a root that is also a child, is refused before anything is expanded, so a
+        few kilobytes of nodes that share children cannot place a mesh exponentially many times,
+        and the walk visits each node at most once.
+        """
         nodes = _list(self.doc, "nodes")
+        parent = _parents(nodes)
         scenes = _list(self.doc, "scenes")
         if scenes:
-            scene = _item(scenes, self.doc.get("scene", 0), "scene")
-            roots = _list(scene, "nodes")
+            roots = _list(_item(scenes, self.doc.get("scene", 0), "scene"), "nodes")
         elif nodes:
-            children = {c for n in nodes if isinstance(n, dict) for c in _list(n, "children")}
-            roots = [i for i in range(len(nodes)) if i not in children]
+            roots = [i for i in range(len(nodes)) if i not in parent]
         else:
-            yield from ((i, None) for i in range(len(_list(self.doc, "meshes"))))
-            return
-        stack = [(r, None, 0, ()) for r in reversed(roots)]
+            return [(i, None) for i in range(len(_list(self.doc, "meshes")))]
+        seen: set[int] = set()
+        for root in roots:
+            _index(root, len(nodes), "node")
+            if root in parent or root in seen:
+                why = f"a child of node {parent[root]}" if root in parent else "listed twice"
+                raise _ParseError(f"glTF scene node {root} is {why} (a scene's nodes are roots, each once)")
+            seen.add(root)
+        placed = []
+        stack = [(r, None, 0) for r in reversed(roots)]
         while stack:
-            index, parent, depth, path = stack.pop()
-            if index in path or depth > _MAX_DEPTH:
-                raise _ParseError("glTF node tree has a cycle or is deeper than 64 levels")
+            index, world_of_parent, depth = stack.pop()
+            if depth > _MAX_DEPTH:
+                raise _ParseError(f"glTF node tree is deeper than {_MAX_DEPTH} levels")
             node = _item(nodes, index, "node")
             local = _local_matrix(node, index)
-            world = local if parent is None else (parent if local is None else parent @ local)
+            world = world_of_parent if local is None else local if world_of_parent is None else world_of_parent @ local
             if "mesh" in node:
-                yield node["mesh"], world
-            for child in reversed(_list(node, "children")):
-                stack.append((child, world, depth + 1, (*path, index)))
+                placed.append((node["mesh"], world))
+            stack.extend((child, world, depth + 1) for child in reversed(_list(node, "children")))
+        return placed
+
+
+def _index(value, n: int, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < n:
+        raise _ParseError(f"glTF refers to {what} {_quote(str(value), 20)}, which does not exist")
+    return value
+
+
+def _parents(nodes: list) -> dict[int, int]:
+    """child -> parent over all nodes; a child listed twice (a shared node) or a node that is its
+    own ancestor (a cycle) is refused."""
+    parent: dict[int, int] = {}
+    for i, node in enumerate(nodes):
+        if not isinstance(node, dict):
+            raise _ParseError(f"glTF node {i} is not an object")
+        for child in _list(node, "children"):
+            child = _index(child, len(nodes), "node")
+            if child in parent:
+                where = f"twice among node {i}'s children" if parent[child] == i else f"a child of nodes {parent[child]} and {i}"
+                raise _ParseError(f"glTF node {child} is {where} (a node may have one parent)")
+            parent[child] = i
+    visited: dict[int, int] = {}  # node -> the walk up its ancestors that reached it first
+    for start in parent:
+        node = start
+        while node in parent and node not in visited:
+            visited[node] = start
+            node = parent[node]
+        if visited.get(node) == start and node in parent:  # this walk came back to itself
+            raise _ParseError(f"glTF node tree has a cycle (through node {node})")
+    return parent
 
 
 def _local_matrix(node: dict, index: int) -> np.ndarray | None:

@@ -386,6 +386,7 @@ def load_run_adapter(run: str | Path, which: str = "best", device: str | torch.d
     """The AdapterClassifier of a run folder (eval mode): encoders from its config, adapter from `which`.safetensors."""
     from clip2point.store.checkpoints import load_tensors
 
+    from ..store.run_files import blamed_on, check_adapter_state
     from .encoders import load_clip
 
     if which not in ("best", "last"):
@@ -393,10 +394,10 @@ def load_run_adapter(run: str | Path, which: str = "best", device: str | torch.d
     run = Path(run)
     cfg = read_run_config(run)
     state = load_tensors(run / f"{which}.safetensors")
-    bundle = load_clip(cfg["model"], cfg["pretrained"], device="cpu")
+    check_adapter_state(state, run / f"{which}.safetensors", cfg)
+    with blamed_on(run / "config.json", ModelError):  # its model / pretrained name the CLIP to load
+        bundle = load_clip(cfg["model"], cfg["pretrained"], device="cpu")
     check_encoder_identity(cfg, bundle)
-    if "text_features" not in state:
-        raise CheckpointError(f"{run / (which + '.safetensors')}: no text_features tensor (not an adapter checkpoint)")
     clf = build_adapter_classifier(
         bundle, cfg["labels"], state["text_features"], cfg["num_views"], cfg["fusion"],
         cfg.get("depth_encoder"), cfg.get("fold", True), cfg.get("dropout", ADAPTER_DROPOUT),

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointError
+from ..limits import MAX_SAMPLE_POINTS
 
 MAX_VIEWS = 64
 MAX_IMAGE_SIZE = 1024
@@ -73,10 +75,12 @@ def number(low: float = -math.inf, high: float = math.inf, *, low_open: bool = F
     return check
 
 
-def text(choices: Sequence[str] | None = None, pattern: re.Pattern | None = None) -> Rule:
+def text(choices: Sequence[str] | None = None, pattern: re.Pattern | None = None, *, nonempty: bool = False) -> Rule:
     def check(path: Path, name: str, value: Any) -> None:
         if not isinstance(value, str):
             raise RunFileError(path, name, f"must be text, got {_show(value)}")
+        if nonempty and not value:
+            raise RunFileError(path, name, "must not be empty")
         if len(value) > MAX_TEXT:
             raise RunFileError(path, name, f"is {len(value)} characters long (at most {MAX_TEXT})")
         if choices is not None and value not in choices:
@@ -144,9 +148,17 @@ def check_fields(path: str | Path, obj: Any, spec: dict[str, Rule], prefix: str 
 
 _VIEW = list_of(number(-3600.0, 3600.0), 2, 2)
 _SHA256 = text(pattern=re.compile(r"^[0-9a-f]{64}$"))
+# What run folders and exports (c2p_export.json, a graph's c2p.* metadata) both describe: one rule each.
+LABELS = list_of(text(nonempty=True), 1, MAX_LABELS)
+VIEWS = list_of(_VIEW, 1, MAX_VIEWS)
+IMAGE_SIZE = integer(16, MAX_IMAGE_SIZE)
+RADIUS = number(0.0, 2.0, low_open=True)
+N_POINTS = integer(1, MAX_SAMPLE_POINTS)  # points sampled per shape: the bound of every --points
+SAMPLING = text(("random", "fps"))
+UP_AXIS = text(("z", "y"))
 
 FEWSHOT_CONFIG: dict[str, Rule] = {
-    "labels": list_of(text(), 1, MAX_LABELS),
+    "labels": LABELS,
     "templates": optional(list_of(text(), 1, 1000)),
     "model": text(),
     "pretrained": text(),
@@ -158,17 +170,13 @@ FEWSHOT_CONFIG: dict[str, Rule] = {
     "dropout": optional(number(0.0, 0.999)),
     "normalize_views": optional(boolean()),
     "num_views": integer(1, MAX_VIEWS),
-    "views": optional(list_of(_VIEW, 1, MAX_VIEWS)),
+    "views": optional(VIEWS),
     "dim": optional(integer(1, 65_536)),
     "logit_scale": optional(number(0.0, 10_000.0, low_open=True)),
     "probability_scale": optional(number(0.0, 10_000.0, low_open=True)),
-    "image_size": optional(integer(16, MAX_IMAGE_SIZE)),
-    "radius": optional(number(0.0, 2.0, low_open=True)),
-    "dataset": optional(mapping({
-        "n_points": optional(integer(1, MAX_POINTS)),
-        "sampling": optional(text(("random", "fps"))),
-        "up": optional(text(("z", "y"))),
-    })),
+    "image_size": optional(IMAGE_SIZE),
+    "radius": optional(RADIUS),
+    "dataset": optional(mapping({"n_points": optional(N_POINTS), "sampling": optional(SAMPLING), "up": optional(UP_AXIS)})),
     "options": optional(mapping()),
     "selection": optional(mapping({"select": optional(text(SELECTIONS)), "note": optional(text())})),
     "resamples": optional(integer(1, 1000)),
@@ -213,6 +221,30 @@ def check_fewshot_config(cfg: Any, path: str | Path) -> dict:
     if views is not None and len(views) != cfg["num_views"]:
         raise RunFileError(path, "views", f"lists {len(views)} views but num_views is {cfg['num_views']}")
     return cfg
+
+
+def check_adapter_state(state: dict, path: str | Path, cfg: dict) -> None:
+    """An adapter checkpoint (best / last.safetensors) against its run's config.json: one row of
+    text features per label, of the run's feature width."""
+    t = state.get("text_features")
+    if t is None:
+        raise RunFileError(path, "text_features", "missing (not an adapter checkpoint)")
+    if t.ndim != 2:
+        raise RunFileError(path, "text_features", f"must be a [classes, dim] matrix, got shape {list(t.shape)}")
+    if t.shape[0] != len(cfg["labels"]):
+        raise RunFileError(path, "text_features", f"holds {t.shape[0]} classes, but config.json lists {len(cfg['labels'])} labels")
+    if cfg.get("dim") is not None and t.shape[1] != cfg["dim"]:
+        raise RunFileError(path, "text_features", f"holds {t.shape[1]}-wide features, but config.json says dim {cfg['dim']}")
+
+
+@contextmanager
+def blamed_on(path: str | Path, *kinds: type[Exception]) -> Iterator[None]:
+    """Errors of `kinds` raised in the block (building from a run file's values) become one
+    RunFileError naming that file."""
+    try:
+        yield
+    except kinds as e:
+        raise RunFileError(path, "", str(e)) from None
 
 
 def check_rng_tensors(tensors: dict, path: str | Path, names: Sequence[str]) -> None:

@@ -280,35 +280,38 @@ def test_cache_ls_rm_prune(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("C2P_CACHE_DIR", str(root))
     r = run_c2p(["cache", "ls", "--json"], capsys, monkeypatch)
     assert r.code == 0 and json.loads(r.out)["caches"] == [] and not root.exists()  # listing creates nothing
-    _sparse(root / "text_features" / "a.safetensors", 3 << 20, age_days=40)
-    _sparse(root / "text_features" / "b.safetensors", 1 << 20)
-    _sparse(root / "features" / "x.safetensors", 5 << 20, age_days=2)
-    _sparse(root / "features" / ".x.safetensors.123.tmp", 100, age_days=1)  # left by a killed write
+    a, b, x = "a" * 64 + ".safetensors", "b" * 64 + ".safetensors", "0" * 24 + ".safetensors"  # c2p's names
+    _sparse(root / "text_features" / a, 3 << 20, age_days=40)
+    _sparse(root / "text_features" / b, 1 << 20)
+    _sparse(root / "features" / x, 5 << 20, age_days=2)
+    _sparse(root / "features" / f".{x}.k3_9z.tmp", 100, age_days=1)  # left by a killed write
     outside = tmp_path / "keep.bin"
     _sparse(outside, 10)
     (root / "features" / "link").symlink_to(outside)
 
     doc = json.loads(run_c2p(["cache", "ls", "--json"], capsys, monkeypatch).out)
     sizes = {c["name"]: (c["files"], c["bytes"]) for c in doc["caches"]}
-    assert sizes == {"text_features": (2, 4 << 20), "features": (3, (5 << 20) + 100)}
+    assert sizes == {"text_features": (2, 4 << 20), "features": (2, (5 << 20) + 100)}  # the link is not c2p's
     table = run_c2p(["cache", "ls"], capsys, monkeypatch).out
     assert "text_features" in table and "4.0 MiB" in table and "9.0 MiB" in table
 
     r = run_c2p(["cache", "prune", "--older-than", "30", "--dry-run"], capsys, monkeypatch)
-    assert r.code == 0 and "would remove 2 file(s)" in r.err and (root / "text_features" / "a.safetensors").exists()
+    assert r.code == 0 and "would remove 2 file(s)" in r.err and (root / "text_features" / a).exists()
     r = run_c2p(["cache", "prune", "--older-than", "30"], capsys, monkeypatch)
     assert "removed 2 file(s), 3.0 MiB" in r.err  # the 40-day file and the day-old temp file
-    assert not (root / "text_features" / "a.safetensors").exists() and outside.exists()
+    assert not (root / "text_features" / a).exists() and outside.exists()
     r = run_c2p(["cache", "prune", "--max-size", "2M"], capsys, monkeypatch)
-    assert r.code == 0 and not (root / "features" / "x.safetensors").exists()  # least recently used goes first
-    assert (root / "text_features" / "b.safetensors").exists()
+    assert r.code == 0 and not (root / "features" / x).exists()  # least recently used goes first
+    assert (root / "text_features" / b).exists()
 
     r = run_c2p(["cache", "rm", "nope"], capsys, monkeypatch)
     assert r.code == 2 and "no cache named 'nope'" in r.err
     r = run_c2p(["cache", "rm", "text_features"], capsys, monkeypatch)
     assert r.code == 0 and not (root / "text_features").exists() and (root / "features").exists()
     r = run_c2p(["cache", "rm", "--all"], capsys, monkeypatch)
-    assert r.code == 0 and json.loads(run_c2p(["cache", "ls", "--json"], capsys, monkeypatch).out)["caches"] == []
+    doc = json.loads(run_c2p(["cache", "ls", "--json"], capsys, monkeypatch).out)
+    assert r.code == 0 and [(c["name"], c["files"], c["not_c2p"]) for c in doc["caches"]] == [("features", 0, 1)]
+    assert (root / "features" / "link").is_symlink() and outside.exists()  # kept: c2p did not write it
     for args in (["cache", "rm"], ["cache", "prune"], ["cache", "prune", "--max-size", "lots"], ["cache", "prune", "--older-than", "-1"]):
         assert run_c2p(args, capsys, monkeypatch).code == 2, args
 

@@ -56,6 +56,16 @@ def _jsonl(path: Path) -> list[dict]:
 # ---------------------------------------------------------------------------------------------
 
 
+def _die(sig: int) -> None:
+    """The reader process kills itself, as the test intends. pytest enables faulthandler and the
+    forked reader inherits it: without this it would print a "Fatal Python error" dump for a crash
+    nobody needs to debug (the library's readers keep it, so a real crash still shows one)."""
+    import faulthandler
+
+    faulthandler.disable()
+    os.kill(os.getpid(), sig)
+
+
 def _dying_reader(victims: dict[str, int]):
     """read_one, except that the reader process kills itself with a signal on the named files."""
     from clip2point.engine import batching
@@ -63,7 +73,7 @@ def _dying_reader(victims: dict[str, int]):
     def read(path, options):
         sig = victims.get(Path(path).name)
         if sig is not None:
-            os.kill(os.getpid(), sig)
+            _die(sig)
         return batching.read_one(path, options)
 
     return read
@@ -95,7 +105,7 @@ def test_reader_pool_blames_only_the_file_being_read_and_retries_the_rest():
         if name == "exit":
             os._exit(3)
         if name == "segv":
-            os.kill(os.getpid(), signal.SIGSEGV)
+            _die(signal.SIGSEGV)
         if name == "lock":
             return threading.Lock()  # cannot be pickled back to the parent
         return name.upper()
@@ -108,6 +118,23 @@ def test_reader_pool_blames_only_the_file_being_read_and_retries_the_rest():
     assert got[5] == ("crashed", "reader crashed (signal 11, SIGSEGV)")
     assert got[7][0] == "crashed" and "could not return the result" in got[7][1]
     assert [v for i, (kind, v) in enumerate(got) if i not in (2, 5, 7)] == ["A", "B", "C", "D", "E", "F", "G"]
+
+
+def test_a_real_reader_crash_still_shows_its_faulthandler_dump(tmp_path):
+    """The tests silence only the crashes they cause: the pool keeps a reader's faulthandler, so an
+    unexpected segfault in a native parser still prints where it happened."""
+    script = (
+        "import ctypes, os\n"
+        "from clip2point.engine.reader_pool import ReaderPool\n"
+        "def read(name):\n"
+        "    return ctypes.string_at(0) if name == 'bad' else name\n"
+        "with ReaderPool(1, read, ahead=2) as pool:\n"
+        "    print(list(pool.imap(['a', 'bad', 'b'])))\n"
+    )
+    r = subprocess.run([sys.executable, "-X", "faulthandler", "-c", script], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "('crashed', 'reader crashed (signal 11, SIGSEGV)')" in r.stdout
+    assert "Fatal Python error: Segmentation fault" in r.stderr
 
 
 def test_classify_cli_survives_a_segfaulting_reader_and_exits_1(shapes, tmp_path, capsys, monkeypatch):

@@ -359,13 +359,15 @@ def test_lone_graphs_that_lie_or_failed_are_refused(exported, tmp_path):
     with pytest.raises(CheckpointError, match="no c2p metadata in this ONNX file"):
         OnnxPointsClassifier(bare)
 
-    lies = {
-        "c2p.labels": ("{}", "labels must be a list"),
-        "c2p.views": (json.dumps([[0, 0]] * 5000), "views must be a list of 1 to 1000"),
-        "c2p.image_size": ("100000", "image_size must be between 8 and 4096"),
-        "c2p.in_channels": ("true", "in_channels must be a number"),
+    lies = {  # the rules of run files, the file and the key named
+        "c2p.labels": ("{}", r"p\.onnx: ONNX metadata c2p\.labels: must be a list"),
+        "c2p.views": (json.dumps([[0, 0]] * 5000), "c2p.views: must hold 1 to 64 items, got 5000"),
+        "c2p.image_size": ("100000", "c2p.image_size: must be between 16 and 1024"),
+        "c2p.in_channels": ("true", "c2p.in_channels: must be a whole number"),
         "c2p.format_version": ("99", "newer than this c2p reads"),
-        "c2p.up_axis": ("x", "up_axis must be z or y"),
+        "c2p.up_axis": ("x", "c2p.up_axis: must be one of z, y"),
+        "c2p.radius": ("NaN", "c2p.radius: must be a number"),
+        "c2p.n_points": ("10000000", "c2p.n_points: must be between 1 and 1000000"),
         "c2p.labels ": ("[", None),  # an unknown key is ignored
     }
     for key, (value, message) in lies.items():
@@ -374,10 +376,10 @@ def test_lone_graphs_that_lie_or_failed_are_refused(exported, tmp_path):
             continue
         with pytest.raises(CheckpointError, match=message):
             md.meta_from_props({**good, key: value}, "p.onnx")
-    with pytest.raises(CheckpointError, match=r"c2p\.labels is not valid JSON"):
+    with pytest.raises(CheckpointError, match=r"c2p\.labels: is not valid JSON"):
         md.meta_from_props({**good, "c2p.labels": "[" * 100000}, "p.onnx")
     without = {k: v for k, v in good.items() if k != "c2p.radius"}
-    with pytest.raises(CheckpointError, match=r"p\.onnx: ONNX metadata c2p\.radius is missing"):
+    with pytest.raises(CheckpointError, match=r"p\.onnx: ONNX metadata c2p\.radius: missing"):
         md.meta_from_props(without, "p.onnx")
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -209,3 +210,28 @@ def test_pretrain_resume_reads_only_checked_state_inside_the_run(tmp_path):
             T.pretrain(resume)
         save_tensors(folder / "state.safetensors", tensors)
         assert T.pretrain(resume).epochs_done == 2
+
+
+@pytest.mark.parametrize("change, rows, width, message", [
+    ({"labels": ["cube", "cone", "torus"]}, 2, 64, "best.safetensors: text_features: holds 2 classes, but config.json lists 3 labels"),
+    ({}, 2, 32, "best.safetensors: text_features: holds 32-wide features, but config.json says dim 64"),
+    ({"model": "../../etc/passwd"}, 2, 64, "config.json: unknown model '../../etc/passwd'"),
+])  # fmt: skip
+def test_run_files_that_do_not_fit_each_other_name_the_file(tmp_path, monkeypatch, capsys, change, rows, width, message):
+    from tests.hostile_helpers import assert_one_line, tree_state
+
+    run = _run_folder(tmp_path, **change)
+    save_tensors(run / "best.safetensors", {"text_features": torch.zeros(rows, width)})
+    (tmp_path / "scans" / "cube").mkdir(parents=True)
+    np.save(tmp_path / "scans" / "cube" / "a.npy", np.random.default_rng(0).normal(size=(64, 3)))
+    before = tree_state(tmp_path)
+    for args in (["classify", tmp_path / "scans", "-r", "--adapter", run, "--device", "cpu", "-o", tmp_path / "rows.jsonl"],
+                 ["eval", tmp_path / "scans", "--adapter", run, "--out", tmp_path / "report", "--device", "cpu"]):  # fmt: skip
+        r = run_c2p(args, capsys, monkeypatch)
+        assert r.code == 1, r.err
+        # (eval says which dataset it read first)
+        assert_one_line(r.err.strip().splitlines()[-1], f"error: {run / message.split(':')[0]}{message[message.index(':'):]}")
+        assert "Traceback" not in r.err and r.err.count("error:") == 1
+    after = tree_state(tmp_path)
+    assert {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)} <= {"report"}  # eval's own folder
+    assert not any((tmp_path / "report").iterdir())
