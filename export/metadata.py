@@ -24,6 +24,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from clip2point import option_table
 from clip2point.errors import CheckpointError, ExportCheckError, Opt, OptionError
 from clip2point.store.atomic import atomic_write_bytes
 
@@ -45,7 +46,7 @@ LOGITS_OUTPUT = "logits"
 
 # Graph keys of the metadata's "graphs": float32 graphs and their int8 versions.
 INT8_SUFFIX = "_int8"
-PRECISIONS = ("float32", "int8")
+PRECISIONS = option_table.choices("graph_precision")
 
 # Keys every c2p_export.json has; a runtime refuses a folder without them.
 REQUIRED_KEYS = ("format", "format_version", "labels", "views", "image_size", "radius", "in_channels", "graphs")
@@ -163,8 +164,8 @@ def graph_key(graph: str, precision: str | None, meta: dict[str, Any]) -> str:
 PROP_PREFIX = "c2p."
 # Identifiers copied from c2p_export.json into each graph when present.
 PROP_IDENTITY = ("model", "pretrained", "weights_id", "depth_encoder", "adapter", "fusion")
-MAX_LABELS = 100_000
-MAX_VIEWS = 1_000
+MAX_LABELS = option_table.MAX_LABELS
+MAX_VIEWS = option_table.MAX_VIEWS
 MAX_PROP_BYTES = 16 << 20
 
 
@@ -258,10 +259,10 @@ def meta_from_props(props: dict[str, str], path: str | Path) -> dict[str, Any]:
             for v in views)):  # fmt: skip
         raise _bad(path, "views", f"must be a list of 1 to {MAX_VIEWS} [elevation, azimuth] pairs")
     up = text("up_axis", required=False) or "z"
-    if up not in ("z", "y"):
+    if up not in option_table.choices("up"):
         raise _bad(path, "up_axis", "must be z or y")
     sampling = text("sampling", required=False) or "random"
-    if sampling not in ("random", "fps"):
+    if sampling not in option_table.choices("sampling"):
         raise _bad(path, "sampling", "must be random or fps")
     key = graph + (INT8_SUFFIX if precision == "int8" else "")
     meta: dict[str, Any] = {
@@ -274,7 +275,8 @@ def meta_from_props(props: dict[str, str], path: str | Path) -> dict[str, Any]:
         "image_size": number("image_size", int, 8, 4096),
         "radius": number("radius", float, 0.0, 1.0),
         "in_channels": number("in_channels", int, 1, 3),
-        "points": {"n_points": number("n_points", int, 1, 1 << 24, required=False) or 1024, "up_axis": up, "sampling": sampling},
+        "points": {"n_points": number("n_points", int, 1, option_table.MAX_SAMPLE_POINTS, required=False) or 1024,
+                   "up_axis": up, "sampling": sampling},
         "precision": precision,
         "graphs": {key: {"file": Path(path).name}},
         "source": "onnx metadata_props",

@@ -54,22 +54,16 @@ from pathlib import Path
 
 import numpy as np
 
-from clip2point import defaults
+from clip2point import defaults, option_table
 from clip2point.errors import DatasetError, InputFileError, Opt, OptionError, UsageError
 from clip2point.io import SUPPORTED_EXTENSIONS, normalize_unit_sphere, read_cloud, read_points, subsample
 from clip2point.views import apply_up_axis
 
 SPLITS = ("train", "test")
-KINDS = ("auto", "synth", "modelnet", "modelnet-h5", "modelnet-resampled", "modelnet40-ply", "scanobjectnn", "folder")
+KINDS = option_table.choices("dataset")
 # Other names users reach for; they select the same readers.
-KIND_ALIASES = {
-    "modelnet40": "modelnet",
-    "modelnet10": "modelnet",
-    "modelnet40_ply_hdf5_2048": "modelnet-h5",
-    "modelnet40_normal_resampled": "modelnet-resampled",
-    "modelnet40_ply": "modelnet40-ply",
-}
-SCANOBJECTNN_VARIANTS = ("obj_bg", "obj_only", "pb_t50_rs")
+KIND_ALIASES = option_table.DATASET_ALIASES
+SCANOBJECTNN_VARIANTS = option_table.choices("variant")
 # Class order of ScanObjectNN's label indices (its shape_names.txt; the h5 files store only indices).
 SCANOBJECTNN_LABELS = (
     "bag", "bin", "box", "cabinet", "chair", "desk", "display", "door",

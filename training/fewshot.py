@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from clip2point import defaults
+from clip2point import defaults, option_table
 from clip2point.distributed import DistContext, broadcast_object
 from clip2point.errors import CheckpointError, DatasetError, Opt, OptionError, UsageError
 from clip2point.evaluate import accuracy_report
@@ -74,7 +74,7 @@ from .features import FeatureSet
 if TYPE_CHECKING:
     from .datasets import ShotSplit
 
-SELECTIONS = ("last", "val", "test")
+SELECTIONS = option_table.choices("select")
 # Said wherever the results of a selection are shown (config.json, summary.json, the CLI, reports).
 SELECTION_NOTES = {"test": "the paper's protocol: epoch chosen on the test split (optimistic)"}
 MAX_RESAMPLES = 1000

@@ -76,13 +76,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from clip2point import defaults
+from clip2point import defaults, option_table
 from clip2point.errors import CheckpointError, Opt, OptionError, UsageError
 
 from . import distributed as dist_utils
 from .losses import BalancedPretrainLoss
 
-OPTIMIZERS = ("adamw", "lamb")
+OPTIMIZERS = option_table.choices("optimizer")
 DEFAULT_LR = {"adamw": 5e-5, "lamb": 6e-3}
 DEFAULT_WEIGHT_DECAY = {"adamw": 0.05, "lamb": 1e-4}
 MIN_LR_RATIO = 1.0 / 600.0

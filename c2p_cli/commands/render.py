@@ -8,19 +8,20 @@ from typing import Annotated
 import typer
 
 from .. import defaults
+from .. import option_table as table
 from . import _options as opt
 
 
 def render(
     path: Annotated[Path, typer.Argument(help="A point-cloud or mesh file.", show_default=False)],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Montage PNG to write.")] = Path("views.png"),
-    views: opt.Views = defaults.ZERO_SHOT_VIEWS,
-    points: opt.Points = defaults.NUM_POINTS,
-    sampling: opt.Sampling = "random",
-    up: opt.UpAxis = defaults.UP_AXIS,
-    seed: opt.Seed = 0,
-    max_points: opt.MaxPoints = defaults.MAX_POINTS,
-    bin_columns: opt.BinColumns = defaults.BIN_COLUMNS,
+    output: Annotated[Path, opt.output("Montage PNG to write.")] = Path("views.png"),
+    views: opt.Views = table.default("views"),
+    n_points: opt.Points = table.default("n_points"),
+    sampling: opt.Sampling = table.default("sampling"),
+    up: opt.UpAxis = table.default("up"),
+    seed: opt.Seed = table.default("seed"),
+    max_points: opt.MaxPoints = table.default("max_points"),
+    bin_columns: opt.BinColumns = table.default("bin_columns"),
     size: Annotated[
         int, typer.Option("--size", help="Image size in pixels, 16 to 2048 (the models expect 224).", callback=opt.between(16, 2048))
     ] = defaults.IMAGE_SIZE,
@@ -34,13 +35,13 @@ def render(
     from ..views import view_preset
     from ._montage import depth_montage
 
-    if out.suffix.lower() != ".png":
-        raise UsageError(f"--out {out}: the montage is written as PNG; use a .png name")
+    if output.suffix.lower() != ".png":
+        raise UsageError(f"--output {output}: the montage is written as PNG; use a .png name")
     preset = view_preset(views)
     cloud = read_cloud(
-        path, n_points=points, sampling=sampling, seed=seed, up=up, max_points=max_points, bin_columns=bin_columns
+        path, n_points=n_points, sampling=sampling, seed=seed, up=up, max_points=max_points, bin_columns=bin_columns
     )
     image = depth_montage(cloud, preset, image_size=size, columns=columns)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    image.save(out)
-    Console(stderr=True).print(f"wrote {len(preset)} depth maps of {path} ({len(cloud)} points) to {out}")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    image.save(output)
+    Console(stderr=True).print(f"wrote {len(preset)} depth maps of {path} ({len(cloud)} points) to {output}")

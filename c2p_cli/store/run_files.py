@@ -17,16 +17,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .. import option_table
 from ..errors import CheckpointError
 
-MAX_VIEWS = 64
+# Bounds and choices shared with the CLI and the API come from the option table.
+MAX_VIEWS = option_table.MAX_VIEWS
 MAX_IMAGE_SIZE = 1024
-MAX_LABELS = 100_000
+MAX_LABELS = option_table.MAX_LABELS
 MAX_TEXT = 10_000  # characters of one label, template, id or note
-MAX_POINTS = 10_000_000
+MAX_POINTS = 10_000_000  # entries of a list of shots
 MAX_COUNT = 10**12  # steps, epochs, positions
-FUSIONS = ("gated", "mean")
-SELECTIONS = ("last", "val", "test")
+FUSIONS = option_table.choices("fusion")
+SELECTIONS = option_table.choices("select")
 CHECKPOINT_NAME = re.compile(r"^step-\d{1,12}$")
 
 _MISSING = object()
@@ -165,9 +167,9 @@ FEWSHOT_CONFIG: dict[str, Rule] = {
     "image_size": optional(integer(16, MAX_IMAGE_SIZE)),
     "radius": optional(number(0.0, 2.0, low_open=True)),
     "dataset": optional(mapping({
-        "n_points": optional(integer(1, MAX_POINTS)),
-        "sampling": optional(text(("random", "fps"))),
-        "up": optional(text(("z", "y"))),
+        "n_points": optional(integer(1, option_table.MAX_SAMPLE_POINTS)),
+        "sampling": optional(text(option_table.choices("sampling"))),
+        "up": optional(text(option_table.choices("up"))),
     })),
     "options": optional(mapping()),
     "selection": optional(mapping({"select": optional(text(SELECTIONS)), "note": optional(text())})),
