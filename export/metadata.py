@@ -166,6 +166,7 @@ PROP_PREFIX = "c2p."
 PROP_IDENTITY = ("model", "pretrained", "weights_id", "depth_encoder", "adapter", "fusion")
 MAX_LABELS = option_table.MAX_LABELS
 MAX_VIEWS = option_table.MAX_VIEWS
+MAX_POINTS = option_table.MAX_SAMPLE_POINTS
 MAX_PROP_BYTES = 16 << 20
 
 
@@ -275,8 +276,7 @@ def meta_from_props(props: dict[str, str], path: str | Path) -> dict[str, Any]:
         "image_size": number("image_size", int, 8, 4096),
         "radius": number("radius", float, 0.0, 1.0),
         "in_channels": number("in_channels", int, 1, 3),
-        "points": {"n_points": number("n_points", int, 1, option_table.MAX_SAMPLE_POINTS, required=False) or 1024,
-                   "up_axis": up, "sampling": sampling},
+        "points": {"n_points": number("n_points", int, 1, MAX_POINTS, required=False) or 1024, "up_axis": up, "sampling": sampling},
         "precision": precision,
         "graphs": {key: {"file": Path(path).name}},
         "source": "onnx metadata_props",
