@@ -539,7 +539,8 @@ def test_two_gloo_ranks_write_exactly_the_single_process_output(shapes, tmp_path
     r, reads = _torchrun(tmp_path, [*common, "-o", str(ranks)], env)
     assert r.returncode == 0, r.stderr[-3000:]
     assert ranks.read_text() == single.read_text()
-    assert len(_jsonl(ranks)) == 12 and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    hidden = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("."))
+    assert len(_jsonl(ranks)) == 12 and hidden == [".ranks.jsonl.run.json", ".single.jsonl.run.json"]  # no part left
     assert len(reads[0]) == len(reads[1]) == 6 and not reads[0] & reads[1]  # each rank read its half
 
 
@@ -562,3 +563,27 @@ def test_eval_under_two_gloo_ranks_writes_the_single_process_report(tmp_path):
     assert one["n"] == 9 and len(one["skipped"]) == 1
     for key in ("top1", "mean_class_accuracy", "n", "per_class", "confusion", "labels", "skipped", "predictions"):
         assert two[key] == one[key], key
+
+
+def test_a_run_interrupted_under_two_ranks_resumes_in_one_process(shapes, clf, tmp_path, monkeypatch):
+    """Another number of ranks reuses what the parts hold and leaves no stale part file behind."""
+    from clip2point import distributed
+    from clip2point.distributed import DistContext
+    from clip2point.engine.inputs import gather_inputs
+    from clip2point.engine.outputs import part_files, part_path
+    from clip2point.engine.run import ClassifyInterrupted
+
+    monkeypatch.setattr(distributed, "barrier", lambda ctx: None)
+    entries = gather_inputs(shapes / "npy", recursive=True)
+    out = tmp_path / "r.jsonl"
+    run = dict(n_points=128, batch_size=1, workers=0)
+
+    def stop(r):
+        raise KeyboardInterrupt
+
+    with pytest.raises(ClassifyInterrupted):
+        _to_output(clf, entries, out, "jsonl", ctx=DistContext(rank=1, world_size=2), on_event=_on_result(stop), **run)
+    assert len(part_path(out, 1, 2).read_text().splitlines()) == 1
+    resumed = _to_output(clf, entries, out, "jsonl", resume=True, **run)
+    assert (resumed.reused, resumed.classified) == (1, len(entries) - 1)
+    assert [row["path"] for row in _jsonl(out)] == [str(e) for e in entries] and part_files(out) == []

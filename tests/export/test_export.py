@@ -361,7 +361,7 @@ def test_lone_graphs_that_lie_or_failed_are_refused(exported, tmp_path):
 
     lies = {
         "c2p.labels": ("{}", "labels must be a list"),
-        "c2p.views": (json.dumps([[0, 0]] * 5000), "views must be a list of 1 to 1000"),
+        "c2p.views": (json.dumps([[0, 0]] * 5000), "views must be a list of 1 to 64"),
         "c2p.image_size": ("100000", "image_size must be between 8 and 4096"),
         "c2p.in_channels": ("true", "in_channels must be a number"),
         "c2p.format_version": ("99", "newer than this c2p reads"),
