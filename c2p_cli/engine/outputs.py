@@ -46,9 +46,10 @@ def part_files(output: Path) -> list[Path]:
 
 
 def leftovers(output: Path) -> list[Path]:
-    """What an earlier run left at `output`: the output itself when it holds anything, and its companions."""
+    """The results an earlier run left at `output`: the output itself when it holds anything, and the
+    companions that hold rows. (A description without rows, e.g. of a deleted output, is nothing to lose.)"""
     found = [output] if output.is_file() and output.stat().st_size > 0 else []
-    return found + [p for p in (sidecar_path(output), record_path(output), *part_files(output)) if p.is_file()]
+    return found + [p for p in (sidecar_path(output), *part_files(output)) if p.is_file()]
 
 
 @dataclass(frozen=True)

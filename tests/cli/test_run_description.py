@@ -189,6 +189,18 @@ def test_resume_of_the_same_run_keeps_every_row_and_drops_files_no_longer_given(
     assert [json.loads(line)["path"] for line in out.read_text().splitlines()] == [str(two_scans[1])]
 
 
+def test_the_description_of_a_deleted_output_does_not_block_a_new_run(two_scans, tmp_path, capsys, monkeypatch):
+    from clip2point.engine.outputs import record_path
+
+    out = tmp_path / "r.jsonl"
+    assert run_c2p(["classify", *two_scans, *FIRST, "-o", out], capsys, monkeypatch).code == 0
+    out.unlink()
+    assert record_path(out).is_file()
+    r = run_c2p(["classify", *two_scans, *FIRST, "--labels", "cube,torus", "-o", out], capsys, monkeypatch)
+    assert r.code == 0, r.err
+    assert json.loads(record_path(out).read_text())["labels"] == ["cube", "torus"]
+
+
 def test_an_output_without_a_description_is_not_resumed(two_scans, tmp_path, capsys, monkeypatch):
     out = tmp_path / "r.jsonl"
     out.write_text(json.dumps({"path": str(two_scans[0]), "label": "cube"}) + "\n")
