@@ -209,6 +209,9 @@ SHARED: dict[str, dict] = {
                     help="Reader processes (0 reads in-process; at most 2 per CPU core)."),
     "top_k": dict(flags=("--top-k",), callback=in_table("top_k"),
                   help="How many of the most probable labels to report per file (eval: and their top-k accuracy)."),
+    # which files a path, folder or pattern stands for (clip2point.engine.inputs.gather_inputs)
+    "recursive": dict(flags=("--recursive", "-r"), help="Descend into sub-folders."),
+    "extensions": dict(flags=("--ext",), help="Only these extensions in folders and patterns, e.g. ply,npy."),
     "overwrite": dict(flags=("--overwrite",), help="Replace an existing output (without it, an existing output is refused)."),
     "quiet": dict(flags=("--quiet", "-q"), help="No progress and no table (failed files are still listed on stderr)."),
 }
@@ -256,6 +259,8 @@ PrecisionOption = Annotated[Precision, option("precision")]
 BatchSize = Annotated[int, option("batch_size")]
 Workers = Annotated[int | None, option("workers")]
 TopK = Annotated[int, option("top_k")]
+Recursive = Annotated[bool, option("recursive")]
+Extensions = Annotated[str | None, option("extensions")]
 Overwrite = Annotated[bool, option("overwrite")]
 Quiet = Annotated[bool, option("quiet")]
 

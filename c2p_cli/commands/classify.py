@@ -49,10 +49,8 @@ def classify(
                                             "and classify the rest; refused when the options differ.")
     ] = False,
     overwrite: opt.Overwrite = False,
-    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")] = False,
-    ext: Annotated[
-        str | None, typer.Option("--ext", help="Only these extensions in folders and patterns, e.g. ply,npy.")
-    ] = None,
+    recursive: opt.Recursive = False,
+    ext: opt.Extensions = None,
     n_points: opt.RunPoints = None,
     sampling: opt.RunSampling = None,
     up: opt.RunUp = None,
