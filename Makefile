@@ -46,9 +46,9 @@ install-dev: system-deps $(VENV)/.installed-dev
 
 demo: install
 	$(BIN)/c2p classify examples/scans --labels $(LABELS) \
-	  --model $(MODEL) $(if $(PRETRAINED),--pretrained $(PRETRAINED)) --output demo_results.csv
+	  --model $(MODEL) $(if $(PRETRAINED),--pretrained $(PRETRAINED)) --output demo_results.csv --overwrite
 	$(BIN)/python examples/check_demo.py demo_results.csv
-	$(BIN)/c2p render examples/scans/torus.off --views 6 --out demo_views.png
+	$(BIN)/c2p render examples/scans/torus.off --views 6 --output demo_views.png
 
 # Train c2p-demo again (seeded; 22 minutes on 2 cores) and write the shipped weights. Needed
 # whenever the renderer changes: tests/models/test_demo_model.py fails until then.

@@ -22,19 +22,22 @@ import os
 import platform
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 
 def _classify(clf, files, args, warm_up: bool = False):
     """(results, seconds) of one timed classification of `files` (after a warm-up batch if asked)."""
-    from clip2point.engine.pipeline import ReadOptions, classify_files
+    from clip2point.engine.pipeline import classify_files
+    from clip2point.run_spec import describe_run
 
-    read = ReadOptions(n_points=args.points)
-    top_k = len(clf.labels)  # every class's probability, for the largest difference
+    # every class's probability (top_k), for the largest difference
+    spec = describe_run(n_points=args.points, batch_size=args.batch_size, top_k=len(clf.labels), workers=args.workers,
+                        needs_labels=False)  # fmt: skip
     if warm_up:
-        list(classify_files(clf, files[: args.batch_size], read=read, batch_size=args.batch_size, top_k=top_k, workers=0))
+        list(classify_files(clf, files[: args.batch_size], replace(spec, workers=0)))
     start = time.perf_counter()
-    results = list(classify_files(clf, files, read=read, batch_size=args.batch_size, top_k=top_k, workers=args.workers))
+    results = list(classify_files(clf, files, spec))
     return results, time.perf_counter() - start
 
 

@@ -120,7 +120,7 @@ def _cpu_seconds() -> float:
 def _worker(args) -> None:
     import torch
 
-    from clip2point.engine.batching import ReadOptions, read_one
+    from clip2point.engine.batching import read_one
     from clip2point.engine.pipeline import _AUTOCAST, classify_files, classify_files_sequential
     from clip2point.models.classifier import load_classifier
 
@@ -133,8 +133,11 @@ def _worker(args) -> None:
     files = sorted(Path(args.data).iterdir())[: args.files]
     clf = load_classifier(labels=",".join(CLASSES), model=args.model, pretrained=args.pretrained, views=args.views,
                           device=args.device)
-    read = ReadOptions(n_points=args.points)
-    precision = None if args.precision == "fp32" else args.precision
+    from clip2point.run_spec import describe_run
+
+    spec = describe_run(n_points=args.points, batch_size=args.batch_size, workers=args.workers, precision=args.precision,
+                        needs_labels=False)  # fmt: skip
+    read = spec.read_options()
     dtype = _AUTOCAST.get(args.precision)
     batches = math.ceil(len(files) / args.batch_size)
 
@@ -148,7 +151,7 @@ def _worker(args) -> None:
             return torch.softmax(logits.float(), -1)
 
     clouds = [read_one(p, read)[0] for p in files[: args.batch_size]]
-    list(classify_files_sequential(clf, files[:2], read=read))  # warm-up: first-call allocations, thread pools
+    list(classify_files_sequential(clf, files[:2], spec))  # warm-up: first-call allocations, thread pools
     record = {"mode": args.mode, "files": len(files)}
     if args.mode == "encoder_only":
         with torch.inference_mode():
@@ -174,10 +177,9 @@ def _worker(args) -> None:
     else:
         start, cpu_start = time.perf_counter(), _cpu_seconds()
         if args.mode == "pipeline":
-            results = list(classify_files(clf, files, read=read, batch_size=args.batch_size, workers=args.workers,
-                                          precision=precision))
+            results = list(classify_files(clf, files, spec))
         else:
-            results = list(classify_files_sequential(clf, files, read=read))
+            results = list(classify_files_sequential(clf, files, spec))
         sync()
         record["classified"] = sum(r.ok for r in results)
         record["failed"] = [r.error for r in results if not r.ok][:3]

@@ -60,7 +60,7 @@ COMMANDS = [
     ]),
     ("models", "models", "models", [
         ("c2p models", "every open_clip architecture, tiny test configs marked"),
-        ("c2p models --filter ViT-B --pretrained", "with the weight tags open_clip knows"),
+        ("c2p models --filter ViT-B --tags", "with the weight tags open_clip knows"),
     ]),
     ("label-sets", "label_sets", "label_sets", [
         ("c2p label-sets", "the built-in sets and their sizes"),

@@ -191,7 +191,7 @@ def shard(n: int, ctx: DistContext) -> range:
 def cores_per_process() -> int:
     """CPU cores this process may use: the ones it is allowed to run on, split among the ranks of
     this node when torchrun started several here."""
-    from .limits import usable_cpus
+    from .option_table import usable_cpus
 
     cores = usable_cpus()
     local = max(_env_int("LOCAL_WORLD_SIZE", 1), 1)

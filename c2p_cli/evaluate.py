@@ -9,17 +9,29 @@ trainer.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from pathlib import Path
+import functools
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from . import defaults
-from .errors import InputFileError, UsageError
+from .errors import C2PError, InputFileError, UsageError
+from .events import EventHook, emit
 
 
-def accuracy_report(targets: Sequence[int], preds: Sequence[int], labels: Sequence[str]) -> dict:
-    """Top-1, per-class accuracy (None for classes without samples), their mean, and the confusion matrix."""
+class EvalInterrupted(C2PError):
+    """Ctrl-C during an evaluation; `report` holds the samples done so far (marked "complete": False)."""
+
+    exit_code = 130
+
+    def __init__(self, report: dict):
+        self.report = report
+        super().__init__(f"interrupted after {report['n'] + len(report['skipped'])} samples")
+
+
+def accuracy_report(targets: Sequence[int], preds: Sequence[int], labels: Sequence[str],
+                    ranked: Sequence[Sequence[int]] | None = None) -> dict:
+    """Top-1, per-class accuracy (None for classes without samples), their mean, and the confusion
+    matrix; with `ranked` (each sample's k most probable classes, best first) the top-k accuracy too."""
     t = np.asarray(targets, dtype=np.int64)
     p = np.asarray(preds, dtype=np.int64)
     k = len(labels)
@@ -31,7 +43,7 @@ def accuracy_report(targets: Sequence[int], preds: Sequence[int], labels: Sequen
         for i, lab in enumerate(labels)
     }
     present = [v["accuracy"] for v in per_class.values() if v["accuracy"] is not None]
-    return {
+    report = {
         "top1": float((t == p).mean()) if len(t) else 0.0,
         "mean_class_accuracy": float(np.mean(present)) if present else 0.0,
         "n": int(len(t)),
@@ -39,6 +51,11 @@ def accuracy_report(targets: Sequence[int], preds: Sequence[int], labels: Sequen
         "confusion": confusion.tolist(),
         "labels": list(labels),
     }
+    if ranked is not None:
+        hits = [int(target) in list(r) for target, r in zip(t.tolist(), ranked, strict=True)]
+        report["top_k"] = max((len(r) for r in ranked), default=1)
+        report["top_k_accuracy"] = float(np.mean(hits)) if hits else 0.0
+    return report
 
 
 def label_mapping(dataset_labels: Sequence[str], classifier_labels: Sequence[str], positional: bool = False) -> list[int]:
@@ -83,97 +100,88 @@ def read_samples(dataset, indices: Sequence[int]) -> tuple[list[tuple[int, np.nd
     return ok, skipped
 
 
+def _read_one_sample(dataset, i: int):
+    return read_samples(dataset, [i])
+
+
+def _batches(dataset, total: int, batch_size: int, workers: int) -> Iterator[tuple[list, list]]:
+    """(readable samples, skipped samples) of each batch of the first `total` samples, read by
+    `workers` reader processes ahead of the model (0: in this process). A reader that dies costs
+    only the sample it was reading."""
+    starts = range(0, total, batch_size)
+    if workers <= 0:
+        for start in starts:
+            yield read_samples(dataset, range(start, min(start + batch_size, total)))
+        return
+    from .engine.reader_pool import ReaderPool
+
+    with ReaderPool(workers, functools.partial(_read_one_sample, dataset), ahead=max(2 * batch_size, 2 * workers)) as pool:
+        read = pool.imap(list(range(total)))
+        for start in starts:
+            ok, skipped = [], []
+            for i in range(start, min(start + batch_size, total)):
+                kind, value = next(read)
+                if kind == "ok":
+                    ok += value[0]
+                    skipped += value[1]
+                else:
+                    skipped.append({"id": dataset.sample_ids[i], "error": f"{dataset.sample_ids[i]}: {value}"})
+            yield ok, skipped
+
+
 def evaluate_classifier(
     clf,
     dataset,
     mapping: Sequence[int],
     batch_size: int = 32,
-    progress: Callable[[int, int], None] | None = None,
+    *,
+    top_k: int = 1,
+    workers: int = 0,
     limit: int | None = None,
+    on_event: EventHook | None = None,
 ) -> dict:
-    """Top-1, per-class accuracy and confusion of `clf` (a `PointCloudClassifier`) on the first
-    `limit` (default: all) samples of `dataset`.
+    """Top-1 (and top-`top_k`), per-class accuracy and confusion of `clf` (a `PointCloudClassifier`)
+    on the first `limit` (default: all) samples of `dataset`, read by `workers` reader processes.
 
     Unreadable samples are skipped and listed under "skipped"; rows of the confusion matrix are true
     classes, columns predictions, both in the classifier's label order (`mapping` turns a dataset
-    class index into the classifier's).
+    class index into the classifier's). Events: ("eval", done, total) after each batch. Ctrl-C
+    raises `EvalInterrupted` with the report of the samples done so far.
     """
     if batch_size < 1:
         raise UsageError(f"batch_size must be at least 1, got {batch_size}")
-    targets, preds, skipped = [], [], []
-    ids: list[str] = []
+    k = max(1, min(int(top_k), len(clf.labels)))
+    targets, preds, ranked, skipped, ids = [], [], [], [], []
     total = len(dataset) if limit is None else min(int(limit), len(dataset))
-    for start in range(0, total, batch_size):
-        ok, bad = read_samples(dataset, range(start, min(start + batch_size, total)))
-        skipped += bad
-        if ok:
-            logits = clf.logits([p for _, p, _ in ok])
-            preds += logits.argmax(-1).tolist()
-            targets += [mapping[t] for _, _, t in ok]
-            ids += [dataset.sample_ids[i] for i, _, _ in ok]
-        if progress is not None:
-            progress(min(start + batch_size, total), total)
-    report = accuracy_report(targets, preds, clf.labels)
+    done = 0
+    batches = _batches(dataset, total, batch_size, workers)
+    try:
+        for ok, bad in batches:
+            skipped += bad
+            if ok:
+                logits = clf.logits([p for _, p, _ in ok])
+                preds += logits.argmax(-1).tolist()
+                ranked += logits.topk(k, dim=-1).indices.tolist()
+                targets += [mapping[t] for _, _, t in ok]
+                ids += [dataset.sample_ids[i] for i, _, _ in ok]
+            done += len(ok) + len(bad)
+            emit(on_event, "eval", done, total)
+    except KeyboardInterrupt:
+        batches.close()
+        report = _report(clf.labels, targets, preds, ranked, skipped, ids, k)
+        report["complete"] = False
+        raise EvalInterrupted(report) from None
+    return _report(clf.labels, targets, preds, ranked, skipped, ids, k)
+
+
+def _report(labels, targets, preds, ranked, skipped, ids, k: int) -> dict:
+    report = accuracy_report(targets, preds, labels, ranked if k > 1 else None)
     report["skipped"] = skipped
     report["predictions"] = [
-        {"id": sid, "label": clf.labels[t], "predicted": clf.labels[p]} for sid, t, p in zip(ids, targets, preds, strict=True)
+        {"id": sid, "label": labels[t], "predicted": labels[p], **({"top_k": [labels[j] for j in r]} if k > 1 else {})}
+        for sid, t, p, r in zip(ids, targets, preds, ranked, strict=True)
     ]
     return report
-
-
-def classifier_for_dataset(
-    dataset_labels: Sequence[str],
-    *,
-    adapter: str | Path | None = None,
-    which: str = "best",
-    labels: str | Sequence[str] | None = None,
-    label_set: str | None = None,
-    templates: Sequence[str] | None = None,
-    model: str = defaults.MODEL,
-    pretrained: str = defaults.PRETRAINED,
-    depth_encoder: str | Path | None = None,
-    views=defaults.ZERO_SHOT_VIEWS,
-    device: str = "auto",
-) -> tuple[object, list[int], str]:
-    """(classifier, mapping from dataset class to classifier label, "zero-shot" | "few-shot").
-
-    Zero-shot (no `adapter`): prompts are the dataset's class names, unless `labels` renames them
-    (same order) or `label_set` names a built-in set in which the classes are looked up by name.
-    Few-shot: `adapter` is a `c2p fewshot` run folder, which brings its own labels and encoders, or
-    the official CLIP2Point DPA checkpoint, whose labels come from `labels` / `label_set` (by
-    position) or else the dataset's class names.
-    """
-    if adapter is not None:
-        from .models.adapters import load_adapter_classifier
-
-        adapter = Path(adapter)
-        if depth_encoder is not None:
-            raise UsageError("an adapter brings its own encoders: no separate depth encoder can be given")
-        names = None
-        if adapter.is_file():  # the official checkpoint carries no labels
-            from .models.prompts import resolve_labels
-
-            names = resolve_labels(labels, label_set) if (labels or label_set) else list(dataset_labels)
-        elif labels or label_set:
-            raise UsageError("an adapter run brings its own labels: no labels or label set can be given")
-        clf = load_adapter_classifier(
-            adapter, device=device, which=which, labels=names, templates=templates, model=model, pretrained=pretrained
-        )
-        mapping = label_mapping(dataset_labels, clf.labels, positional=adapter.is_file() and bool(labels))
-        return clf, mapping, "few-shot"
-
-    from .models.classifier import load_classifier
-
-    common = {"model": model, "pretrained": pretrained, "depth_encoder": depth_encoder, "views": views,
-              "templates": templates, "device": device}
-    if labels is not None:
-        clf = load_classifier(labels=labels, **common)
-        return clf, label_mapping(dataset_labels, clf.labels, positional=True), "zero-shot"
-    if label_set is not None:
-        clf = load_classifier(label_set=label_set, **common)
-        return clf, label_mapping(dataset_labels, clf.labels), "zero-shot"
-    clf = load_classifier(labels=list(dataset_labels), **common)
-    return clf, list(range(len(dataset_labels))), "zero-shot"
 
 
 # `c2p eval` under torchrun: each rank evaluates every world_size-th sample, rank 0 merges the reports
@@ -202,7 +210,9 @@ def merge_reports(reports: Sequence[dict], sample_ids: Sequence[str], labels: Se
     predictions = sorted((p for r in reports for p in r["predictions"]), key=lambda p: order[p["id"]])
     skipped = sorted((s for r in reports for s in r["skipped"]), key=lambda s: order[s["id"]])
     index = {name: i for i, name in enumerate(labels)}
-    merged = accuracy_report([index[p["label"]] for p in predictions], [index[p["predicted"]] for p in predictions], labels)
+    ranked = [[index[name] for name in p["top_k"]] for p in predictions] if predictions and "top_k" in predictions[0] else None
+    merged = accuracy_report([index[p["label"]] for p in predictions], [index[p["predicted"]] for p in predictions], labels,
+                             ranked)  # fmt: skip
     merged["skipped"] = skipped
     merged["predictions"] = predictions
     return merged

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import option_table
 from .errors import UsageError
 from .io import sample_surface, write_off, write_ply
 
@@ -29,7 +30,7 @@ SHAPES: tuple[str, ...] = (
     "cube", "sphere", "cylinder", "cone", "torus", "pyramid", "capsule", "ring",
     "table", "chair", "mug", "bowl", "bottle",
 )  # fmt: skip
-FORMATS: tuple[str, ...] = ("ply", "npy", "off")
+FORMATS: tuple[str, ...] = option_table.choices("synth_format")
 SPLITS: tuple[str, ...] = ("train", "test")
 SYNTH_VERSION = 1
 MAX_TILT_DEG = 15.0

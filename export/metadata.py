@@ -28,6 +28,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from clip2point import option_table
 from clip2point.errors import CheckpointError, ExportCheckError, Opt, OptionError
 from clip2point.store import run_files as rf
 from clip2point.store.atomic import atomic_write_bytes
@@ -50,7 +51,7 @@ LOGITS_OUTPUT = "logits"
 
 # Graph keys of the metadata's "graphs": float32 graphs and their int8 versions.
 INT8_SUFFIX = "_int8"
-PRECISIONS = ("float32", "int8")
+PRECISIONS = option_table.choices("graph_precision")
 
 # Keys every c2p_export.json has; a runtime refuses a folder without them.
 REQUIRED_KEYS = ("format", "format_version", "labels", "views", "image_size", "radius", "in_channels", "graphs")

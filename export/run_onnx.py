@@ -27,14 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from clip2point.engine.batching import (
-    FileResult,
-    ReadOptions,
-    gather_inputs,
-    in_input_order,
-    pad_clouds,
-    read_one,
-)
+from clip2point.engine.batching import FileResult, ReadOptions, in_input_order, pad_clouds, read_one
+from clip2point.engine.inputs import gather_inputs
 from clip2point.engine.result_files import check_output_path, write_results
 from clip2point.errors import BackendUnavailableError, C2PError, CheckpointError, UsageError
 
@@ -132,7 +126,7 @@ def classify_files(
                 FileResult(path=p, error=err) if err is not None
                 else FileResult.from_probabilities(p, next(probs), clf.labels, top_k, len(c))
             )  # fmt: skip
-    return in_input_order(entries, classified)
+    return list(in_input_order(entries, classified))
 
 
 def _parser() -> argparse.ArgumentParser:

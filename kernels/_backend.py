@@ -12,9 +12,10 @@ import os
 
 import torch
 
+from clip2point import option_table
 from clip2point.errors import BackendUnavailableError, UsageError
 
-BACKENDS = ("auto", "torch", "triton")
+BACKENDS = option_table.choices("render_backend")
 ENV_VAR = "C2P_RENDER_BACKEND"
 
 log = logging.getLogger("c2p.render")

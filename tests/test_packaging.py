@@ -172,13 +172,13 @@ def test_the_layering_rule_resolves_relative_and_nested_imports():
 
 def test_option_errors_read_as_python_in_the_library_and_as_flags_in_the_cli():
     from clip2point.commands._messages import cli_text
-    from clip2point.engine.pipeline import classify_files
     from clip2point.errors import Opt, OptionError
+    from clip2point.run_spec import describe_run
 
     with pytest.raises(OptionError) as info:
-        list(classify_files(None, [], batch_size=0))
-    assert str(info.value) == "batch_size must be at least 1, got 0"
-    assert cli_text(info.value) == "--batch-size must be at least 1, got 0"
+        describe_run(batch_size=0, needs_labels=False)
+    assert str(info.value) == "batch_size must be between 1 and 65536, got 0"
+    assert cli_text(info.value) == "--batch-size must be between 1 and 65536, got 0"
     e = OptionError("use ", Opt("select", "last"), " or more ", Opt("n_points"), " with {braces} kept")
     assert str(e) == "use select='last' or more n_points with {braces} kept"
     assert cli_text(e) == "use --select last or more --points with {braces} kept"

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from clip2point import option_table
 from clip2point.errors import Opt, OptionError, UsageError
 from clip2point.events import EventHook, emit
 from clip2point.store.checkpoints import read_json, save_tensors, write_json
@@ -34,7 +35,7 @@ from clip2point.store.resume import truncate_metrics
 
 from .features import FeatureSet
 
-SELECTIONS = ("last", "val", "test")
+SELECTIONS = option_table.choices("select")
 # Said wherever the results of a selection are shown (config.json, summary.json, the CLI, reports).
 SELECTION_NOTES = {"test": "the paper's protocol: epoch chosen on the test split (optimistic)"}
 

@@ -50,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clip2point import defaults
+from clip2point import defaults, option_table
 from clip2point.errors import DatasetError, InputFileError, Opt, OptionError, UsageError
 from clip2point.io import SUPPORTED_EXTENSIONS, normalize_unit_sphere, read_points
 from clip2point.views import apply_up_axis
@@ -58,15 +58,9 @@ from clip2point.views import apply_up_axis
 from .h5_datasets import H5_NAME, ModelNetH5Dataset, ScanObjectNNDataset
 from .point_dataset import SPLITS, FileListDataset, PointDataset, read_names, usable_points
 
-KINDS = ("auto", "synth", "modelnet", "modelnet-h5", "modelnet-resampled", "modelnet40-ply", "scanobjectnn", "folder")
+KINDS = option_table.choices("dataset")
 # Other names users reach for; they select the same readers.
-KIND_ALIASES = {
-    "modelnet40": "modelnet",
-    "modelnet10": "modelnet",
-    "modelnet40_ply_hdf5_2048": "modelnet-h5",
-    "modelnet40_normal_resampled": "modelnet-resampled",
-    "modelnet40_ply": "modelnet40-ply",
-}
+KIND_ALIASES = option_table.DATASET_ALIASES
 
 
 def _class_files(folder: Path) -> list[Path]:

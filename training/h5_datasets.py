@@ -15,14 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from clip2point import defaults
+from clip2point import defaults, option_table
 from clip2point.errors import DatasetError, InputFileError, UsageError
 from clip2point.io import normalize_unit_sphere, subsample
 from clip2point.views import apply_up_axis
 
 from .point_dataset import PointDataset, file_stat, prepare_points, read_names, sample_seed, usable_points
 
-SCANOBJECTNN_VARIANTS = ("obj_bg", "obj_only", "pb_t50_rs")
+SCANOBJECTNN_VARIANTS = option_table.choices("variant")
 # Class order of ScanObjectNN's label indices (its shape_names.txt; the h5 files store only indices).
 SCANOBJECTNN_LABELS = (
     "bag", "bin", "box", "cabinet", "chair", "desk", "display", "door",

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clip2point import defaults
+from clip2point import defaults, option_table
 from clip2point.errors import C2PError, DatasetError, InputFileError, Opt, OptionError
 from clip2point.views import FEW_SHOT_VIEWS_10, View, apply_up_axis, camera_basis
 
@@ -48,7 +48,7 @@ PAIRS_VERSION = 1
 PAIRS_FILE = "pairs.json"
 LAYOUTS = ("auto", "c2p", "clip2point")
 DEFAULT_PAIR_POINTS = 8192
-COLOURS = ("grey", "random")
+COLOURS = option_table.choices("colour")
 
 
 @dataclass

@@ -67,7 +67,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from clip2point import defaults
+from clip2point import defaults, option_table
 from clip2point.distributed import (
     DistContext,
     any_rank,
@@ -86,7 +86,7 @@ from .pretrain_batches import EpochBatches, collate, micro_batches_in_step
 from .pretrain_checkpoints import check_resumable, latest_checkpoint, restore_checkpoint, save_checkpoint
 from .zero_shot_validation import zero_shot_accuracy
 
-OPTIMIZERS = ("adamw", "lamb")
+OPTIMIZERS = option_table.choices("optimizer")
 DEFAULT_LR = {"adamw": 5e-5, "lamb": 6e-3}
 DEFAULT_WEIGHT_DECAY = {"adamw": 0.05, "lamb": 1e-4}
 MIN_LR_RATIO = 1.0 / 600.0

@@ -130,7 +130,7 @@ def backends(cuda: bool) -> dict[str, str]:
 def describe() -> dict[str, Any]:
     """The whole report of `c2p env`."""
     from .. import __version__
-    from ..limits import usable_cpus
+    from ..option_table import usable_cpus
     from ..store.paths import cache_root
 
     t = torch_info()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from contextlib import contextmanager
 
 INTERVAL_ENV = "C2P_PROGRESS_INTERVAL"
 DEFAULT_INTERVAL = 10.0
@@ -233,3 +234,31 @@ def status(console, message: str):
     if _live(console):
         return console.status(message, spinner="dots")
     return _LineStatus(console, message)
+
+
+class EventDisplay:
+    """A run's event hook that drives one progress task: counted events (`kinds`) move the bar, and each
+    failed "result" is listed above it (also with the bar disabled: failures are never silent)."""
+
+    def __init__(self, progress, task, kinds: tuple[str, ...]):
+        self.progress, self.task, self.kinds = progress, task, kinds
+
+    def __call__(self, event) -> None:
+        if event.kind in self.kinds and event.done is not None:
+            self.progress.update(self.task, completed=event.done)
+        elif event.kind == "result":
+            r = event.get("result")
+            if r is not None and not r.ok:
+                from rich.text import Text
+
+                self.progress.console.print(Text.assemble(("failed ", "yellow"), r.error or r.path), soft_wrap=True, highlight=False)
+
+    def stop(self) -> None:
+        self.progress.stop()
+
+
+@contextmanager
+def event_display(console, label: str, *, total: int, kinds: tuple[str, ...] = ("classify",), disable: bool = False):
+    """A progress bar (with its ETA) of `total` units, as an event hook for a run (see EventDisplay)."""
+    with progress_bar(console, label, disable=disable) as progress:
+        yield EventDisplay(progress, progress.add_task(label, total=total), kinds)

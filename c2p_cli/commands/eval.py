@@ -7,152 +7,214 @@ from typing import Annotated
 
 import typer
 
-from .. import defaults
+from .. import option_table as table
 from . import _options as opt
 
 
 def eval_cmd(
     data: Annotated[Path, typer.Argument(help="Dataset folder (layout detected; see --dataset).", show_default=False)],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Report folder: report.json and confusion.png.")],
-    adapter: Annotated[
-        Path | None,
-        typer.Option("--adapter", help="A `c2p fewshot` run folder (or an official CLIP2Point few-shot checkpoint); default: zero-shot."),
-    ] = None,
-    which: Annotated[opt.Which, typer.Option("--which", case_sensitive=False, help="Adapter weights of the run: best or last.")] = "best",
-    split: Annotated[opt.Split, typer.Option("--split", case_sensitive=False, help="train or test.")] = "test",
+    output: Annotated[Path, opt.output("Report folder: report.json and confusion.png.")],
+    adapter: opt.Adapter = None,
+    which: opt.WhichOption = table.default("which"),
+    backend: opt.BackendOption = None,
+    engine: opt.Engine = None,
+    split: Annotated[opt.Split, typer.Option("--split", case_sensitive=False, help="train or test.")] = table.default("split"),
     dataset: Annotated[
         opt.DatasetKind,
         typer.Option("--dataset", case_sensitive=False, metavar=opt.DATASET_METAVAR, help=opt.DATASET_HELP),
-    ] = "auto",
+    ] = table.default("dataset"),
     labels: opt.Labels = None,
+    labels_file: opt.LabelsFile = None,
     label_set: opt.LabelSet = None,
-    prompt: opt.Prompt = None,
-    model: opt.Model = defaults.MODEL,
-    pretrained: opt.Pretrained = defaults.PRETRAINED,
+    templates: opt.Prompt = None,
+    model: opt.Model = table.default("model"),
+    pretrained: opt.Pretrained = table.default("pretrained"),
     depth_encoder: opt.DepthEncoderPath = None,
-    views: opt.Views = defaults.ZERO_SHOT_VIEWS,
-    points: Annotated[
-        int | None,
-        typer.Option(
-            "--points", help=f"Points sampled per shape (default: the --adapter run's, else {defaults.NUM_POINTS}).", callback=opt.check_points
-        ),
-    ] = None,
-    sampling: Annotated[
-        opt.SamplingChoice | None,
-        typer.Option("--sampling", case_sensitive=False, help="random or fps (default: the --adapter run's, else fps for ScanObjectNN, else random)."),
-    ] = None,
-    up: Annotated[
-        opt.UpAxisChoice | None,
-        typer.Option("--up", case_sensitive=False, help="Up axis z or y (default: the --adapter run's, else z for ModelNet meshes / ModelNet40_Ply / synth / folders, y for ModelNet h5 / resampled and ScanObjectNN)."),
-    ] = None,
+    views: opt.RunViews = None,
+    n_points: opt.RunPoints = None,
+    sampling: opt.RunSampling = None,
+    up: opt.RunUp = None,
     variant: Annotated[
         opt.Variant | None, typer.Option("--variant", case_sensitive=False, help="ScanObjectNN variant (default: obj_bg).")
     ] = None,
-    seed: opt.Seed = 0,
-    max_points: opt.MaxPoints = defaults.MAX_POINTS,
-    bin_columns: opt.BinColumns = defaults.BIN_COLUMNS,
-    batch_size: opt.BatchSize = 32,
-    device: opt.Device = "auto",
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table.")] = False,
+    seed: opt.Seed = table.default("seed"),
+    max_points: opt.MaxPoints = table.default("max_points"),
+    bin_columns: opt.BinColumns = table.default("bin_columns"),
+    batch_size: opt.BatchSize = table.default("batch_size"),
+    top_k: opt.TopK = 5,
+    workers: opt.Workers = None,
+    device: opt.Device = table.default("device"),
+    overwrite: opt.Overwrite = False,
+    quiet: opt.Quiet = False,
 ) -> None:
-    """Evaluate zero-shot CLIP2Point (default) or a trained adapter (--adapter) on a dataset split.
+    """Evaluate zero-shot CLIP2Point (default), a trained adapter (--adapter) or an export (--engine) on a dataset split.
 
-    Writes OUT/report.json (top-1, per-class accuracy, confusion matrix, predictions, skipped files)
-    and OUT/confusion.png. Zero-shot prompts use the dataset's class names unless --labels renames
-    them (same order) or --label-set gives a named set the classes are looked up in.
+    Writes OUTPUT/report.json (top-1, top-k, per-class accuracy, confusion matrix, predictions,
+    skipped files, the run's description) and OUTPUT/confusion.png. Zero-shot prompts use the
+    dataset's class names unless --labels / --labels-file renames them (same order) or --label-set
+    gives a named set the classes are looked up in. Ctrl-C writes the report of the samples done so
+    far, marked incomplete.
     """
     from rich.console import Console
 
+    from ..run_spec import describe_run
+    from ._common import given_on_command_line
+
+    options = opt.run_options(locals())
+    spec = describe_run(**options, given={name for name in options if given_on_command_line(name)}, needs_labels=False)
+    _prepare_out(output, overwrite)
+    console = Console(stderr=True)
+    from ..distributed import process_group, resolve_device
+
+    with process_group(resolve_device(spec.device)) as ctx:
+        loaded = _classifier_and_data(console, spec, ctx, data, dataset, split, variant)
+        report = _evaluate(console, loaded, ctx, output, quiet)
+    if report is None:
+        return  # a rank other than 0: rank 0 reports for every rank
+    _write_report(console, report, output, quiet)
+
+
+class _Loaded:
+    """What an evaluation runs on: the classifier, the dataset, how their labels map, the complete description."""
+
+    def __init__(self, clf, ds, split, spec, mapping, mode):
+        self.clf, self.ds, self.split, self.spec, self.mapping, self.mode = clf, ds, split, spec, mapping, mode
+
+
+def _classifier_and_data(console, spec, ctx, data, dataset, split, variant) -> _Loaded:
+    """The classifier and the dataset. What brings its own labels (an adapter run, an export) also brings
+    the read settings its labels were learnt with, so it loads first; a zero-shot classifier or the
+    official checkpoint takes the dataset's classes, so the dataset opens first."""
+    from rich.markup import escape
+
     from clip2point.training.datasets import open_dataset
 
-    from .. import __version__
-    from ..evaluate import classifier_for_dataset, evaluate_classifier
-    from ..store.checkpoints import write_json
+    from ..evaluate import label_mapping
+    from ..models.resolve import load_run_classifier
+    from ..run_spec import complete
     from ..views import describe_up_axis
-    from ._progress import progress_bar
+    from ._messages import cli_text
 
-    console = Console(stderr=True)
-    if adapter is not None and adapter.is_dir():
-        from ..errors import UsageError
-        from ._common import given_on_command_line
-
-        clash = [n for n in ("model", "pretrained", "views", "prompt") if given_on_command_line(n)]
-        if clash:  # a run folder brings its own: refuse rather than silently ignore
-            flags = ", ".join("--" + n for n in clash)
-            raise UsageError(f"--adapter {adapter} brings its own model, views and prompts: drop {flags}")
-    _prepare_out(out)
-    read = {"n_points": points, "sampling": sampling, "up": up}
-    if adapter is not None and adapter.is_dir():
-        from rich.markup import escape
-
-        from ..models.adapters import merge_read_settings, read_run_config, run_read_settings
-        from ._messages import cli_text
-
-        read, warnings = merge_read_settings(read, run_read_settings(read_run_config(adapter)))
-        for line in warnings:
-            console.print(f"[yellow]warning:[/] {escape(cli_text(line))}")
-    elif read["n_points"] is None:
-        read["n_points"] = defaults.NUM_POINTS
-    ds = open_dataset(
-        data, dataset, split, seed=seed, variant=variant, max_points=max_points, bin_columns=bin_columns, **read
-    )
-    info = ds.describe()
-    sampled = "every point of each file" if info.get("all_points") else f"{info['n_points']} points ({info['sampling']})"
-    # Under torchrun each rank evaluates every world_size-th sample on its own device; rank 0 merges.
-    from ..distributed import gather_objects, process_group, resolve_device, shard
-    from ..evaluate import DatasetShard, merge_reports
-
-    with process_group(resolve_device(device)) as ctx:
-        if ctx.is_main:
-            console.print(f"{ds.kind} {split}: {len(ds)} samples, {sampled}, {describe_up_axis(ds.up)}")
+    device = ctx.device if ctx.distributed else None
+    brings_labels = spec.source in ("adapter run", "export")
+    clf = None
+    if brings_labels:
         with console.status("loading the model", spinner="dots"):
-            clf, mapping, mode = classifier_for_dataset(
-                ds.labels, adapter=adapter, which=which, labels=labels, label_set=label_set, templates=prompt,
-                model=model, pretrained=pretrained, depth_encoder=depth_encoder, views=views,
-                device=str(ctx.device) if ctx.distributed else device,
-            )
-        part = DatasetShard(ds, shard(len(ds), ctx)) if ctx.distributed else ds
-        with progress_bar(console, f"evaluating {split}", eta=False, disable=quiet or not ctx.is_main) as progress:
-            task = progress.add_task("eval", total=len(part))
-            report = evaluate_classifier(clf, part, mapping, batch_size,
-                                         progress=lambda done, total: progress.update(task, completed=done))
-        if ctx.distributed:
-            reports = gather_objects(ctx, report)
-            if not ctx.is_main:
-                return
-            report = merge_reports(reports, ds.sample_ids, clf.labels)
-    report.update({"mode": mode, "dataset": {**ds.describe(), "rotation": describe_up_axis(ds.up)},
-                   "classifier": getattr(clf, "meta", {}), "version": __version__})
+            clf = load_run_classifier(spec, device=device)
+    read = complete(spec, clf, fill_defaults=False) if clf is not None else (spec, [])
+    for line in read[1]:
+        console.print(f"[yellow]warning:[/] {escape(cli_text(line))}")
+    given = read[0]
+    ds = open_dataset(data, dataset, split, seed=spec.seed, variant=variant, max_points=spec.max_points,
+                      bin_columns=spec.bin_columns, n_points=given.n_points or table.default("n_points"),
+                      sampling=given.sampling, up=given.up)  # fmt: skip
+    info = ds.describe()
+    if ctx.is_main:
+        sampled = "every point of each file" if info.get("all_points") else f"{info['n_points']} points ({info['sampling']})"
+        console.print(f"{ds.kind} {split}: {len(ds)} samples, {sampled}, {describe_up_axis(ds.up)}")
+    if clf is None:
+        with console.status("loading the model", spinner="dots"):
+            clf = load_run_classifier(spec, device=device, default_labels=ds.labels)
+    spec, _ = complete(spec, clf)
+    spec = _read_as_dataset(spec, info)
+    positional = spec.labels_by_position and not brings_labels
+    mapping = label_mapping(ds.labels, clf.labels, positional=positional)
+    few_shot = spec.adapter is not None or bool((getattr(clf, "meta", None) or {}).get("adapter"))
+    return _Loaded(clf, ds, split, spec, mapping, "few-shot" if few_shot else "zero-shot")
+
+
+def _read_as_dataset(spec, info: dict):
+    """The description with the read settings the dataset really used (its kind decides unset ones)."""
+    from dataclasses import replace
+
+    return replace(spec, n_points=info.get("n_points", spec.n_points), sampling=info.get("sampling", spec.sampling),
+                   up=info.get("up", spec.up))  # fmt: skip
+
+
+def _evaluate(console, loaded: _Loaded, ctx, output: Path, quiet: bool) -> dict | None:
+    """The report (on rank 0; None on the others). Under torchrun each rank evaluates every
+    world_size-th sample on its own device; rank 0 merges. Ctrl-C writes the samples done so far."""
+    from .. import __version__
+    from ..distributed import gather_objects, shard
+    from ..engine.pipeline import default_workers
+    from ..evaluate import DatasetShard, EvalInterrupted, evaluate_classifier, merge_reports
+    from ..run_spec import record
+    from ..views import describe_up_axis
+    from ._progress import event_display
+
+    clf, ds, spec = loaded.clf, loaded.ds, loaded.spec
+    part = DatasetShard(ds, shard(len(ds), ctx)) if ctx.distributed else ds
+    workers = default_workers(len(part)) if spec.workers is None else spec.workers
+    extra = {"mode": loaded.mode, "dataset": {**ds.describe(), "rotation": describe_up_axis(ds.up)},
+             "classifier": getattr(clf, "meta", {}), "run": record(spec, clf), "version": __version__}  # fmt: skip
+    with event_display(console, f"evaluating {loaded.split}", total=len(part), kinds=("eval",),
+                       disable=quiet or not ctx.is_main) as display:  # fmt: skip
+        try:
+            report = evaluate_classifier(clf, part, loaded.mapping, spec.batch_size, top_k=spec.top_k, workers=workers,
+                                         on_event=display)  # fmt: skip
+        except EvalInterrupted as e:
+            display.stop()
+            if ctx.is_main:
+                _interrupted(console, {**e.report, **extra, "complete": False}, output, ctx)
+            raise typer.Exit(130) from None
+    if ctx.distributed:
+        reports = gather_objects(ctx, report)
+        if not ctx.is_main:
+            return None
+        report = merge_reports(reports, ds.sample_ids, clf.labels)
+    report.update(extra)
+    report["complete"] = True
     note = (getattr(clf, "meta", {}).get("selection") or {}).get("note")
     if note:  # an adapter whose epoch was chosen on the test split: its test accuracy is optimistic
         report["selection"] = note
         console.print(f"[yellow]selection:[/] {note}")
-    write_json(out / "report.json", report)
+    return report
+
+
+def _interrupted(console, report: dict, output: Path, ctx) -> None:
+    from ..store.checkpoints import write_json
+
+    if ctx.distributed:
+        report["note"] = f"rank 0's share of {ctx.world_size} only"
+    write_json(output / "report.json", report)
+    console.print(f"[yellow]interrupted: {report['n']} samples evaluated, {len(report['skipped'])} skipped; "
+                  f"a partial report (\"complete\": false) is in {output / 'report.json'}[/]")  # fmt: skip
+
+
+def _write_report(console, report: dict, output: Path, quiet: bool) -> None:
+    from ..store.checkpoints import write_json
     from ._plots import confusion_png
-    confusion_png(out / "confusion.png", report)
+
+    write_json(output / "report.json", report)
+    confusion_png(output / "confusion.png", report)
     if not quiet:
         _print_report(report)
-    console.print(f"wrote {out / 'report.json'} and {out / 'confusion.png'}")
+    console.print(f"wrote {output / 'report.json'} and {output / 'confusion.png'}")
     if report["skipped"]:
         console.print(f"[yellow]{len(report['skipped'])} file(s) could not be read and were skipped (listed in report.json)[/]")
 
 
-def _prepare_out(out: Path) -> None:
-    """Create the report folder up front: a bad --out fails before any model or data is loaded."""
+def _prepare_out(out: Path, overwrite: bool) -> None:
+    """Create the report folder up front: a bad --output fails before any model or data is loaded, and an
+    earlier report is replaced only with --overwrite."""
+    from ..errors import Opt, OptionError
     from ._common import output_folder
 
-    output_folder(out, "--out", "report folder")
+    if (out / "report.json").exists() and not overwrite:
+        raise OptionError(Opt("output"), f" {out} already holds a report; add ", Opt("overwrite"), " to replace it")
+    output_folder(out, "--output", "report folder")
 
 
 def _print_report(report: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{report['mode']} top-1 {report['top1']:.3f}  (mean class {report['mean_class_accuracy']:.3f}, n={report['n']})")
-    table.add_column("class")
-    table.add_column("samples", justify="right")
-    table.add_column("accuracy", justify="right")
+    top_k = f"  top-{report['top_k']} {report['top_k_accuracy']:.3f}" if "top_k" in report else ""
+    shown = Table(title=f"{report['mode']} top-1 {report['top1']:.3f}{top_k}  (mean class {report['mean_class_accuracy']:.3f}, n={report['n']})")
+    shown.add_column("class")
+    shown.add_column("samples", justify="right")
+    shown.add_column("accuracy", justify="right")
     for name, row in report["per_class"].items():
         if row["count"]:
-            table.add_row(name, str(row["count"]), f"{row['accuracy']:.3f}")
-    Console().print(table)
+            shown.add_row(name, str(row["count"]), f"{row['accuracy']:.3f}")
+    Console().print(shown)

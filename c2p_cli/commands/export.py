@@ -7,22 +7,22 @@ from typing import Annotated
 
 import typer
 
-from .. import defaults
+from .. import option_table as table
 from . import _options as opt
 
 
 def export(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (created).", show_default=False)],
+    output: Annotated[Path, opt.output("Output folder (created).", show_default=False)],
     labels: opt.Labels = None,
+    labels_file: opt.LabelsFile = None,
     label_set: opt.LabelSet = None,
-    prompt: opt.Prompt = None,
-    adapter: Annotated[
-        Path | None, typer.Option("--adapter", help="A `c2p fewshot` run folder: export its adapter (few-shot) instead of zero-shot.")
-    ] = None,
-    model: opt.Model = defaults.MODEL,
-    pretrained: opt.Pretrained = defaults.PRETRAINED,
+    templates: opt.Prompt = None,
+    adapter: opt.Adapter = None,
+    which: opt.WhichOption = table.default("which"),
+    model: opt.Model = table.default("model"),
+    pretrained: opt.Pretrained = table.default("pretrained"),
     depth_encoder: opt.DepthEncoderPath = None,
-    views: opt.Views = defaults.ZERO_SHOT_VIEWS,
+    views: opt.RunViews = None,
     fold: Annotated[
         bool | None,
         typer.Option("--fold/--no-fold", help="Fold CLIP's normalisation into a 1-channel first convolution (default: fold)."),
@@ -51,23 +51,26 @@ def export(
     workspace_gib: Annotated[
         float, typer.Option("--workspace-gib", help="TensorRT builder workspace limit, GiB.", callback=opt.between(0, 1024, open_low=True))
     ] = 4.0,
-    points: Annotated[
-        int | None,
-        typer.Option("--points", help=f"Points per shape that runtimes sample (default: the adapter run's, else {defaults.NUM_POINTS}).",
-                     callback=opt.check_points),
-    ] = None,
+    n_points: opt.RunPoints = None,
 ) -> None:
     """Export the classifier: classifier.onnx (depth maps -> logits), optional points_classifier.onnx and TensorRT engine.
 
-    Zero-shot with --labels / --label-set, or few-shot with --adapter RUN.
+    Zero-shot with --labels / --labels-file / --label-set, or few-shot with --adapter RUN. --points is
+    what runtimes sample per shape.
 
     Every graph is run with ONNX Runtime (and the engine with TensorRT) on random and synthetic inputs and compared with torch; the export fails if the logits differ by more than the tolerance recorded in c2p_export.json.
     """
     from rich.console import Console
 
     from ..errors import UsageError
+    from ..run_spec import describe_run
+    from ._common import given_on_command_line
     from ._progress import status as progress_status
 
+    options = opt.run_options(locals())
+    spec = describe_run(**options, given={name for name in options if given_on_command_line(name)})
+    if adapter is not None and fold is not None:
+        raise UsageError("--adapter brings its own encoders: drop --fold/--no-fold")
     console = Console(stderr=True)
     if opset < 18:
         raise UsageError(f"--opset must be at least 18 (ScatterElements with reduction='min'), got {opset}")
@@ -88,49 +91,22 @@ def export(
 
     from clip2point.export.onnx import ExportOptions, export_classifier
 
+    from ..models.resolve import load_run_classifier
+    from ..run_spec import complete
+
     with progress_status(console, "loading the model") as status:
-        clf = _load(labels=labels, label_set=label_set, prompt=prompt, adapter=adapter, model=model, pretrained=pretrained,
-                    depth_encoder=depth_encoder, views=views, fold=fold)  # fmt: skip
+        clf = load_run_classifier(spec, device="cpu", fold=True if fold is None else fold)
+        spec, _ = complete(spec, clf)
         extra = {"adapter": str(adapter)} if adapter is not None else {}
-        trained = (getattr(clf, "meta", None) or {}).get("read") or {}
-        n_points = points if points is not None else trained.get("n_points") or defaults.NUM_POINTS
-        options = ExportOptions(opset=opset, with_projection=with_projection, n_points=int(n_points),
+        options = ExportOptions(opset=opset, with_projection=with_projection, n_points=int(spec.n_points),
                                 quantize=None if quantize == "none" else quantize)  # fmt: skip
-        meta = export_classifier(clf, out, options, extra_meta=extra, on_step=status.update)
+        meta = export_classifier(clf, output, options, extra_meta=extra, on_step=status.update)
         if trt:
             from clip2point.export.tensorrt import build_and_check
 
             status.update(f"building the TensorRT engine (FP16, batch 1..{max_batch})")
-            meta = build_and_check(out, max_batch=max_batch, opt_batch=opt_batch, workspace_gib=workspace_gib)
-    _summary(Console(), out, meta)
-
-
-def _load(*, labels, label_set, prompt, adapter, model, pretrained, depth_encoder, views, fold):
-    from ..errors import UsageError
-
-    if adapter is not None:
-        if depth_encoder is not None or fold is not None:
-            raise UsageError("--adapter brings its own encoders: drop --depth-encoder/--fold/--no-fold")
-        from ..models.adapters import load_adapter_classifier
-
-        if adapter.is_file():
-            # The official CLIP2Point few-shot checkpoint: labels (default ModelNet40), prompts and
-            # the CLIP it was trained on come from the options.
-            from ..models.prompts import resolve_labels
-
-            names = resolve_labels(labels, label_set) if (labels or label_set) else None
-            return load_adapter_classifier(
-                adapter, device="cpu", labels=names, templates=prompt, model=model, pretrained=pretrained
-            )
-        if labels or label_set or prompt:
-            raise UsageError("--adapter brings its own labels and prompts: drop --labels/--label-set/--prompt")
-        return load_adapter_classifier(adapter, device="cpu")
-    from ..models.classifier import load_classifier
-
-    return load_classifier(
-        labels=labels, label_set=label_set, model=model, pretrained=pretrained, depth_encoder=depth_encoder,
-        views=views, templates=prompt, device="cpu", fold=True if fold is None else fold,
-    )  # fmt: skip
+            meta = build_and_check(output, max_batch=max_batch, opt_batch=opt_batch, workspace_gib=workspace_gib)
+    _summary(Console(), output, meta)
 
 
 def _summary(console, out: Path, meta: dict) -> None:

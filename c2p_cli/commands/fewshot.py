@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from .. import defaults
+from .. import option_table as table
 from . import _options as opt
 
 if TYPE_CHECKING:
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
 
 def fewshot(
     data: Annotated[Path, typer.Argument(help="Dataset folder (layout detected; see --dataset).", show_default=False)],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder to create (or continue with --resume).")],
+    output: Annotated[Path, opt.output("Run folder to create (or continue with --resume).")],
     shots: Annotated[
         int, typer.Option("--shots", "-k", help="Labelled samples per class, drawn from the train split.", callback=opt.at_least(1))
     ] = 16,
@@ -24,14 +25,14 @@ def fewshot(
         opt.DatasetKind,
         typer.Option("--dataset", case_sensitive=False, metavar=opt.DATASET_METAVAR, help=opt.DATASET_HELP),
     ] = "auto",
-    model: opt.Model = defaults.MODEL,
-    pretrained: opt.Pretrained = defaults.PRETRAINED,
+    model: opt.Model = table.default("model"),
+    pretrained: opt.Pretrained = table.default("pretrained"),
     depth_encoder: opt.DepthEncoderPath = None,
     fusion: Annotated[
         opt.Fusion, typer.Option("--fusion", case_sensitive=False, help="gated (GDPA, learned per-channel gate) or mean (DPA).")
     ] = "gated",
     epochs: Annotated[int, typer.Option("--epochs", help="Training epochs.", callback=opt.between(1, 100_000))] = 100,
-    batch_size: opt.BatchSize = 32,
+    batch_size: opt.BatchSize = table.default("batch_size"),
     lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate.", callback=opt.between(0, 10, open_low=True))] = 1e-3,
     weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay.", callback=opt.between(0, 10))] = 1e-4,
     select: Annotated[
@@ -47,22 +48,16 @@ def fewshot(
         int, typer.Option("--resamples", help="Point sets sampled per training shot (features cached); each epoch draws one, "
                           "like the official loader's fresh samples. 1: one fixed set.", callback=opt.between(1, 1000))
     ] = 1,
-    seed: opt.Seed = 0,
+    seed: opt.Seed = table.default("seed"),
     views: opt.Views = defaults.FEW_SHOT_VIEWS,
-    points: opt.Points = defaults.NUM_POINTS,
-    sampling: Annotated[
-        opt.SamplingChoice | None,
-        typer.Option("--sampling", case_sensitive=False, help="random or fps (default: fps for ScanObjectNN, else random)."),
-    ] = None,
-    up: Annotated[
-        opt.UpAxisChoice | None,
-        typer.Option("--up", case_sensitive=False, help="Up axis z or y (default: z for ModelNet meshes / synth / folders, y for ModelNet h5 / resampled and ScanObjectNN)."),
-    ] = None,
+    n_points: opt.Points = table.default("n_points"),
+    sampling: opt.RunSampling = None,
+    up: opt.RunUp = None,
     variant: Annotated[
         opt.Variant | None, typer.Option("--variant", case_sensitive=False, help="ScanObjectNN variant (default: obj_bg).")
     ] = None,
-    prompt: opt.Prompt = None,
-    device: opt.Device = "auto",
+    templates: opt.Prompt = None,
+    device: opt.Device = table.default("device"),
     cache_dir: Annotated[
         Path | None, typer.Option("--cache-dir", help="Where per-view features are cached (default: the c2p cache folder).")
     ] = None,
@@ -76,7 +71,7 @@ def fewshot(
     ] = 1,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last completed epoch.")] = False,
     test: Annotated[bool, typer.Option("--test/--no-test", help="Report test-split accuracy at the end (never used for selection).")] = True,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table.")] = False,
+    quiet: opt.Quiet = False,
 ) -> None:
     """Train a few-shot adapter (CLIP2Point's dual-path adapter) and save it to a run folder.
 
@@ -98,26 +93,27 @@ def fewshot(
     opts = FewShotOptions(
         shots=shots, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, fusion=fusion,
         select=select, val_fraction=val_fraction, model=model, pretrained=pretrained,
-        depth_encoder=str(depth_encoder) if depth_encoder else None, views=views, n_points=points, sampling=sampling,
-        up=up, dataset_kind=dataset, templates=list(prompt) if prompt else None, device=device,
+        depth_encoder=str(depth_encoder) if depth_encoder else None, views=views, n_points=n_points, sampling=sampling,
+        up=up, dataset_kind=dataset, templates=list(templates) if templates else None, device=device,
         cache_dir=str(cache_dir) if cache_dir else None, use_cache=not no_cache, eval_test=test, variant=variant,
         save_every=save_every, resamples=resamples, feature_batch_size=feature_batch_size,
     )
     with process_group(resolve_device(device)) as ctx:
-        summary = _train(console, data, out, opts, resume, quiet, ctx)
+        summary = _train(console, data, output, opts, resume, quiet, ctx)
     if summary is None:
         return  # a rank other than 0: rank 0 reports for every rank
     if not quiet:
         _print_summary(summary)
     from ._plots import write_curves
-    console.print(f"training curves: {write_curves(out, summary) or 'none (no epoch logged)'}", highlight=False, soft_wrap=True)
+
+    console.print(f"training curves: {write_curves(output, summary) or 'none (no epoch logged)'}", highlight=False, soft_wrap=True)
     note = (summary.get("selection") or {}).get("note")
     if note:
         console.print(f"[yellow]selection:[/] {note}")
     for w in summary.get("warnings", []):
         console.print(f"[yellow]note:[/] {w}")
     if summary.get("skipped"):
-        console.print(f"[yellow]{len(summary['skipped'])} shot file(s) could not be read and were skipped (see {out}/summary.json)[/]")
+        console.print(f"[yellow]{len(summary['skipped'])} shot file(s) could not be read and were skipped (see {output}/summary.json)[/]")
 
 
 def _train(console, data: Path, out: Path, opts, resume: bool, quiet: bool, ctx) -> dict | None:

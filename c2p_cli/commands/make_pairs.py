@@ -7,19 +7,19 @@ from typing import Annotated
 
 import typer
 
-from .. import defaults
+from .. import option_table as table
 from . import _options as opt
 
 
 def make_pairs(
     mesh_dir: Annotated[Path, typer.Argument(help="Folder of meshes (.off/.obj/.stl/.glb/.gltf/.ply with faces), searched recursively.", show_default=False)],
     out: Annotated[Path, typer.Argument(help="Output folder of the pairs set (created).", show_default=False)],
-    points: Annotated[int, typer.Option("--points", help="Surface points stored per model.", callback=opt.check_points)] = 8192,
-    up: opt.UpAxis = defaults.UP_AXIS,
+    n_points: opt.Points = 8192,
+    up: opt.UpAxis = table.default("up"),
     colour: Annotated[
         opt.Colour, typer.Option("--colour", case_sensitive=False, help="Base colour: grey, or random (seeded per model).")
     ] = "grey",
-    seed: opt.Seed = 0,
+    seed: opt.Seed = table.default("seed"),
 ) -> None:
     """Render each mesh of MESH_DIR from the 10 pre-training views (shaded, white background) and store the
     renders with sampled surface points, as OUT/pairs.json and OUT/<model>/{points.npy,view_<k>.png}.
@@ -31,4 +31,4 @@ def make_pairs(
 
     from ._pairs_output import write_pairs_with_progress
 
-    write_pairs_with_progress(mesh_sources(mesh_dir), out, n_points=points, up=up, colour=colour, seed=seed)
+    write_pairs_with_progress(mesh_sources(mesh_dir), out, n_points=n_points, up=up, colour=colour, seed=seed)

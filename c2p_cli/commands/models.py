@@ -12,7 +12,7 @@ def models(
         str | None, typer.Option("--filter", "-f", help="Only architectures whose name contains this text (any case).")
     ] = None,
     tags: Annotated[
-        bool, typer.Option("--pretrained", "-p", help="Also list each architecture's weight tags (for --pretrained).")
+        bool, typer.Option("--tags", "-p", "--pretrained", help="Also list each architecture's weight tags (what --pretrained takes).")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
 ) -> None:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from .. import defaults
+from .. import option_table as table
 from . import _options as opt
 
 if TYPE_CHECKING:
@@ -23,21 +24,21 @@ def pretrain(
         opt.Layout, typer.Option("--layout", case_sensitive=False, help="auto, c2p (pairs.json) or clip2point (ShapeNet55/ + rendering/).")
     ] = "auto",
     split: Annotated[opt.Split, typer.Option("--split", case_sensitive=False, help="Split list of the clip2point layout.")] = "train",
-    model: opt.Model = defaults.MODEL,
-    pretrained: opt.Pretrained = defaults.PRETRAINED,
+    model: opt.Model = table.default("model"),
+    pretrained: opt.Pretrained = table.default("pretrained"),
     init: Annotated[Path | None, typer.Option("--init", help="Start the depth encoder from these weights instead of CLIP's visual tower.")] = None,
     epochs: Annotated[int, typer.Option("--epochs", help="Epochs (the paper: 100).", callback=opt.between(1, 100_000))] = 100,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Pairs per process and micro-batch (contrastive negatives: this x processes).", callback=opt.check_batch)] = 256,
+    batch_size: opt.BatchSize = 256,
     accumulate: Annotated[int, typer.Option("--accumulate", help="Micro-batches per optimiser step (gradient accumulation).", callback=opt.between(1, 4096))] = 1,
     optimizer: Annotated[opt.Optimizer, typer.Option("--optimizer", case_sensitive=False, help="lamb (the paper's: every trained parameter decays) or adamw.")] = "lamb",
     lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate (default: 5e-5 for adamw, 6e-3 for lamb).", callback=opt.between(0, 10, open_low=True))] = None,
     weight_decay: Annotated[float | None, typer.Option("--weight-decay", help="Weight decay (default: 0.05 for adamw, 1e-4 for lamb).", callback=opt.between(0, 10))] = None,
     min_lr: Annotated[float | None, typer.Option("--min-lr", help="Floor of the cosine schedule (default: lr / 600).", callback=opt.between(0, 10))] = None,
     restart_epochs: Annotated[int, typer.Option("--restart-epochs", help="Warm restart of the cosine schedule every this many epochs.", callback=opt.at_least(1))] = 2,
-    points: opt.Points = defaults.NUM_POINTS,
-    seed: opt.Seed = 0,
-    device: opt.Device = "auto",
-    workers: Annotated[int, typer.Option("--workers", help="DataLoader worker processes per rank (at most 2 per CPU core).", callback=opt.check_workers)] = 4,
+    n_points: opt.Points = table.default("n_points"),
+    seed: opt.Seed = table.default("seed"),
+    device: opt.Device = table.default("device"),
+    workers: Annotated[int, opt.option("workers", show_default=True)] = 4,
     cache_image_features: Annotated[bool, typer.Option("--cache-image-features/--no-cache-image-features", help="Encode every render once with the frozen image encoder before training.")] = True,
     feature_cache_dir: Annotated[Path | None, typer.Option("--feature-cache-dir", help="Where cached image features go (default: the c2p cache).")] = None,
     bf16: Annotated[bool, typer.Option("--bf16/--no-bf16", help="bfloat16 autocast on CUDA.")] = True,
@@ -50,6 +51,9 @@ def pretrain(
     keep_checkpoints: Annotated[int, typer.Option("--keep-checkpoints", help="Checkpoints kept in RUN/checkpoints.", callback=opt.at_least(1))] = 1,
 ) -> None:
     """Pre-train a depth encoder so that depth maps land where CLIP puts the matching RGB renders.
+
+    --batch-size is the pairs of one process's micro-batch: each loss contrasts that many times the
+    number of processes; --workers are the DataLoader's reader processes per rank.
 
     Runs the same under `torchrun --nproc_per_node N -m clip2point pretrain ...` (DDP: NCCL on
     GPUs, gloo on CPU; only rank 0 writes). Ctrl-C saves a checkpoint and exits; continue with
@@ -66,7 +70,7 @@ def pretrain(
         data=str(data), out=str(run), layout=layout, split=split, model=model, pretrained=pretrained,
         init_weights=str(init) if init else None, epochs=epochs, batch_size=batch_size, accumulate=accumulate,
         optimizer=optimizer, lr=lr, weight_decay=weight_decay, min_lr=min_lr, restart_epochs=restart_epochs,
-        n_points=points, seed=seed, device=device, workers=workers, cache_image_features=cache_image_features,
+        n_points=n_points, seed=seed, device=device, workers=workers, cache_image_features=cache_image_features,
         feature_cache_dir=str(feature_cache_dir) if feature_cache_dir else None, bf16=bf16,
         render_backend=render_backend, val=str(val) if val else None, val_views=val_views, val_limit=val_limit,
         val_up=val_up, resume=resume, keep_checkpoints=keep_checkpoints,

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from .. import defaults
+from .. import option_table as table
 from . import _options as opt
 
 
@@ -23,9 +24,7 @@ def render(
         list[str],
         typer.Argument(help="Point-cloud / mesh files, folders or glob patterns ('scans/**/*.ply').", show_default=False),
     ],
-    out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="The file to write (.png or .npy), for one input.")
-    ] = None,
+    output: Annotated[Path | None, opt.output("The file to write (.png or .npy), for one input.")] = None,
     out_dir: Annotated[
         Path | None,
         typer.Option("--out-dir", help="Folder for one file per input, named after it (chair.ply -> chair.png)."),
@@ -36,18 +35,18 @@ def render(
             "--format", case_sensitive=False,
             help="png: a captioned montage (two rows). npy: the maps as float32 (views, size, size), the normalised "
             "depth maps exactly as the encoder sees them before CLIP's mean / std normalisation (covered pixels 0 "
-            "to 200/255, nearest darkest; background 1). Default: --out's extension, else png.",
+            "to 200/255, nearest darkest; background 1). Default: --output's extension, else png.",
         ),
     ] = None,
     recursive: opt.Recursive = False,
     ext: opt.Extensions = None,
-    views: opt.Views = defaults.ZERO_SHOT_VIEWS,
-    points: opt.Points = defaults.NUM_POINTS,
-    sampling: opt.Sampling = "random",
-    up: opt.UpAxis = defaults.UP_AXIS,
-    seed: opt.Seed = 0,
-    max_points: opt.MaxPoints = defaults.MAX_POINTS,
-    bin_columns: opt.BinColumns = defaults.BIN_COLUMNS,
+    views: opt.Views = table.default("views"),
+    n_points: opt.Points = table.default("n_points"),
+    sampling: opt.Sampling = table.default("sampling"),
+    up: opt.UpAxis = table.default("up"),
+    seed: opt.Seed = table.default("seed"),
+    max_points: opt.MaxPoints = table.default("max_points"),
+    bin_columns: opt.BinColumns = table.default("bin_columns"),
     size: Annotated[
         int, typer.Option("--size", help="Image size in pixels, 16 to 2048 (the models expect 224).", callback=opt.between(16, 2048))
     ] = defaults.IMAGE_SIZE,
@@ -57,7 +56,7 @@ def render(
 ) -> None:
     """Render the paper's depth maps (orthographic, nearest point per pixel) of each input file.
 
-    One output per input: --out FILE for a single input, --out-dir DIR for any number. A file that
+    One output per input: --output FILE for a single input, --out-dir DIR for any number. A file that
     cannot be read is reported in one line and the others are still rendered.
 
     Exit code 0 when every file was rendered, 1 when some failed, 2 for usage errors.
@@ -71,16 +70,16 @@ def render(
     from ..views import view_preset
 
     console = Console(stderr=True, highlight=False)
-    fmt = _output_format(out, out_dir, fmt)
-    read = ReadOptions(n_points=points, sampling=sampling, seed=seed, up=up, max_points=max_points, bin_columns=bin_columns)
+    fmt = _output_format(output, out_dir, fmt)
+    read = ReadOptions(n_points=n_points, sampling=sampling, seed=seed, up=up, max_points=max_points, bin_columns=bin_columns)
     read.validate()
     preset = view_preset(views)
     entries = gather_inputs(paths, recursive=recursive, extensions=ext)
     if not entries:
         raise UsageError(f"no supported point-cloud or mesh files in {', '.join(paths[:3])}")
-    if out is not None and len(entries) > 1:
-        raise UsageError(f"--out names one file, but the inputs hold {len(entries)}: use --out-dir DIR")
-    targets = [out] if out is not None else _targets(out_dir, entries, fmt)
+    if output is not None and len(entries) > 1:
+        raise UsageError(f"--output names one file, but the inputs hold {len(entries)}: use --out-dir DIR")
+    targets = [output] if output is not None else _targets(out_dir, entries, fmt)
     failed = 0
     for entry, target in zip(entries, targets, strict=True):
         error = entry.error if not isinstance(entry, Path) else _render_one(entry, target, fmt, read, preset, size, columns)
@@ -88,28 +87,28 @@ def render(
         line = f"[yellow]failed[/] {escape(error)}" if error else f"{escape(str(entry))} -> {escape(str(target))}"
         console.print(line, soft_wrap=True)
     if len(entries) > 1 or failed:
-        where = out if out is not None else out_dir
+        where = output if output is not None else out_dir
         done = len(entries) - failed
         console.print(f"rendered {done} of {len(entries)} files ({len(preset)} views, {fmt}) to {escape(str(where))}", soft_wrap=True)
     if failed:
         raise typer.Exit(1)
 
 
-def _output_format(out: Path | None, out_dir: Path | None, fmt: str | None) -> str:
-    """png or npy, from --format or --out's extension; refuses a missing or ambiguous destination."""
+def _output_format(output: Path | None, out_dir: Path | None, fmt: str | None) -> str:
+    """png or npy, from --format or --output's extension; refuses a missing or ambiguous destination."""
     from ..errors import UsageError
 
-    if out is None and out_dir is None:
-        raise UsageError("say where to write: --out views.png (one input) or --out-dir DIR (one file per input)")
-    if out is not None and out_dir is not None:
-        raise UsageError("give --out (one input) or --out-dir (one file per input), not both")
-    if out is None:
+    if output is None and out_dir is None:
+        raise UsageError("say where to write: --output views.png (one input) or --out-dir DIR (one file per input)")
+    if output is not None and out_dir is not None:
+        raise UsageError("give --output (one input) or --out-dir (one file per input), not both")
+    if output is None:
         return fmt or "png"
-    suffix = out.suffix.lower().lstrip(".")
+    suffix = output.suffix.lower().lstrip(".")
     if suffix not in ("png", "npy"):
-        raise UsageError(f"--out {out}: write a .png montage or .npy maps")
+        raise UsageError(f"--output {output}: write a .png montage or .npy maps")
     if fmt is not None and fmt != suffix:
-        raise UsageError(f"--out {out} is .{suffix} but --format is {fmt}")
+        raise UsageError(f"--output {output} is .{suffix} but --format is {fmt}")
     return suffix
 
 

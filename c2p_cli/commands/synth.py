@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from .. import option_table as table
 from . import _options as opt
 
 
@@ -29,8 +30,8 @@ def synth(
             help="ply (noisy cloud, binary PLY), npy (noisy cloud) or off (the mesh, ModelNet-like).",
         ),
     ] = "ply",
-    points: opt.Points = 2048,
-    seed: opt.Seed = 0,
+    n_points: opt.Points = 2048,
+    seed: opt.Seed = table.default("seed"),
     list_classes: Annotated[bool, typer.Option("--list", help="Print the shape classes and exit.")] = False,
     pairs: Annotated[
         bool,
@@ -56,7 +57,7 @@ def synth(
 
         from ._pairs_output import write_pairs_with_progress
 
-        write_pairs_with_progress(synth_sources(names, per_class, seed), out, n_points=points, up="z", colour="grey", seed=seed)
+        write_pairs_with_progress(synth_sources(names, per_class, seed), out, n_points=n_points, up="z", colour="grey", seed=seed)
         return
     if test_per_class is None:
         test_per_class = max(1, per_class // 4) if per_class else 0
@@ -64,7 +65,7 @@ def synth(
     with progress_bar(console, "[bold]synth", eta=False, transient=True) as bar:
         task = bar.add_task("synth", total=total)
         manifest = lib.write_dataset(
-            out, names, per_class, test_per_class, fmt, points, seed, progress=lambda _path: bar.advance(task)
+            out, names, per_class, test_per_class, fmt, n_points, seed, progress=lambda _path: bar.advance(task)
         )
     console.print(
         f"wrote {manifest['total']} {fmt} files ({len(names)} classes x {per_class} train + {test_per_class} test, "

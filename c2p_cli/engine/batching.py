@@ -1,18 +1,50 @@
 """Torch-free pieces of batch classification, shared by `c2p classify` (clip2point.engine.pipeline) and the
 torch-free ONNX runner (clip2point.export.run_onnx): the per-file result, reading a file without raising,
-expanding paths in order, and padding ragged clouds into one batch. numpy and the standard library only.
+putting results back in input order, and padding ragged clouds into one batch. numpy and the standard
+library only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .. import defaults
-from ..errors import C2PError, Opt, OptionError
+from ..errors import C2PError
+
+
+def top_labels(probs, labels: Sequence[str], top_k: int) -> list[tuple[str, float]]:
+    """The `top_k` most probable (label, probability) pairs of one row of probabilities (ties keep label order)."""
+    p = np.asarray(probs, dtype=np.float64)
+    order = np.argsort(-p, kind="stable")[: min(top_k, len(labels))]
+    return [(labels[int(j)], float(p[j])) for j in order]
+
+
+@dataclass
+class Prediction:
+    """What a classifier says about one cloud given as an array (`clip2point.classify_points`): its
+    label, the label's probability, the `top_k` most probable labels and every label's probability."""
+
+    label: str
+    probability: float
+    top_k: list[tuple[str, float]]
+    probabilities: dict[str, float]
+    n_points: int
+
+    @classmethod
+    def from_probabilities(cls, probs, labels: Sequence[str], top_k: int, n_points: int) -> Prediction:
+        tops = top_labels(probs, labels, top_k)
+        every = {lab: float(p) for lab, p in zip(labels, np.asarray(probs, dtype=np.float64), strict=True)}
+        return cls(label=tops[0][0], probability=tops[0][1], top_k=tops, probabilities=every, n_points=n_points)
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "probability": self.probability,
+                "top_k": [{"label": lab, "probability": p} for lab, p in self.top_k], "n_points": self.n_points,
+                "probabilities": dict(self.probabilities)}  # fmt: skip
 
 
 @dataclass
@@ -32,9 +64,7 @@ class FileResult:
     @classmethod
     def from_probabilities(cls, path: str, probs, labels: Sequence[str], top_k: int, n_points: int) -> FileResult:
         """The `top_k` most probable labels of one row of probabilities (ties keep label order)."""
-        p = np.asarray(probs, dtype=np.float64)
-        order = np.argsort(-p, kind="stable")[: min(top_k, len(labels))]
-        tops = [(labels[int(j)], float(p[j])) for j in order]
+        tops = top_labels(probs, labels, top_k)
         return cls(path=path, label=tops[0][0], probability=tops[0][1], top_k=tops, n_points=n_points)
 
     @property
@@ -81,15 +111,12 @@ class ReadOptions:
     bin_columns: int = defaults.BIN_COLUMNS  # float32 columns of .bin scans
 
     def validate(self) -> None:
-        if self.n_points < 1:
-            raise OptionError(Opt("n_points"), f" must be at least 1, got {self.n_points}")
-        if self.sampling not in ("random", "fps"):
-            raise OptionError(Opt("sampling"), f" must be random or fps, got {self.sampling!r}")
-        if self.up not in ("z", "y"):
-            raise OptionError(Opt("up"), f" must be z or y, got {self.up!r}")
-        from ..io import check_read_limits
+        """For callers that build ReadOptions themselves (the torch-free runner); a run checks its
+        description once instead (clip2point.run_spec)."""
+        from .. import option_table
 
-        check_read_limits(self.max_points, self.bin_columns)
+        for name in ("n_points", "sampling", "seed", "up", "max_points", "bin_columns"):
+            option_table.check(name, getattr(self, name))
 
 
 def read_one(path: str | Path, options: ReadOptions) -> tuple[np.ndarray | None, str | None]:
@@ -107,21 +134,40 @@ def read_one(path: str | Path, options: ReadOptions) -> tuple[np.ndarray | None,
         return None, f"{path}: unexpected {type(e).__name__}: {e}"
 
 
-def gather_inputs(
-    paths: Sequence[str | Path] | str | Path, recursive: bool = False, extensions: str | Sequence[str] | None = None
-) -> list[Path | FileResult]:
-    """Expand files, folders and glob patterns into input files, in the order given; a path that
-    cannot be used (missing, unreadable folder) stands in that order as an error result instead.
-    See clip2point.engine.inputs.gather_inputs."""
-    from .inputs import gather_inputs as gather
+def file_stat(path: str | Path) -> tuple[int | None, float | None]:
+    """(size, modification time) of a file, or (None, None) when it cannot be stat'ed: what a result
+    row records so that `--resume` trusts it only while both hold."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None, None
+    return st.st_size, st.st_mtime
 
-    return gather(paths, recursive=recursive, extensions=extensions)
 
+def in_input_order(
+    entries: Sequence[Path | FileResult], classified: Iterable[FileResult], reuse: Mapping[str, FileResult] | None = None
+) -> Iterator[FileResult]:
+    """The result of each entry, in the entries' order, as soon as it is known: an entry that is a
+    FileResult (an unusable path) is its own result, a path with a row in `reuse` (keyed by path)
+    takes that row, every other path takes the next of `classified` (their results in file order).
 
-def in_input_order(entries: Sequence[Path | FileResult], classified: Iterable[FileResult]) -> list[FileResult]:
-    """Merge the results of the entries' files (an iterable in file order) back among the entries' errors."""
+    Once the entries are done, `classified` is run to its end (a pipeline reports its last batch
+    then) and closed, also when the caller stops early."""
     classified = iter(classified)
-    return [next(classified) if isinstance(e, Path) else e for e in entries]
+    try:
+        for e in entries:
+            if isinstance(e, FileResult):
+                yield e
+            elif reuse is not None and str(e) in reuse:
+                yield reuse[str(e)]
+            else:
+                yield next(classified)
+        for _ in classified:
+            raise C2PError("internal error: more results than inputs")  # pragma: no cover
+    finally:
+        close = getattr(classified, "close", None)
+        if close is not None:
+            close()
 
 
 def pad_clouds(clouds: Sequence[np.ndarray], min_points: int = 1) -> tuple[np.ndarray, np.ndarray]:

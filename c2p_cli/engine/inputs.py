@@ -14,7 +14,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import Opt, OptionError
@@ -214,7 +214,3 @@ def gather_inputs(
     for p in paths:
         entries.extend(_expand_one(p, recursive, exts))
     return entries
-
-
-def files_of(entries: Iterable[Path | FileResult]) -> list[Path]:
-    return [e for e in entries if isinstance(e, Path)]

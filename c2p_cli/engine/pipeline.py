@@ -11,22 +11,22 @@ are fetched only after batch k+1 has been queued, so the GPU never waits for Pyt
 from __future__ import annotations
 
 import functools
-import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ..errors import Opt, OptionError
-from .batching import FileResult, ReadOptions, gather_inputs, in_input_order, pad_clouds, read_one
+from ..events import EventHook, emit
+from .batching import FileResult, ReadOptions, file_stat, pad_clouds, read_one
 
-__all__ = [
-    "FileResult", "ReadOptions", "classify_files", "classify_files_sequential", "default_workers", "gather_inputs",
-    "in_input_order", "validate_run_options",
-]
+if TYPE_CHECKING:
+    from ..run_spec import RunSpec
 
-PRECISIONS = ("fp32", "fp16", "bf16")
+__all__ = ["FileResult", "ReadOptions", "classify_files", "classify_files_sequential", "default_workers", "run_precision"]
+
 _AUTOCAST = {"fp16": torch.float16, "bf16": torch.bfloat16}
 READER_NICE_ON_CPU = 10
 
@@ -40,18 +40,9 @@ def default_workers(n_files: int) -> int:
     return max(0, min(cores_per_process() - 1, n_files))
 
 
-def validate_run_options(batch_size: int = 32, top_k: int = 5, workers: int | None = None, precision: str | None = None) -> None:
-    """Bounds of the run options (the limits of clip2point.limits), checked before anything is loaded."""
-    from .. import limits
-
-    if batch_size < 1:
-        raise OptionError(Opt("batch_size"), f" must be at least 1, got {batch_size}")
-    limits.check_range("batch_size", batch_size, 1, limits.MAX_BATCH)
-    if top_k < 1:
-        raise OptionError(Opt("top_k"), f" must be at least 1, got {top_k}")
-    limits.check_workers(workers)
-    if precision is not None and precision not in PRECISIONS:
-        raise OptionError(Opt("precision"), f" must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+def run_precision(spec: RunSpec) -> str | None:
+    """The one place a run's precision reaches the pipeline: None for fp32 (no autocast), else the spec's."""
+    return None if spec.precision == "fp32" else spec.precision
 
 
 def check_precision(precision: str | None, device_type: str, torch_model: bool = True) -> None:
@@ -62,14 +53,6 @@ def check_precision(precision: str | None, device_type: str, torch_model: bool =
         raise OptionError(Opt("precision", precision), " needs a CUDA device (on CPU the encoder runs in fp32)")
     if not torch_model:
         raise OptionError(Opt("precision", precision), " applies to torch models; an exported engine keeps its own precision")
-
-
-def _stat(path: Path) -> tuple[int | None, float | None]:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None, None
-    return st.st_size, st.st_mtime
 
 
 def _read_in_process(paths: Sequence[Path], read: ReadOptions) -> Iterator[tuple[np.ndarray | None, str | None]]:
@@ -145,33 +128,23 @@ def _launch(classifier, batch, precision: str | None) -> _Launched:
         return _Launched(batch, good, probs.cpu())
 
 
-def classify_files(
-    classifier,
-    paths: Sequence[str | Path],
-    *,
-    read: ReadOptions = ReadOptions(),
-    batch_size: int = 32,
-    top_k: int = 5,
-    workers: int | None = None,
-    on_progress: Callable[[int], None] | None = None,
-    precision: str | None = None,
-) -> Iterator[FileResult]:
-    """Yield a FileResult per path, in order. `classifier` is a classifier.PointCloudClassifier.
+def classify_files(classifier, paths: Sequence[str | Path], spec: RunSpec, *, on_event: EventHook | None = None) -> Iterator[FileResult]:
+    """Yield a FileResult per path, in order. `classifier` is a classifier.PointCloudClassifier and
+    `spec` the run's description (checked already: clip2point.run_spec.describe_run), of which the
+    read options, batch size, top-k, workers and precision are used.
 
-    `workers` processes read and sample files ahead of the model (default: one per CPU core this
+    `spec.workers` processes read and sample files ahead of the model (None: one per CPU core this
     process may use, less one); 0 reads in the calling process (then a reader crash is a crash of
-    the caller). `on_progress(n)` is called with the number of files finished after each batch.
-    `precision` "fp16" / "bf16" runs the encoder under CUDA autocast (rendering stays float32).
+    the caller). After each batch, `on_event` gets Event("files", done, total): files finished so
+    far. `spec.precision` "fp16" / "bf16" runs the encoder under CUDA autocast (rendering stays float32).
     """
-    read.validate()
-    validate_run_options(batch_size, top_k, workers, precision)
+    precision = run_precision(spec)
     check_precision(precision, _device_of(classifier).type, isinstance(getattr(classifier, "head", None), torch.nn.Module))
     paths = [Path(p) for p in paths]
     if not paths:
         return
-    if workers is None:
-        workers = default_workers(len(paths))
-    workers = min(workers, len(paths))
+    read, batch_size, top_k = spec.read_options(), spec.batch_size, spec.top_k
+    workers = default_workers(len(paths)) if spec.workers is None else min(spec.workers, len(paths))
     # On CUDA, batch k's results are fetched after batch k+1 is queued; on CPU that would only delay them.
     defer = _device_of(classifier).type == "cuda"
     # On CPU the encoder's threads and the readers share the cores: readers yield to the encoder (a
@@ -183,11 +156,18 @@ def classify_files(
         if workers > 0 else _read_in_process(paths, read)
     )  # fmt: skip
     labels = classifier.labels
+    done = [0]
+
+    def finish(launched: _Launched) -> Iterator[FileResult]:
+        results = launched.results(labels, top_k)
+        yield from results
+        done[0] += len(results)
+        emit(on_event, "files", done[0], len(paths))
 
     def launches() -> Iterator[_Launched]:
         batch: list = []
         for path, (cloud, err) in zip(paths, reads, strict=True):
-            batch.append((str(path), cloud, err, _stat(path)))
+            batch.append((str(path), cloud, err, file_stat(path)))
             if len(batch) == batch_size:
                 yield _launch(classifier, batch, precision)
                 batch = []
@@ -198,27 +178,21 @@ def classify_files(
     try:
         for launched in launches():
             if pending is not None:
-                yield from _finish(pending, labels, top_k, on_progress)
+                yield from finish(pending)
             pending = launched
             if not defer:
-                yield from _finish(pending, labels, top_k, on_progress)
+                yield from finish(pending)
                 pending = None
         if pending is not None:
-            yield from _finish(pending, labels, top_k, on_progress)
+            yield from finish(pending)
     finally:
         reads.close()
 
 
-def _finish(launched: _Launched, labels, top_k: int, on_progress) -> Iterator[FileResult]:
-    results = launched.results(labels, top_k)
-    yield from results
-    if on_progress is not None:
-        on_progress(len(results))
-
-
-def classify_files_sequential(classifier, paths: Sequence[str | Path], *, read: ReadOptions = ReadOptions(), top_k: int = 5):
+def classify_files_sequential(classifier, paths: Sequence[str | Path], spec: RunSpec):
     """One file at a time, no workers: the baseline the benchmark compares the pipeline with."""
+    read = spec.read_options()
     for path in paths:
-        yield from _launch(classifier, [(str(path), *read_one(path, read), _stat(Path(path)))], None).results(
-            classifier.labels, top_k
+        yield from _launch(classifier, [(str(path), *read_one(path, read), file_stat(path))], None).results(
+            classifier.labels, spec.top_k
         )

@@ -19,7 +19,8 @@ Reading is split in three layers:
   meshes (including PLY files with faces of non-zero area) are sampled area-weighted on their
   surface; point files give their points; rows with NaN / Inf are dropped.
 
-`read_cloud` = `load_raw` + `subsample` + `views.apply_up_axis` + `normalize_unit_sphere`.
+`read_cloud` = `load_raw` + `prepare_cloud` (`subsample` + `normalize_unit_sphere` +
+`views.apply_up_axis`), whose result is a `Cloud`: an array that remembers it is prepared.
 `write_ply` and `write_off` write the two formats `c2p synth` produces.
 
 One private module per format family (`_ply`, `_pcd` + `_lzf`, `_text`, `_numpy`, `_off`, `_obj`,
@@ -33,11 +34,21 @@ from __future__ import annotations
 from ._common import DEFAULT_BIN_COLUMNS, DEFAULT_MAX_POINTS, Geometry, _fan, _triangle_areas
 from ._formats import MESH_EXTENSIONS, POINT_EXTENSIONS, SUPPORTED_EXTENSIONS, check_read_limits
 from ._normalize import normalize_unit_sphere, unit_sphere_transform
-from ._read import FPS_MESH_SAMPLES_FACTOR, FPS_MESH_SAMPLES_MIN, load_raw, read_cloud, read_mesh, read_points
+from ._read import (
+    FPS_MESH_SAMPLES_FACTOR,
+    FPS_MESH_SAMPLES_MIN,
+    Cloud,
+    load_raw,
+    prepare_cloud,
+    read_cloud,
+    read_mesh,
+    read_points,
+)
 from ._sampling import FPS_BACKENDS, SAMPLING_METHODS, farthest_point_sample, sample_surface, subsample
 from ._writers import write_off, write_ply
 
 __all__ = [
+    "Cloud",
     "DEFAULT_BIN_COLUMNS",
     "DEFAULT_MAX_POINTS",
     "FPS_BACKENDS",
@@ -52,6 +63,7 @@ __all__ = [
     "farthest_point_sample",
     "load_raw",
     "normalize_unit_sphere",
+    "prepare_cloud",
     "read_cloud",
     "read_mesh",
     "read_points",

@@ -40,9 +40,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import CheckpointError, ModelError, Opt, OptionError, OptionText, UsageError
+from .. import option_table
+from ..errors import CheckpointError, ModelError, Opt, OptionError, UsageError
 
-FUSIONS = ("gated", "mean")
+FUSIONS = option_table.choices("fusion")
 ADAPTER_DROPOUT = 0.075
 VIEW_WEIGHT_INIT = 0.5
 RUN_FORMAT = "clip2point-fewshot-run"
@@ -364,22 +365,6 @@ def run_read_settings(cfg: dict) -> dict:
 
     ds = cfg.get("dataset") or {}
     return {"n_points": int(ds.get("n_points", defaults.NUM_POINTS)), "sampling": ds.get("sampling"), "up": ds.get("up")}
-
-
-def merge_read_settings(given: dict, trained: dict) -> tuple[dict, list[OptionText]]:
-    """Reading settings for data classified with an adapter: each option left unset (None) takes the
-    run's value, an explicit one wins. Returns (settings, one warning line per explicit option that
-    differs from the run's). Values still None mean "the caller's default"."""
-    chosen, warnings = {}, []
-    for key, value in given.items():
-        run_value = trained.get(key)
-        chosen[key] = run_value if value is None else value
-        if value is not None and run_value is not None and value != run_value:
-            warnings.append(OptionText(
-                Opt(key, value), f" differs from the run's {run_value}: clouds are read in a way "
-                "that differs from the adapter's training"
-            ))
-    return chosen, warnings
 
 
 def load_run_adapter(run: str | Path, which: str = "best", device: str | torch.device = "cpu") -> AdapterClassifier:

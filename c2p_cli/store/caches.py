@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UsageError
-from ..limits import check_range
+from ..option_table import check_range
 from .paths import cache_root
 
 # What each cache c2p writes holds; the folder names are c2p's.

@@ -18,17 +18,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from .. import option_table
 from ..errors import CheckpointError
-from ..limits import MAX_SAMPLE_POINTS
 
-MAX_VIEWS = 64
+# Bounds and choices shared with the CLI and the API come from the option table.
+MAX_VIEWS = option_table.MAX_VIEWS
 MAX_IMAGE_SIZE = 1024
-MAX_LABELS = 100_000
+MAX_LABELS = option_table.MAX_LABELS
 MAX_TEXT = 10_000  # characters of one label, template, id or note
-MAX_POINTS = 10_000_000
+MAX_POINTS = 10_000_000  # entries of a list of shots
 MAX_COUNT = 10**12  # steps, epochs, positions
-FUSIONS = ("gated", "mean")
-SELECTIONS = ("last", "val", "test")
+FUSIONS = option_table.choices("fusion")
+SELECTIONS = option_table.choices("select")
 CHECKPOINT_NAME = re.compile(r"^step-\d{1,12}$")
 
 _MISSING = object()
@@ -153,9 +154,9 @@ LABELS = list_of(text(nonempty=True), 1, MAX_LABELS)
 VIEWS = list_of(_VIEW, 1, MAX_VIEWS)
 IMAGE_SIZE = integer(16, MAX_IMAGE_SIZE)
 RADIUS = number(0.0, 2.0, low_open=True)
-N_POINTS = integer(1, MAX_SAMPLE_POINTS)  # points sampled per shape: the bound of every --points
-SAMPLING = text(("random", "fps"))
-UP_AXIS = text(("z", "y"))
+N_POINTS = integer(1, option_table.MAX_SAMPLE_POINTS)  # points sampled per shape: the bound of every --points
+SAMPLING = text(option_table.choices("sampling"))
+UP_AXIS = text(option_table.choices("up"))
 
 FEWSHOT_CONFIG: dict[str, Rule] = {
     "labels": LABELS,

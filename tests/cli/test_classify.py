@@ -60,14 +60,15 @@ def test_all_good_exits_zero_and_writes_csv_and_json(scans, tmp_path, capsys, mo
 
 
 def test_prefetching_workers_give_the_same_results_as_in_process_reading(scans):
-    from clip2point.engine.pipeline import ReadOptions, classify_files, classify_files_sequential
+    from clip2point.engine.pipeline import classify_files, classify_files_sequential
     from clip2point.models.classifier import load_classifier
+    from clip2point.run_spec import describe_run
 
     files = sorted(scans.rglob("*_000*.ply"))
     clf = load_classifier(labels=LABELS, model="c2p-tiny", pretrained="none", device="cpu")
-    read = ReadOptions(n_points=256)
-    piped = list(classify_files(clf, files, read=read, batch_size=4, workers=2))
-    single = list(classify_files_sequential(clf, files, read=read))
+    spec = describe_run(n_points=256, batch_size=4, workers=2, needs_labels=False)
+    piped = list(classify_files(clf, files, spec))
+    single = list(classify_files_sequential(clf, files, spec))
     assert [r.label for r in piped] == [r.label for r in single]
     np.testing.assert_allclose([r.probability for r in piped], [r.probability for r in single], rtol=1e-4, atol=1e-6)
 
@@ -101,7 +102,8 @@ def test_missing_path_is_a_failed_result_not_a_crash(scans, tmp_path, capsys, mo
 def test_a_failed_run_leaves_an_earlier_output_file_untouched(scans, tmp_path, capsys, monkeypatch):
     out = tmp_path / "r.jsonl"
     out.write_text("earlier results\n")
-    r = run_c2p(["classify", scans, "--labels", LABELS, "--model", "no-such-model", "--pretrained", "none", "-o", out], capsys, monkeypatch)
+    r = run_c2p(["classify", scans, "--labels", LABELS, "--model", "no-such-model", "--pretrained", "none", "-o", out,
+                 "--overwrite"], capsys, monkeypatch)  # fmt: skip
     assert r.code != 0 and "no-such-model" in r.err
     assert out.read_text() == "earlier results\n"
 
@@ -111,9 +113,10 @@ def test_python_api_classifies_arrays_and_files(scans):
 
     clf = clip2point.load_classifier(labels=LABELS, model="c2p-tiny", pretrained="none", device="cpu")
     rng = np.random.default_rng(0)
-    probs = clip2point.classify_points([rng.normal(size=(300, 3)), rng.normal(size=(120, 3)) * 5 + 2], classifier=clf)
-    assert tuple(probs.shape) == (2, 3)
-    np.testing.assert_allclose(probs.sum(1).numpy(), 1.0, rtol=1e-5)
+    predictions = clip2point.classify_points([rng.normal(size=(300, 3)), rng.normal(size=(120, 3)) * 5 + 2], classifier=clf)
+    assert len(predictions) == 2 and all(p.label in LABELS.split(",") for p in predictions)
+    np.testing.assert_allclose([sum(p.probabilities.values()) for p in predictions], 1.0, rtol=1e-5)
+    assert [p.n_points for p in predictions] == [300, 120] and len(predictions[0].top_k) == 3
     files = sorted(scans.rglob("*.ply"))
     results = clip2point.classify_files(files, classifier=clf)
     assert len(results) == len(files)
@@ -170,7 +173,7 @@ def test_output_that_is_a_folder_fails_before_any_work(scans, tmp_path, capsys, 
     assert r.code == 2 and "is a folder" in r.err and "classifying" not in r.err
 
 
-def test_classify_points_drops_nan_rows_and_refuses_empty_clouds():
+def test_classify_points_drops_nan_rows_and_refuses_empty_and_degenerate_clouds():
     import clip2point
     from clip2point.errors import UsageError
 
@@ -178,9 +181,13 @@ def test_classify_points_drops_nan_rows_and_refuses_empty_clouds():
     rng = np.random.default_rng(1)
     clean = rng.normal(size=(200, 3))
     dirty = np.vstack([clean, [[np.nan, 0, 0], [np.inf, 1, 1]]])
-    np.testing.assert_allclose(clip2point.classify_points(dirty, classifier=clf), clip2point.classify_points(clean, classifier=clf), atol=1e-6)
-    with pytest.raises(UsageError):
+    (got,), (want,) = clip2point.classify_points(dirty, classifier=clf), clip2point.classify_points(clean, classifier=clf)
+    np.testing.assert_allclose(list(got.probabilities.values()), list(want.probabilities.values()), atol=1e-6)
+    with pytest.raises(UsageError, match="cloud 0: no finite points"):
         clip2point.classify_points(np.full((5, 3), np.nan), classifier=clf)
+    # every point in one place: read_cloud refuses such a file, classify_points such an array
+    with pytest.raises(UsageError, match="cloud 1: all points coincide"):
+        clip2point.classify_points([clean, np.ones((50, 3))], classifier=clf)
 
 
 def test_classify_with_an_adapter_reads_files_the_way_the_adapter_was_trained(tmp_path, capsys, monkeypatch):
@@ -196,7 +203,8 @@ def test_classify_with_an_adapter_reads_files_the_way_the_adapter_was_trained(tm
     r = run_c2p(["classify", *test_files, "--adapter", run, "-o", out, "--workers", "0"], capsys, monkeypatch)
     assert r.code == 0, r.err
     assert json.loads(out.read_text())["meta"]["read"] == {"n_points": 128, "sampling": "random", "up": "y", "seed": 0}
-    r = run_c2p(["classify", *test_files, "--adapter", run, "-o", out, "--workers", "0", "--points", "64"], capsys, monkeypatch)
+    r = run_c2p(["classify", *test_files, "--adapter", run, "-o", out, "--workers", "0", "--points", "64", "--overwrite"],
+                capsys, monkeypatch)  # fmt: skip
     assert r.code == 0 and "differs from the adapter" in r.err
     assert json.loads(out.read_text())["meta"]["read"]["n_points"] == 64
 

@@ -118,7 +118,7 @@ def test_adapter_eval_and_classifier_read_clouds_the_runs_way(tiny_synth, tmp_pa
     assert (ds["n_points"], ds["sampling"], ds["up"]) == (96, "fps", "y")
     # An explicit value that differs from the run's is used, with a warning.
     result = _invoke(["eval", str(tiny_synth), "--adapter", str(run), "--out", str(out), "--device", "cpu", "-q",
-                      "--points", "64"])
+                      "--points", "64", "--overwrite"])
     assert result.exit_code == 0, result.output
     assert "--points 64 differs from the run's 96" in " ".join(result.output.split())
     assert json.loads((out / "report.json").read_text())["dataset"]["n_points"] == 64
@@ -154,3 +154,43 @@ def test_eval_on_a_modelnet40_ply_folder_reports_per_class_accuracy_and_its_rota
     assert report["per_class"]["night_stand"]["count"] == 2 and report["per_class"]["xbox"]["count"] == 1
     assert report["per_class"]["airplane"]["accuracy"] in (0.0, 1.0)
     assert report["classifier"]["templates"] == ["image of a {}"]
+
+
+def test_eval_takes_a_labels_file_reports_top_k_and_refuses_to_replace_a_report(tiny_synth, tmp_path, tiny_model_name):
+    names = tmp_path / "names.txt"
+    names.write_text("# the dataset's classes, renamed in order\nice cream cone\nbox\ndonut\n")
+    out = tmp_path / "rep"
+    args = ["eval", str(tiny_synth), "--output", str(out), "--model", tiny_model_name, "--pretrained", "none",
+            "--labels-file", str(names), "--top-k", "2", "--points", "128", "--device", "cpu", "--workers", "0", "-q"]
+    result = _invoke(args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["labels"] == ["ice cream cone", "box", "donut"] and report["complete"] is True
+    assert report["top_k"] == 2 and report["top1"] <= report["top_k_accuracy"] <= 1.0
+    assert all(len(p["top_k"]) == 2 and p["top_k"][0] == p["predicted"] for p in report["predictions"])
+    assert report["run"]["labels"] == report["labels"] and report["run"]["n_points"] == 128
+    again = _invoke(args)
+    assert isinstance(again.exception, UsageError) and "already holds a report" in str(again.exception)
+    assert _invoke([*args, "--overwrite"]).exit_code == 0
+
+
+def test_an_interrupted_eval_writes_a_partial_report(tiny_synth, tmp_path, tiny_model_name, monkeypatch):
+    import clip2point.evaluate as evaluate
+
+    read, calls = evaluate.read_samples, []
+
+    def interrupted_on_the_second_batch(dataset, indices):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return read(dataset, indices)
+
+    monkeypatch.setattr(evaluate, "read_samples", interrupted_on_the_second_batch)
+    out = tmp_path / "rep"
+    result = _invoke(["eval", str(tiny_synth), "--output", str(out), "--model", tiny_model_name, "--pretrained", "none",
+                      "--points", "128", "--device", "cpu", "--workers", "0", "-b", "2", "-q"])
+    assert result.exit_code == 130, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["complete"] is False and report["n"] == 2 and len(report["predictions"]) == 2
+    assert report["mode"] == "zero-shot" and report["run"]["model"] == tiny_model_name
+    assert "partial report" in " ".join(result.output.split())

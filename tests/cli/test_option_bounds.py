@@ -92,7 +92,7 @@ def test_a_bad_value_from_an_environment_variable_says_where_it_came_from(mesh, 
 
 
 def test_workers_bound_scales_with_the_cores(monkeypatch):
-    from clip2point import limits
+    from clip2point import option_table as limits
     from clip2point.errors import OptionError
 
     monkeypatch.setattr(limits, "usable_cpus", lambda: 16)
@@ -157,4 +157,4 @@ def test_official_checkpoint_honours_model_pretrained_and_labels(mesh, tmp_path,
     assert doc["meta"]["model"] == "c2p-tiny" and doc["meta"]["adapter_format"] == "clip2point-official"
     assert doc["results"][0]["label"] in ("box", "ball") and np.isfinite(doc["results"][0]["probability"])
     r = run_c2p(["classify", mesh, "--adapter", ckpt, *TINY, "--views", "6"], capsys, monkeypatch)
-    _usage_line(r, "uses its own 10 views: drop --views")
+    _usage_line(r, "uses its own encoders and 10 views: drop --views")

@@ -51,6 +51,29 @@ def _jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def _spec(clf, **options):
+    """A complete run description for `clf` (as the CLI builds it)."""
+    from clip2point.run_spec import complete, describe_run
+
+    return complete(describe_run(needs_labels=False, **options), clf)[0]
+
+
+def _to_output(clf, entries, out, fmt, *, resume=False, overwrite=False, ctx=None, on_event=None, **options):
+    """classify_to_output as `c2p classify -o out` runs it: the output planned first, then the run."""
+    from clip2point.engine.outputs import plan_output
+    from clip2point.engine.run import classify_to_output
+    from clip2point.run_spec import record
+
+    spec = _spec(clf, **options)
+    plan = plan_output(out, fmt, resume=resume, overwrite=overwrite, description=record(spec))
+    return classify_to_output(clf, entries, spec, plan, ctx=ctx, on_event=on_event)
+
+
+def _on_result(callback):
+    """An event hook that calls `callback(result)` for each new result."""
+    return lambda event: callback(event.get("result")) if event.kind == "result" else None
+
+
 # ---------------------------------------------------------------------------------------------
 # A reader that dies costs only its file
 # ---------------------------------------------------------------------------------------------
@@ -81,18 +104,17 @@ def _dying_reader(victims: dict[str, int]):
 
 def test_a_reader_killed_by_a_signal_costs_only_the_file_it_was_reading(shapes, clf, monkeypatch):
     from clip2point.engine import pipeline
-    from clip2point.engine.batching import ReadOptions
 
     files = _files(shapes)
     victims = {files[3].name: signal.SIGSEGV, files[7].name: signal.SIGKILL}
     monkeypatch.setattr(pipeline, "read_one", _dying_reader(victims))
-    results = list(pipeline.classify_files(clf, files, read=ReadOptions(n_points=128), batch_size=4, workers=2))
+    results = list(pipeline.classify_files(clf, files, _spec(clf, n_points=128, batch_size=4, workers=2)))
     assert [r.path for r in results] == [str(f) for f in files]
     assert "reader crashed (signal 11, SIGSEGV)" in results[3].error and results[3].error.startswith(str(files[3]))
     assert "reader crashed (signal 9, SIGKILL" in results[7].error
     assert [i for i, r in enumerate(results) if not r.ok] == [3, 7]  # every other file classified
     clean = list(pipeline.classify_files(clf, [f for i, f in enumerate(files) if i not in (3, 7)],
-                                         read=ReadOptions(n_points=128), batch_size=4, workers=0))
+                                         _spec(clf, n_points=128, batch_size=4, workers=0)))
     assert [r.label for i, r in enumerate(results) if i not in (3, 7)] == [r.label for r in clean]
 
 
@@ -211,22 +233,20 @@ def test_ctrl_c_keeps_the_finished_rows_and_resume_ends_with_every_file_once(sha
 def test_resume_redoes_changed_and_failed_files_only(shapes, clf, tmp_path):
     import shutil
 
-    from clip2point.engine.batching import ReadOptions
     from clip2point.engine.inputs import gather_inputs
-    from clip2point.engine.run import classify_to_output
 
     data = tmp_path / "data"
     shutil.copytree(shapes / "ply", data)
     (data / "train" / "cube" / "zz_broken.ply").write_bytes(b"ply\nformat ascii 1.0\nend_header\n")
     out = tmp_path / "r.csv"
-    run = dict(read=ReadOptions(n_points=128), batch_size=3, top_k=2, workers=0, output=out, fmt="csv")
-    first = classify_to_output(clf, gather_inputs(data, recursive=True), **run)
+    run = dict(n_points=128, batch_size=3, top_k=2, workers=0)
+    first = _to_output(clf, gather_inputs(data, recursive=True), out, "csv", **run)
     assert (first.classified, first.reused, first.failed) == (5, 0, 1)
     before = list(csv.DictReader(out.open()))
     changed = Path(before[0]["path"])
     changed.write_bytes(changed.read_bytes())  # same bytes, a new mtime: no longer trusted
     os.utime(changed, ns=(1, 1))
-    again = classify_to_output(clf, gather_inputs(data, recursive=True), resume=True, **run)
+    again = _to_output(clf, gather_inputs(data, recursive=True), out, "csv", resume=True, **run)
     assert (again.classified, again.reused, again.failed) == (2, 3, 1)  # the changed file and the broken one
     after = list(csv.DictReader(out.open()))
     assert [row["path"] for row in after] == [row["path"] for row in before]
@@ -234,9 +254,9 @@ def test_resume_redoes_changed_and_failed_files_only(shapes, clf, tmp_path):
 
 
 def test_json_output_is_assembled_from_a_sidecar_even_after_ctrl_c(shapes, clf, tmp_path):
-    from clip2point.engine.batching import ReadOptions
     from clip2point.engine.inputs import gather_inputs
-    from clip2point.engine.run import ClassifyInterrupted, classify_to_output, sidecar_path
+    from clip2point.engine.outputs import record_path, sidecar_path
+    from clip2point.engine.run import ClassifyInterrupted
 
     entries = gather_inputs(shapes / "npy", recursive=True)
     out = tmp_path / "deep" / "r.json"
@@ -247,17 +267,18 @@ def test_json_output_is_assembled_from_a_sidecar_even_after_ctrl_c(shapes, clf, 
         if len(seen) == 2:
             raise KeyboardInterrupt
 
-    run = dict(read=ReadOptions(n_points=128), batch_size=1, workers=0, output=out, fmt="json", meta={"model": "tiny"})
+    run = dict(n_points=128, batch_size=1, workers=0)
     with pytest.raises(ClassifyInterrupted, match="2 of 4 inputs done"):
-        classify_to_output(clf, entries, on_result=interrupt_after_two, **run)
+        _to_output(clf, entries, out, "json", on_event=_on_result(interrupt_after_two), **run)
     doc = json.loads(out.read_text())
     assert doc["meta"]["complete"] is False and len(doc["results"]) == 2
     assert sidecar_path(out).is_file()
-    done = classify_to_output(clf, entries, resume=True, **run)
+    done = _to_output(clf, entries, out, "json", resume=True, **run)
     doc = json.loads(out.read_text())
-    assert (done.reused, done.classified) == (2, 2) and doc["meta"] == {"model": "tiny", "complete": True}
+    assert (done.reused, done.classified) == (2, 2) and doc["meta"]["complete"] is True
+    assert doc["meta"]["model"] == "c2p-tiny" and doc["meta"]["run"]["labels"] == LABELS.split(",")
     assert [row["path"] for row in doc["results"]] == [str(e) for e in entries]
-    assert not sidecar_path(out).exists()
+    assert not sidecar_path(out).exists() and not record_path(out).exists()  # the meta holds the description
 
 
 @pytest.mark.parametrize("bad", ["parent_is_a_file", "folder"])
@@ -462,9 +483,9 @@ def test_ranks_resume_from_their_own_part_files_and_rank_0_merges_in_input_order
     """Two ranks simulated in one process: the collectives are replaced by a hand-over."""
     from clip2point import distributed
     from clip2point.distributed import DistContext
-    from clip2point.engine.batching import ReadOptions
     from clip2point.engine.inputs import gather_inputs
-    from clip2point.engine.run import ClassifyInterrupted, classify_to_output, part_path
+    from clip2point.engine.outputs import part_path
+    from clip2point.engine.run import ClassifyInterrupted
 
     entries = gather_inputs(shapes / "ply", recursive=True) + gather_inputs(tmp_path / "missing.ply")
     sent = {}
@@ -472,21 +493,21 @@ def test_ranks_resume_from_their_own_part_files_and_rank_0_merges_in_input_order
     monkeypatch.setattr(distributed, "gather_objects",
                         lambda ctx, obj: sent.__setitem__(ctx.rank, obj) or ([sent[0], sent[1]] if ctx.rank == 0 else None))
     out = tmp_path / "r.csv"
-    run = dict(read=ReadOptions(n_points=128), batch_size=2, workers=0, output=out, fmt="csv")
+    run = dict(n_points=128, batch_size=2, workers=0)
     rank1 = DistContext(rank=1, world_size=2)
 
     def stop(r):
         raise KeyboardInterrupt
 
     with pytest.raises(ClassifyInterrupted, match=r"1 of 2 inputs done, they are in .*part-1-of-2"):
-        classify_to_output(clf, entries, ctx=rank1, on_result=stop, **run)
+        _to_output(clf, entries, out, "csv", ctx=rank1, on_event=_on_result(stop), **run)
     assert len(part_path(out, 1, 2).read_text().splitlines()) == 1
-    again = classify_to_output(clf, entries, ctx=rank1, resume=True, **run)
+    again = _to_output(clf, entries, out, "csv", ctx=rank1, resume=True, **run)
     assert (again.reused, again.classified, again.is_main) == (1, 1, False) and not out.exists()
-    main = classify_to_output(clf, entries, ctx=DistContext(rank=0, world_size=2), **run)
+    main = _to_output(clf, entries, out, "csv", ctx=DistContext(rank=0, world_size=2), resume=True, **run)
     assert main.total == 5 and main.failed == 1
     single = tmp_path / "single.csv"
-    classify_to_output(clf, entries, **{**run, "output": single})
+    _to_output(clf, entries, single, "csv", **run)
     assert out.read_text() == single.read_text()
     assert not part_path(out, 0, 2).exists() and not part_path(out, 1, 2).exists()
 
@@ -545,7 +566,8 @@ def test_two_gloo_ranks_write_exactly_the_single_process_output(shapes, tmp_path
     r, reads = _torchrun(tmp_path, [*common, "-o", str(ranks)], env)
     assert r.returncode == 0, r.stderr[-3000:]
     assert ranks.read_text() == single.read_text()
-    assert len(_jsonl(ranks)) == 12 and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    hidden = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("."))
+    assert len(_jsonl(ranks)) == 12 and hidden == [".ranks.jsonl.run.json", ".single.jsonl.run.json"]  # no part left
     assert len(reads[0]) == len(reads[1]) == 6 and not reads[0] & reads[1]  # each rank read its half
 
 
@@ -568,3 +590,27 @@ def test_eval_under_two_gloo_ranks_writes_the_single_process_report(tmp_path):
     assert one["n"] == 9 and len(one["skipped"]) == 1
     for key in ("top1", "mean_class_accuracy", "n", "per_class", "confusion", "labels", "skipped", "predictions"):
         assert two[key] == one[key], key
+
+
+def test_a_run_interrupted_under_two_ranks_resumes_in_one_process(shapes, clf, tmp_path, monkeypatch):
+    """Another number of ranks reuses what the parts hold and leaves no stale part file behind."""
+    from clip2point import distributed
+    from clip2point.distributed import DistContext
+    from clip2point.engine.inputs import gather_inputs
+    from clip2point.engine.outputs import part_files, part_path
+    from clip2point.engine.run import ClassifyInterrupted
+
+    monkeypatch.setattr(distributed, "barrier", lambda ctx: None)
+    entries = gather_inputs(shapes / "npy", recursive=True)
+    out = tmp_path / "r.jsonl"
+    run = dict(n_points=128, batch_size=1, workers=0)
+
+    def stop(r):
+        raise KeyboardInterrupt
+
+    with pytest.raises(ClassifyInterrupted):
+        _to_output(clf, entries, out, "jsonl", ctx=DistContext(rank=1, world_size=2), on_event=_on_result(stop), **run)
+    assert len(part_path(out, 1, 2).read_text().splitlines()) == 1
+    resumed = _to_output(clf, entries, out, "jsonl", resume=True, **run)
+    assert (resumed.reused, resumed.classified) == (1, len(entries) - 1)
+    assert [row["path"] for row in _jsonl(out)] == [str(e) for e in entries] and part_files(out) == []

@@ -58,9 +58,10 @@ def files(tmp_path_factory) -> list[Path]:
 
 
 def _classify(clf, paths, batch_size=3):
-    from clip2point.engine.pipeline import ReadOptions, classify_files
+    from clip2point.engine.pipeline import classify_files
+    from clip2point.run_spec import describe_run
 
-    return list(classify_files(clf, paths, read=ReadOptions(), batch_size=batch_size, top_k=5, workers=0))
+    return list(classify_files(clf, paths, describe_run(batch_size=batch_size, top_k=5, workers=0, needs_labels=False)))
 
 
 def test_metadata_describes_the_export(exported):
@@ -258,7 +259,7 @@ def test_adapter_run_exports_through_the_cli_and_matches_torch(files, tmp_path, 
         np.testing.assert_allclose([p for _, p in b.top_k], [p for _, p in a.top_k], atol=1e-4)
 
     r = run_c2p(["export", "--out", tmp_path / "x", "--adapter", run, "--labels", "a,b"], capsys, monkeypatch)
-    assert r.code == 2 and "--adapter brings its own labels" in r.err
+    assert r.code == 2 and "brings its own model, labels" in r.err and "drop --labels" in r.err
 
 
 def test_torch_free_runner_refuses_a_points_graph_that_failed_its_check(exported, files, tmp_path, capsys):

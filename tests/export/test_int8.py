@@ -69,8 +69,9 @@ def test_int8_graphs_are_written_checked_and_recorded(export_int8):
 
 
 def test_classify_uses_int8_and_agrees_with_float32(export_int8, files, tmp_path, capsys, monkeypatch):
-    from clip2point.engine.pipeline import ReadOptions, classify_files
+    from clip2point.engine.pipeline import classify_files
     from clip2point.export.runtime import load_exported_classifier
+    from clip2point.run_spec import describe_run
 
     out = tmp_path / "r.json"
     r = run_c2p(["classify", *files, "--backend", "onnx", "--engine", export_int8, "-o", out, "-q", "--workers", "0",
@@ -81,7 +82,7 @@ def test_classify_uses_int8_and_agrees_with_float32(export_int8, files, tmp_path
 
     fp32 = load_exported_classifier(export_int8, backend="onnx", device="cpu", render_backend="torch", precision="float32")
     assert fp32.meta["precision"] == "float32" and fp32.meta["onnx_file"].endswith(md.CLASSIFIER_ONNX)
-    reference = list(classify_files(fp32, files, read=ReadOptions(), batch_size=8, top_k=6, workers=0))
+    reference = list(classify_files(fp32, files, describe_run(batch_size=8, top_k=6, workers=0, needs_labels=False)))
     got = {row["path"]: row for row in doc["results"]}
     agree, worst = 0, 0.0
     for ref in reference:

@@ -29,13 +29,15 @@ def scans(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def unfolded_export(tmp_path_factory) -> Path:
-    """`c2p export --no-fold`: the 3-channel (CLIP-normalised) input path, through the CLI."""
+    """`c2p export --no-fold`: the 3-channel (CLIP-normalised) input path, through the CLI (labels from a file)."""
     from typer.testing import CliRunner
 
     from clip2point.app import app
 
     out = tmp_path_factory.mktemp("rt-export") / "unfolded"
-    result = CliRunner().invoke(app, ["export", "--out", str(out), "--labels", LABELS, *TINY, "--no-fold"])
+    names = out.parent / "labels.txt"
+    names.write_text("\n".join(LABELS.split(",")) + "\n")
+    result = CliRunner().invoke(app, ["export", "--output", str(out), "--labels-file", str(names), *TINY, "--no-fold"])
     assert result.exit_code == 0, result.output
     return out
 
@@ -64,7 +66,7 @@ def test_classify_backend_onnx_matches_torch_in_content_and_format(unfolded_expo
 
 def test_classify_with_engine_refuses_labels(unfolded_export, scans, capsys, monkeypatch):
     r = run_c2p(["classify", scans, "-r", "--backend", "onnx", "--engine", unfolded_export, "--labels", "a,b"], capsys, monkeypatch)
-    assert r.code == 2 and "--engine carries its own labels" in r.err
+    assert r.code == 2 and "carries its own model, labels" in r.err and "drop --labels" in r.err
 
 
 def test_onnx_head_checks_shapes_and_keeps_the_device(unfolded_export):

@@ -65,9 +65,11 @@ def _files(root: Path) -> list[Path]:
 def _classify(files, **kw) -> dict[str, str]:
     from clip2point.engine.pipeline import classify_files
     from clip2point.models.classifier import load_classifier
+    from clip2point.run_spec import describe_run
 
     clf = load_classifier(labels=list(synth.SHAPES), model="c2p-demo", device="cpu", **kw)
-    return {Path(r.path).name: r.label for r in classify_files(clf, files, workers=0, batch_size=64)}
+    spec = describe_run(workers=0, batch_size=64, top_k=5, needs_labels=False)
+    return {Path(r.path).name: r.label for r in classify_files(clf, files, spec)}
 
 
 @pytest.fixture(scope="session")
@@ -187,11 +189,40 @@ def _classify_cli(files_dir: Path, out: Path, capsys, monkeypatch, *extra: str) 
     return {Path(r["path"]).name: r["label"] for r in map(json.loads, out.read_text().splitlines())}
 
 
+@pytest.fixture(scope="module")
+def demo_export(tmp_path_factory) -> Path:
+    """`c2p export` of c2p-demo (zero-shot, the 13 synth labels)."""
+    from typer.testing import CliRunner
+
+    from clip2point.app import app
+
+    out = tmp_path_factory.mktemp("demo_export") / "exported"
+    result = CliRunner().invoke(app, ["export", "--output", str(out), "--labels", ",".join(synth.SHAPES), "--model", "c2p-demo"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
 @slow
-def test_onnx_backend_agrees(demo_test_set, reference_labels, tmp_path, capsys, monkeypatch):
-    engine = _export(tmp_path / "exported", capsys, monkeypatch)
-    labels = _classify_cli(demo_test_set / "test", tmp_path / "onnx.jsonl", capsys, monkeypatch, "--backend", "onnx", "--engine", engine)
+def test_onnx_backend_agrees(demo_test_set, reference_labels, demo_export, tmp_path, capsys, monkeypatch):
+    labels = _classify_cli(demo_test_set / "test", tmp_path / "onnx.jsonl", capsys, monkeypatch, "--backend", "onnx", "--engine", demo_export)
     assert _agreement(labels, reference_labels) >= MIN_AGREEMENT
+
+
+@slow
+def test_eval_of_the_onnx_export_reports_the_accuracy_of_torch(demo_test_set, demo_export, tmp_path, capsys, monkeypatch):
+    """What ONNX Runtime costs in accuracy is measured by `c2p eval --engine` (the folder alone picks --backend onnx)."""
+    common = ["eval", demo_test_set, "--device", "cpu", "--workers", "0", "-q", "--top-k", "3"]
+    reports = {}
+    for name, how in (("torch", ["--model", "c2p-demo"]), ("onnx", ["--engine", demo_export])):
+        r = run_c2p([*common, *how, "--output", tmp_path / name], capsys, monkeypatch)
+        assert r.code == 0, r.err
+        reports[name] = json.loads((tmp_path / name / "report.json").read_text())
+    torch_report, onnx_report = reports["torch"], reports["onnx"]
+    assert onnx_report["run"]["backend"] == "onnx" and onnx_report["run"]["engine"] == str(demo_export.resolve())
+    assert onnx_report["n"] == torch_report["n"] == len(synth.SHAPES) * PER_CLASS
+    assert abs(onnx_report["top1"] - torch_report["top1"]) <= 0.01
+    assert abs(onnx_report["top_k_accuracy"] - torch_report["top_k_accuracy"]) <= 0.01
+    assert torch_report["top1"] >= MIN_TOP1
 
 
 @slow
