@@ -86,7 +86,7 @@ def test_glob_patterns_and_a_single_out_file(scans, tmp_path, capsys, monkeypatc
         (["--out", "{tmp}/a.png", "--out-dir", "{tmp}/d"], "not both"),
         (["--out", "{tmp}/a.jpg"], "write a .png montage or .npy maps"),
         (["--out", "{tmp}/a.png", "--format", "npy"], "is .png but --format is npy"),
-        (["--out", "{tmp}/a.png", "--size", "32"], "--out names one file, but the inputs hold 4: use --out-dir DIR"),
+        (["--out", "{tmp}/a.png", "--size", "32"], "--output names one file, but the inputs hold 4: use --out-dir DIR"),
     ],
 )
 def test_render_refuses_an_unclear_destination_in_one_line(scans, tmp_path, capsys, monkeypatch, args, needle):
