@@ -22,6 +22,20 @@ def tree_state(root: str | Path) -> dict[str, tuple]:
     return state
 
 
+def changed_entries(before: dict[str, tuple], after: dict[str, tuple]) -> set[str]:
+    """Entries of two `tree_state` snapshots that were added, removed or rewritten."""
+    return {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+
+
+def run_files_of(output: str | Path, root: str | Path) -> set[str]:
+    """A classify output and the description it records beside it, relative to `root`: the only
+    entries a run may change (clip2point.engine.outputs)."""
+    from clip2point.engine.outputs import record_path
+
+    output = Path(output)
+    return {str(p.relative_to(root)) for p in (output, record_path(output))}
+
+
 def assert_one_line(err: str, *needles: str) -> str:
     """`err` is one line (no traceback, no warning) holding every needle; returns it."""
     lines = [line for line in err.splitlines() if line.strip()]

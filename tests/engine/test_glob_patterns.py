@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from clip2point.engine.inputs import _glob, gather_inputs
-from tests.hostile_helpers import assert_one_line, tree_state
+from tests.hostile_helpers import assert_one_line, changed_entries, run_files_of, tree_state
 
 
 @pytest.fixture
@@ -91,4 +91,4 @@ def test_classify_a_pattern_over_linked_folders(tree, tmp_path):
     failed = [line for line in r.stderr.splitlines() if line.startswith("failed ")]
     assert_one_line("\n".join(failed), f"failed {data / 'sub' / 'broken.npy'}:")
     after = tree_state(tmp_path)
-    assert {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)} == {"rows.jsonl"}
+    assert changed_entries(before, after) == run_files_of(out, tmp_path)

@@ -14,7 +14,7 @@ import pytest
 
 from clip2point import io
 from tests.cli_helpers import run_c2p
-from tests.hostile_helpers import assert_one_line, read_error, tree_state
+from tests.hostile_helpers import assert_one_line, changed_entries, read_error, run_files_of, tree_state
 
 pye57 = pytest.importorskip("pye57")
 PAGE, DATA = 1024, 1020
@@ -126,4 +126,4 @@ def test_classify_refuses_the_forged_scan_and_reads_the_others(tmp_path, capsys,
     failed = [line for line in r.err.splitlines() if line.startswith("failed ")]
     assert_one_line("\n".join(failed), f"failed {folder / 'forged.e57'}: E57 scan 0 declares 30000 points, its data section holds 3000")
     after = tree_state(tmp_path)
-    assert {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)} == {"rows.jsonl"}
+    assert changed_entries(before, after) == run_files_of(out, tmp_path)

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from clip2point import io
-from tests.hostile_helpers import assert_one_line, read_error, tree_state
+from tests.hostile_helpers import assert_one_line, changed_entries, read_error, run_files_of, tree_state
 from tests.io.test_hostile_files import MB, linux_only, peak_extra, warm  # noqa: F401 (warm: fixture)
 
 TRIANGLE = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], np.float32)
@@ -165,4 +165,4 @@ def test_classify_gives_each_hostile_gltf_one_line_and_goes_on(tmp_path):
     assert "Warning" not in r.stderr and "Traceback" not in r.stderr
     assert_one_line(failed[0], "failed")
     after = tree_state(tmp_path)
-    assert {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)} == {"rows.jsonl"}
+    assert changed_entries(before, after) == run_files_of(out, tmp_path)
