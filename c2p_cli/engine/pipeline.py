@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import Opt, OptionError
+from ..models.precision import PRECISIONS
 from .batching import FileResult, ReadOptions, gather_inputs, in_input_order, pad_clouds, read_one
 
 __all__ = [
@@ -26,8 +27,6 @@ __all__ = [
     "in_input_order", "validate_run_options",
 ]
 
-PRECISIONS = ("fp32", "fp16", "bf16")
-_AUTOCAST = {"fp16": torch.float16, "bf16": torch.bfloat16}
 READER_NICE_ON_CPU = 10
 
 
@@ -54,14 +53,12 @@ def validate_run_options(batch_size: int = 32, top_k: int = 5, workers: int | No
         raise OptionError(Opt("precision"), f" must be one of {', '.join(PRECISIONS)}, got {precision!r}")
 
 
-def check_precision(precision: str | None, device_type: str, torch_model: bool = True) -> None:
-    """fp16 / bf16 autocast needs CUDA and a torch model (an exported engine keeps its own precision)."""
-    if precision not in _AUTOCAST:
-        return
-    if device_type != "cuda":
-        raise OptionError(Opt("precision", precision), " needs a CUDA device (on CPU the encoder runs in fp32)")
-    if not torch_model:
-        raise OptionError(Opt("precision", precision), " applies to torch models; an exported engine keeps its own precision")
+def check_precision(precision: str | None, device_type: str, torch_model: bool = True) -> str:
+    """The precision a run will use ("auto" resolved; clip2point.models.precision): bf16 needs CUDA or
+    a CPU with native bf16, fp16 needs CUDA, and both a torch model (an exported engine keeps its own)."""
+    from ..models.precision import resolve_precision
+
+    return resolve_precision(precision, device_type, torch_model)
 
 
 def _stat(path: Path) -> tuple[int | None, float | None]:
@@ -125,17 +122,14 @@ def _launch(classifier, batch, precision: str | None) -> _Launched:
     if cuda:
         pts = pts.pin_memory().to(device, non_blocking=True)
         lens = lens.pin_memory().to(device, non_blocking=True)
-    dtype = _AUTOCAST.get(precision or "fp32")
-    head = getattr(classifier, "head", None)
+    if precision is not None and hasattr(classifier, "head"):
+        # Once per classifier (a no-op after the first batch): its encoders run at that precision;
+        # the projection stays float32 (clip2point.models.precision).
+        from ..models.precision import apply_precision
+
+        apply_precision(classifier, precision)
     with torch.inference_mode():
-        if dtype is not None and cuda and isinstance(head, torch.nn.Module) and hasattr(classifier, "render"):
-            depth = classifier.render(pts, lens)  # the projection stays float32; only the encoder is autocast
-            with torch.autocast("cuda", dtype=dtype):
-                logits = head(depth)
-            probs = torch.softmax(torch.as_tensor(logits).float(), dim=-1)
-        else:
-            probs = classifier.predict(pts, lens)
-        probs = probs.float()
+        probs = classifier.predict(pts, lens).float()
         if cuda and probs.is_cuda:
             host = torch.empty(probs.shape, dtype=torch.float32, pin_memory=True)
             host.copy_(probs, non_blocking=True)
@@ -161,7 +155,8 @@ def classify_files(
     `workers` processes read and sample files ahead of the model (default: one per CPU core this
     process may use, less one); 0 reads in the calling process (then a reader crash is a crash of
     the caller). `on_progress(n)` is called with the number of files finished after each batch.
-    `precision` "fp16" / "bf16" runs the encoder under CUDA autocast (rendering stays float32).
+    `precision` (fp32 / bf16 / fp16 / auto, clip2point.models.precision) is applied to the classifier's
+    encoders before the first batch (once: the classifier keeps it); None keeps the classifier's own.
     """
     read.validate()
     validate_run_options(batch_size, top_k, workers, precision)

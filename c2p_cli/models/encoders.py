@@ -488,18 +488,21 @@ class FoldedStemConv(nn.Module):
         return -(self.weight * self.mean_over_std.to(self.weight.dtype)).sum(1, keepdim=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = self.folded_weight()
+        # Derived in the weight's dtype (float32 also when the rest of the tower runs in bf16: see
+        # clip2point.models.precision), then cast to the input's.
+        weight = self.folded_weight().to(x.dtype)
         kernel = self.bias_kernel()
         if not any(self.padding):
             bias = kernel.sum((1, 2, 3))
             if self.bias is not None:
                 bias = bias + self.bias
-            return F.conv2d(x, weight, bias, self.stride, 0, self.dilation)
+            return F.conv2d(x, weight, bias.to(x.dtype), self.stride, 0, self.dilation)
         out = F.conv2d(x, weight, None, self.stride, self.padding, self.dilation)
         # Zero padding of the normalised input drops the mean term for taps outside the image:
         # convolving the bias kernel with a ones image under the same padding reproduces that.
-        border_bias = F.conv2d(torch.ones_like(x[:1]), kernel, self.bias, self.stride, self.padding, self.dilation)
-        return out + border_bias
+        ones = torch.ones_like(x[:1], dtype=kernel.dtype)
+        border_bias = F.conv2d(ones, kernel, self.bias, self.stride, self.padding, self.dilation)
+        return out + border_bias.to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"1 -> {self.weight.shape[0]}, kernel={tuple(self.weight.shape[2:])}, stride={self.stride}, padding={self.padding}"
@@ -533,8 +536,20 @@ class DepthEncoder(nn.Module):
         size = getattr(visual, "image_size", defaults.IMAGE_SIZE)
         self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
         self.output_dim = int(getattr(visual, "output_dim", 0) or 0)
+        # Set by clip2point.models.precision.apply_precision, never saved: "fp32" runs the tower as
+        # built; CPU bf16 casts the inputs to the (cast) weights' dtype; CUDA fp16 / bf16 autocasts.
+        self.precision = "fp32"
+        self.cast_inputs: torch.dtype | None = None
+        self.channels_last = False
+        self.autocast: torch.dtype | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.autocast is not None:
+            with torch.autocast(x.device.type, dtype=self.autocast):
+                return self.visual(x).float()
+        if self.cast_inputs is not None:
+            layout = torch.channels_last if self.channels_last else torch.preserve_format
+            return self.visual(x.to(self.cast_inputs, memory_format=layout)).float()
         return self.visual(x)
 
 
