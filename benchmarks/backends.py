@@ -69,7 +69,7 @@ def run(args) -> dict:
     from clip2point.export.onnx import ExportOptions, export_classifier
     from clip2point.export.runtime import load_exported_classifier
     from clip2point.models.classifier import load_classifier
-    from clip2point.models.precision import apply_precision, cpu_bf16, native_bf16_cpu
+    from clip2point.models.precision import apply_precision, cpu_bf16, cpu_flags, native_bf16_cpu
     from clip2point.synth import SHAPES, write_dataset
 
     device = resolve_device(args.device)
@@ -93,6 +93,7 @@ def run(args) -> dict:
         "python": platform.python_version(),
         "tensorrt": "not run: " + trt_missing if trt_missing else "run",
         "cpu_bf16": cpu_bf16(),
+        "cpu_flags": " ".join(sorted(cpu_flags())),
         "runs": {},
     }
     import onnxruntime

@@ -201,7 +201,7 @@ def machine(device: str) -> dict:
     """What the run ran on: CPU model and bf16 flags, cores, load averages, versions."""
     import torch
 
-    from clip2point.models.precision import cpu_bf16
+    from clip2point.models.precision import cpu_bf16, cpu_flags
 
     name = platform.processor() or "cpu"
     try:
@@ -214,6 +214,7 @@ def machine(device: str) -> dict:
     return {
         "cpu": name,
         "cpu_bf16": cpu_bf16(),
+        "cpu_flags": " ".join(sorted(cpu_flags())),
         "cpus": os.cpu_count(),
         "gpu": torch.cuda.get_device_name(0) if device.startswith("cuda") else None,
         "torch": torch.__version__,

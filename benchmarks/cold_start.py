@@ -137,7 +137,7 @@ def main() -> None:
               file=sys.stderr, flush=True)  # fmt: skip
     import platform
 
-    from clip2point.models.precision import cpu_bf16
+    from clip2point.models.precision import cpu_bf16, cpu_flags
 
     result = {name: summarise(s) for name, s in samples.items() if name != "phases"}
     result["phases"] = phase_table(samples["phases"])
@@ -148,7 +148,7 @@ def main() -> None:
         "classify_over_import_torch_cpu": round(classify_s["cpu_s_median"] / torch_s["cpu_s_median"], 2),
         "rounds": args.rounds,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "cpu_bf16": cpu_bf16(),
-                    "load_average_before": [round(x, 2) for x in load_before],
+                    "cpu_flags": " ".join(sorted(cpu_flags())), "load_average_before": [round(x, 2) for x in load_before],
                     "load_average_after": [round(x, 2) for x in os.getloadavg()]},
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
     })  # fmt: skip
