@@ -2,14 +2,15 @@
 present) TensorRT backends.
 
 The same synthetic files are classified by every backend, with and without the folded first
-convolution, in one run: the torch classifier, then its export (classifier.onnx, checked against
+convolution, in one run: the torch classifier (also in bf16, `torch_bf16`, where the CPU has
+bfloat16 instructions or on CUDA: clip2point.models.precision), then its export (classifier.onnx, checked against
 torch as `c2p export` does) run by ONNX Runtime, the int8 graph of `c2p export --quantize int8`
 (dynamic quantisation of the MatMul/Gemm weights) run by ONNX Runtime, then a TensorRT FP16
 engine when TensorRT and a CUDA GPU are present. Reading is identical for all (same files, same
 workers), so the ratios compare the model paths. Every backend is compared with torch (label
 agreement, largest difference in any class probability); int8 is also compared with float32
 ONNX Runtime (`onnx_int8.vs_onnx_float32`: speed ratio, top-1 agreement, largest probability
-difference). Random weights (--pretrained none) give near-uniform probabilities, so agreement
+difference) and with bf16 torch (`onnx_int8.vs_torch_bf16`). Random weights (--pretrained none) give near-uniform probabilities, so agreement
 measured on them says little about int8 on real CLIP weights. Prints one JSON object. Example:
     python benchmarks/backends.py --files 64 --model ViT-B-32 --pretrained none
 """
@@ -71,9 +72,12 @@ def run(args) -> dict:
     from clip2point.export.onnx import ExportOptions, export_classifier
     from clip2point.export.runtime import load_exported_classifier
     from clip2point.models.classifier import load_classifier
+    from clip2point.models.precision import apply_precision, cpu_bf16, cpu_flags, native_bf16_cpu
     from clip2point.synth import SHAPES, write_dataset
 
     device = resolve_device(args.device)
+    # bf16 torch beside the int8 graph where this machine runs it fast (a CPU with bf16 instructions, or CUDA)
+    bf16 = "bf16" if device.type == "cuda" or native_bf16_cpu() else None
     trt_missing = _trt_status() if device.type == "cuda" else "TensorRT needs a CUDA device (running on cpu)"
     report: dict = {
         "benchmark": "backends",
@@ -91,6 +95,8 @@ def run(args) -> dict:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "tensorrt": "not run: " + trt_missing if trt_missing else "run",
+        "cpu_bf16": cpu_bf16(),
+        "cpu_flags": " ".join(sorted(cpu_flags())),
         "runs": {},
     }
     import onnxruntime
@@ -118,6 +124,10 @@ def run(args) -> dict:
             entry["int8_quantization"] = meta["graphs"]["classifier_int8"]["quantization"]
             entry["onnx_bytes"] = {"float32": meta["graphs"]["classifier"]["bytes"], "int8": meta["graphs"]["classifier_int8"]["bytes"]}
             classifiers[key, "torch"] = clf
+            if bf16 is not None:  # the same weights, encoders cast to bfloat16 (clip2point.models.precision)
+                classifiers[key, "torch_bf16"] = load_classifier(labels=args.labels, model=args.model, pretrained=args.pretrained,
+                                                                 views=args.views, device=str(device), fold=fold)  # fmt: skip
+                apply_precision(classifiers[key, "torch_bf16"], bf16)
             classifiers[key, "onnx"] = load_exported_classifier(out, backend="onnx", device=str(device), precision="float32")
             classifiers[key, "onnx_int8"] = load_exported_classifier(out, backend="onnx", device=str(device), precision="int8")
             if not trt_missing:
@@ -152,10 +162,15 @@ def run(args) -> dict:
                         "speedup": round(run_info["clouds_per_s"] / report["runs"][key]["onnx"]["clouds_per_s"], 2),
                         **_agreement(results[key, "onnx"], got),
                     }
+                    if (key, "torch_bf16") in results:
+                        run_info["vs_torch_bf16"] = {
+                            "speedup": round(run_info["clouds_per_s"] / report["runs"][key]["torch_bf16"]["clouds_per_s"], 2),
+                            **_agreement(results[key, "torch_bf16"], got),
+                        }
     folded, unfolded = report["runs"]["folded"], report["runs"]["unfolded"]
     report["folded_vs_unfolded"] = {
         backend: round(folded[backend]["clouds_per_s"] / unfolded[backend]["clouds_per_s"], 2)
-        for backend in ("torch", "onnx", "onnx_int8", "trt") if backend in folded and backend in unfolded
+        for backend in ("torch", "torch_bf16", "onnx", "onnx_int8", "trt") if backend in folded and backend in unfolded
     }  # fmt: skip
     return report
 

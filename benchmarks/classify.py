@@ -1,20 +1,31 @@
-"""Throughput of `c2p classify` against its honest bound: the encoder alone, in the same run.
+"""Throughput of `c2p classify` against its honest bound: the encoder alone, in the same run; and
+a lower encoder precision against float32, in the same run.
 
 Files are written to disk in a mix of formats (binary PLY, NPY, NPZ, ASCII XYZ, ASCII PCD, OFF,
 OBJ and binary STL meshes), then each mode runs in its own subprocess, so its peak RSS is its own:
 
 - `encoder_only`: depth maps already in memory (one batch rendered up front), the same model,
-  batch size and dtype; only the encoder and the classifier head run, ceil(N / batch) times.
+  batch size and precision; only the encoder and the classifier head run, ceil(N / batch) times.
 - `render_encoder`: clouds already in memory; rendering + encoder (what the model side costs).
 - `pipeline`: `clip2point.engine.pipeline.classify_files` from disk, with reader processes: what
   `c2p classify` does. `pipeline / encoder_only` is the figure of merit (1.0 = reading,
   sampling, rendering and batching cost nothing).
 - `sequential` (with --sequential): one file at a time, no reader processes.
 
+`--precision bf16` (or fp16 / auto) also runs float32: encoder_only and pipeline in both
+precisions, alternating (fp32, bf16, fp32, bf16, ... over --repeat rounds, each keeping its fastest),
+and adds `<p>_over_fp32` (pipeline clouds/s, <p> / fp32), `<p>_over_fp32_encoder_only` and
+`<p>_label_agreement` (share of files given float32's label). The precision is applied once to the
+classifier (clip2point.models.precision: CPU bf16 casts the encoders' weights and inputs; the
+projection stays float32). `machine` says what it ran on: CPU model, its bf16 flags, load averages
+before and after (on a shared machine compare ratios, not rates).
+
 Prints one JSON object. Examples:
     python benchmarks/classify.py                                   # 2000 files, ViT-B-32, CPU
     python benchmarks/classify.py --files 256                       # a quick look
-    python benchmarks/classify.py --device cuda --precision fp16    # 20000 files, autocast encoder
+    python benchmarks/classify.py --precision bf16 --files 128 --repeat 2             # bf16 vs fp32, CPU
+    python benchmarks/classify.py --precision bf16 --model c2p-demo --pretrained c2p-demo --files 512
+    python benchmarks/classify.py --device cuda --precision fp16    # 20000 files, fp16 vs fp32
 """
 
 from __future__ import annotations
@@ -121,8 +132,9 @@ def _worker(args) -> None:
     import torch
 
     from clip2point.engine.batching import read_one
-    from clip2point.engine.pipeline import _AUTOCAST, classify_files, classify_files_sequential
+    from clip2point.engine.pipeline import classify_files, classify_files_sequential
     from clip2point.models.classifier import load_classifier
+    from clip2point.models.precision import apply_precision
 
     cuda = args.device.startswith("cuda")
 
@@ -135,45 +147,32 @@ def _worker(args) -> None:
                           device=args.device)
     from clip2point.run_spec import describe_run
 
+    apply_precision(clf, args.precision)  # once, as `c2p classify --precision` does
     spec = describe_run(n_points=args.points, batch_size=args.batch_size, workers=args.workers, precision=args.precision,
                         needs_labels=False)  # fmt: skip
     read = spec.read_options()
-    dtype = _AUTOCAST.get(args.precision)
     batches = math.ceil(len(files) / args.batch_size)
 
     def encode(depth):
         with torch.inference_mode():
-            if dtype is not None and cuda:
-                with torch.autocast("cuda", dtype=dtype):
-                    logits = clf.head(depth)
-            else:
-                logits = clf.head(depth)
-            return torch.softmax(logits.float(), -1)
+            return torch.softmax(clf.head(depth).float(), -1)
 
     clouds = [read_one(p, read)[0] for p in files[: args.batch_size]]
     list(classify_files_sequential(clf, files[:2], spec))  # warm-up: first-call allocations, thread pools
-    record = {"mode": args.mode, "files": len(files)}
-    if args.mode == "encoder_only":
+    record = {"mode": args.mode, "precision": clf.precision, "files": len(files)}
+    if args.mode in ("encoder_only", "render_encoder"):
         with torch.inference_mode():
             depth = clf.render(clouds)
         encode(depth)
         sync()
         start, cpu_start = time.perf_counter(), _cpu_seconds()
         for _ in range(batches):
-            probs = encode(depth)
-        probs.cpu()
-        sync()
-        record["batches"] = batches
-    elif args.mode == "render_encoder":
-        encode(clf.render(clouds))
-        sync()
-        start, cpu_start = time.perf_counter(), _cpu_seconds()
-        for _ in range(batches):
             with torch.inference_mode():
-                probs = encode(clf.render(clouds))
+                probs = encode(depth if args.mode == "encoder_only" else clf.render(clouds))
             probs.cpu()
         sync()
         record["batches"] = batches
+        clouds_done = batches * args.batch_size
     else:
         start, cpu_start = time.perf_counter(), _cpu_seconds()
         if args.mode == "pipeline":
@@ -183,16 +182,16 @@ def _worker(args) -> None:
         sync()
         record["classified"] = sum(r.ok for r in results)
         record["failed"] = [r.error for r in results if not r.ok][:3]
+        record["labels"] = [r.label for r in results]
+        clouds_done = len(files)
     elapsed = time.perf_counter() - start
     cpu = _cpu_seconds() - cpu_start
     own, children = _peak_rss_mb()
     record.update({
         "seconds": round(elapsed, 3),
         # CPU seconds per cloud: the work itself, which other load on a shared machine does not change
-        "cpu_ms_per_cloud": round(1000 * cpu / (batches * args.batch_size if args.mode in ("encoder_only", "render_encoder")
-                                                else len(files)), 1),
-        "clouds_per_s": round(batches * args.batch_size / elapsed if args.mode in ("encoder_only", "render_encoder")
-                              else len(files) / elapsed, 2),
+        "cpu_ms_per_cloud": round(1000 * cpu / clouds_done, 1),
+        "clouds_per_s": round(clouds_done / elapsed, 2),
         "peak_rss_mb": own,
         "peak_rss_children_mb": children,  # forked readers: counts the pages they share with this process
         "torch_threads": torch.get_num_threads(),
@@ -200,6 +199,89 @@ def _worker(args) -> None:
     if cuda:
         record["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     print(json.dumps(record))
+
+
+def machine(device: str) -> dict:
+    """What the run ran on: CPU model and bf16 flags, cores, load averages, versions."""
+    import torch
+
+    from clip2point.models.precision import cpu_bf16, cpu_flags
+
+    name = platform.processor() or "cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                name = line.partition(":")[2].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": name,
+        "cpu_bf16": cpu_bf16(),
+        "cpu_flags": " ".join(sorted(cpu_flags())),
+        "cpus": os.cpu_count(),
+        "gpu": torch.cuda.get_device_name(0) if device.startswith("cuda") else None,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def _run_mode(args, data: Path, mode: str, precision: str) -> dict:
+    flags = {k: v for k, v in vars(args).items()
+             if k not in ("mode", "data", "sequential", "repeat", "precision") and v is not None}
+    cmd = [sys.executable, __file__, "--mode", mode, "--data", str(data), f"--precision={precision}"] + [
+        f"--{k.replace('_', '-')}={v}" for k, v in flags.items()
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    if out.returncode != 0:
+        raise SystemExit(f"{mode} ({precision}) failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run_rounds(args, data: Path, precisions: list[str], modes: list[str]) -> dict[str, dict[str, dict]]:
+    """{precision: {mode: fastest record}}. Modes and precisions alternate within each round: on a
+    shared machine, load that comes and goes then hits every configuration alike."""
+    runs: dict[str, dict[str, dict]] = {p: {} for p in precisions}
+    for round_ in range(args.repeat):
+        for mode in modes:
+            for precision in precisions:
+                record = _run_mode(args, data, mode, precision)
+                record["round"] = round_
+                shown = {k: v for k, v in record.items() if k != "labels"}
+                print(json.dumps(shown), file=sys.stderr, flush=True)  # progress, and what a timeout would lose
+                best = runs[precision].get(mode)
+                record["rounds_s"] = (best["rounds_s"] if best else []) + [record["seconds"]]
+                if best is None or record["clouds_per_s"] > best["clouds_per_s"]:
+                    runs[precision][mode] = record
+                else:
+                    best["rounds_s"] = record["rounds_s"]
+    return runs
+
+
+def _ratios(runs: dict[str, dict]) -> dict:
+    enc = runs["encoder_only"]["clouds_per_s"]
+    out = {"pipeline_over_encoder_only": round(runs["pipeline"]["clouds_per_s"] / enc, 3),
+           # the same ratio in CPU time (work, not waiting): on a shared machine the steadier of the two
+           "pipeline_over_encoder_only_cpu": round(runs["encoder_only"]["cpu_ms_per_cloud"] / runs["pipeline"]["cpu_ms_per_cloud"], 3)}
+    if "render_encoder" in runs:
+        out["render_encoder_over_encoder_only"] = round(runs["render_encoder"]["clouds_per_s"] / enc, 3)
+    if "sequential" in runs:
+        out["pipeline_over_sequential"] = round(runs["pipeline"]["clouds_per_s"] / runs["sequential"]["clouds_per_s"], 3)
+    return out
+
+
+def compare(runs: dict[str, dict[str, dict]], low: str) -> dict:
+    """`low` against fp32 in the same run: pipeline and encoder speed, labels kept."""
+    fast, ref = runs[low], runs["fp32"]
+    same = sum(a == b for a, b in zip(ref["pipeline"]["labels"], fast["pipeline"]["labels"], strict=True))
+    return {
+        f"{low}_over_fp32": round(fast["pipeline"]["clouds_per_s"] / ref["pipeline"]["clouds_per_s"], 3),
+        f"{low}_over_fp32_encoder_only": round(fast["encoder_only"]["clouds_per_s"] / ref["encoder_only"]["clouds_per_s"], 3),
+        f"{low}_over_fp32_cpu": round(ref["pipeline"]["cpu_ms_per_cloud"] / fast["pipeline"]["cpu_ms_per_cloud"], 3),
+        f"{low}_label_agreement": round(same / max(1, len(ref["pipeline"]["labels"])), 4),
+        f"{low}_pipeline_over_encoder_only": _ratios(fast)["pipeline_over_encoder_only"],
+    }
 
 
 def main() -> None:
@@ -213,7 +295,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=None, help="Reader processes (default: the pipeline's own default).")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"], help="Encoder autocast (CUDA).")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16", "auto"],
+                   help="Encoder precision; other than fp32, fp32 runs too and the two are compared.")
     p.add_argument("--sequential", action="store_true", help="Also time one file at a time.")
     p.add_argument("--repeat", type=int, default=1, help="Rounds of every mode, alternating; each reports its fastest.")
     p.add_argument("--data", help="Use (or fill, when empty) this folder instead of a temporary one.")
@@ -224,7 +307,7 @@ def main() -> None:
     if args.mode:
         _worker(args)
         return
-
+    before = machine(args.device)
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(args.data or tmp)
         data.mkdir(parents=True, exist_ok=True)
@@ -232,61 +315,31 @@ def main() -> None:
         if len(list(data.iterdir())) < args.files:
             write_files(data, args.files, args.file_points)
         write_s = time.perf_counter() - start
-        modes = ["encoder_only", "render_encoder", "pipeline"] + (["sequential"] if args.sequential else [])
-        runs: dict[str, dict] = {}
-        # Modes alternate (A B C A B C ...) and each keeps its fastest round: on a shared machine, load
-        # that comes and goes then hits every mode alike instead of whichever ran at the wrong time.
-        for round_ in range(args.repeat):
-            for mode in modes:
-                flags = {k: v for k, v in vars(args).items()
-                         if k not in ("mode", "data", "sequential", "repeat") and v is not None}
-                cmd = [sys.executable, __file__, "--mode", mode, "--data", str(data)] + [
-                    f"--{k.replace('_', '-')}={v}" for k, v in flags.items()
-                ]
-                out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-                if out.returncode != 0:
-                    raise SystemExit(f"{mode} failed:\n{out.stderr[-3000:]}")
-                record = json.loads(out.stdout.strip().splitlines()[-1])
-                record["round"] = round_
-                print(json.dumps(record), file=sys.stderr, flush=True)  # progress, and what a timeout would lose
-                best = runs.get(mode)
-                record["rounds_s"] = (best["rounds_s"] if best else []) + [record["seconds"]]
-                if best is None or record["clouds_per_s"] > best["clouds_per_s"]:
-                    runs[mode] = record
-                else:
-                    best["rounds_s"] = record["rounds_s"]
-
-    import torch
-
+        precisions = ["fp32"] if args.precision == "fp32" else ["fp32", args.precision]
+        modes = ["encoder_only", "render_encoder", "pipeline"] if len(precisions) == 1 else ["encoder_only", "pipeline"]
+        runs = run_rounds(args, data, precisions, modes + (["sequential"] if args.sequential else []))
     from clip2point.engine.pipeline import default_workers
 
-    enc = runs["encoder_only"]["clouds_per_s"]
     result = {
-        "benchmark": "classify",
-        "model": args.model,
-        "pretrained": args.pretrained,
-        "views": args.views,
-        "points": args.points,
-        "batch_size": args.batch_size,
-        "files": args.files,
-        "formats": list(FORMATS),
+        "benchmark": "classify", "model": args.model, "pretrained": args.pretrained, "views": args.views,
+        "points": args.points, "batch_size": args.batch_size, "files": args.files, "formats": list(FORMATS),
         "workers": args.workers if args.workers is not None else default_workers(args.files),
-        "device": args.device,
-        "precision": args.precision,
-        "device_name": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else platform.processor() or "cpu",
-        "cpus": os.cpu_count(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "write_files_s": round(write_s, 1),
-        "repeat": args.repeat,
-        **runs,
-        "pipeline_over_encoder_only": round(runs["pipeline"]["clouds_per_s"] / enc, 3),
-        "render_encoder_over_encoder_only": round(runs["render_encoder"]["clouds_per_s"] / enc, 3),
-        # the same ratio in CPU time (work, not waiting): on a shared machine the steadier of the two
-        "pipeline_over_encoder_only_cpu": round(runs["encoder_only"]["cpu_ms_per_cloud"] / runs["pipeline"]["cpu_ms_per_cloud"], 3),
-    }
-    if "sequential" in runs:
-        result["pipeline_over_sequential"] = round(runs["pipeline"]["clouds_per_s"] / runs["sequential"]["clouds_per_s"], 3)
+        "device": args.device, "precision": args.precision, "repeat": args.repeat, "write_files_s": round(write_s, 1),
+        "machine": {**before, "load_average_after": [round(x, 2) for x in os.getloadavg()]},
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+    }  # fmt: skip
+    if len(precisions) == 1:
+        for record in runs["fp32"].values():
+            record.pop("labels", None)
+        result.update({**runs["fp32"], **_ratios(runs["fp32"])})
+    else:
+        low = args.precision
+        summary = compare(runs, low)
+        for by_mode in runs.values():
+            for record in by_mode.values():
+                record.pop("labels", None)
+        result.update({"resolved_precision": runs[low]["pipeline"]["precision"], **summary,
+                       "fp32": {**runs["fp32"], **_ratios(runs["fp32"])}, low: {**runs[low], **_ratios(runs[low])}})
     print(json.dumps(result, indent=2))
 
 

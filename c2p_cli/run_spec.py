@@ -295,7 +295,9 @@ def record(spec: RunSpec, classifier=None) -> dict:
         "engine": _absolute(spec.engine),
         "views": spec.views if spec.views is not None or spec.source != "zero-shot" else option_table.default("views"),
         "n_points": spec.n_points, "sampling": spec.sampling, "up": spec.up, "seed": spec.seed,
-        "precision": spec.precision,
+        # what ran: "auto" is resolved only once the classifier exists (clip2point.models.precision)
+        "precision": (getattr(classifier, "precision", None) if classifier is not None else None)
+        or (None if spec.precision == "auto" else spec.precision),
     }
     if spec.source == "zero-shot":  # nothing else brings them: the defaults are what runs
         for name in ("n_points", "sampling", "up"):

@@ -3,7 +3,8 @@
 The encoders are frozen and the views fixed, so each sample's per-view features of both paths
 ([V, D] each) never change during few-shot training: they are rendered and encoded once, saved
 as safetensors, and every epoch only runs the adapter. The cache file name is the sha256 of
-everything the features depend on: both encoders' weight ids, the model, the sample ids with
+everything the features depend on: both encoders' weight ids (and their precision, when it is not
+fp32: clip2point.models.precision), the model, the sample ids with
 their files' sizes and mtimes, n_points, sampling, seed, up axis, views, image size, radius, and
 the project, torch and open_clip versions. A corrupt cache file is recomputed.
 
@@ -235,6 +236,9 @@ def cached_features(
 
     ctx = ctx or DistContext()
     path, hit = None, None
+    precision = getattr(depth_encoder, "precision", "fp32")  # clip2point.models.precision
+    if precision != "fp32":  # bf16 / fp16 features differ from fp32's; fp32 keys stay those of earlier runs
+        encoder_ids = {**encoder_ids, "precision": precision}
     if ctx.is_main and cache_dir is not None:
         key = feature_cache_key(dataset, indices, encoder_ids, settings)
         path = Path(cache_dir) / f"{key}.safetensors"

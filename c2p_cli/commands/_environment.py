@@ -65,11 +65,43 @@ def _module(name: str):
         return None, _first_line(e)
 
 
+def _torch_build() -> dict[str, Any] | None:
+    """torch's version and CUDA / ROCm build read from torch/version.py without importing torch, or None."""
+    spec = _spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = os.path.join(list(spec.submodule_search_locations)[0], "version.py")
+    try:
+        version_spec = importlib.util.spec_from_file_location("_c2p_torch_version", path)
+        module = importlib.util.module_from_spec(version_spec)
+        version_spec.loader.exec_module(module)
+        return {"version": module.__version__, "cuda_build": module.cuda, "hip_build": getattr(module, "hip", None)}
+    except Exception:  # an unusual build: importing torch answers
+        return None
+
+
+def gpu_driver_visible() -> bool:
+    """An NVIDIA (or, for ROCm builds, AMD) GPU driver is visible to this process (Linux device files)."""
+    if not sys.platform.startswith("linux"):
+        return True  # no cheap answer elsewhere: ask torch
+    return any(os.path.exists(p) for p in ("/proc/driver/nvidia/version", "/dev/nvidia0", "/dev/dxg", "/dev/kfd"))
+
+
 def torch_info() -> dict[str, Any]:
+    """torch's version, build and devices. torch is imported only when it can say more than its files:
+    when it is imported already, or a GPU build meets a visible GPU driver (without one, CUDA is not
+    available and the 2-8 s import would only confirm it)."""
+    build = _torch_build() if "torch" not in sys.modules else None
+    if build is not None and not ((build["cuda_build"] or build["hip_build"]) and gpu_driver_visible()):
+        gpu = build["cuda_build"] or build["hip_build"]
+        return {"version": build["version"], "cuda_build": build["cuda_build"], "threads": None, "cuda_available": False,
+                "devices": [], "cudnn": None, "imported": False,
+                "note": "not imported: no GPU driver visible, so CUDA is not available" if gpu else "not imported: a CPU build"}  # fmt: skip
     torch, why = _module("torch")
     if torch is None:
         return {"error": why}
-    info: dict[str, Any] = {"version": torch.__version__, "cuda_build": torch.version.cuda, "threads": torch.get_num_threads()}
+    info: dict[str, Any] = {"version": torch.__version__, "cuda_build": torch.version.cuda, "threads": torch.get_num_threads(),
+                            "imported": True}  # fmt: skip
     try:
         info["cuda_available"] = bool(torch.cuda.is_available())
         info["devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if info["cuda_available"] else []
@@ -130,6 +162,7 @@ def backends(cuda: bool) -> dict[str, str]:
 def describe() -> dict[str, Any]:
     """The whole report of `c2p env`."""
     from .. import __version__
+    from ..models.precision import cpu_bf16
     from ..option_table import usable_cpus
     from ..store.paths import cache_root
 
@@ -139,6 +172,7 @@ def describe() -> dict[str, Any]:
         "python": f"{platform.python_version()} ({sys.executable})",
         "platform": platform.platform(),
         "cpus": usable_cpus(),
+        "cpu_bf16": cpu_bf16(),
         "torch": t,
         "packages": package_versions(),
         "backends": backends(bool(t.get("cuda_available"))),

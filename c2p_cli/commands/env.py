@@ -24,13 +24,15 @@ def env(as_json: Annotated[bool, typer.Option("--json", help="One JSON object on
         f"- Python: {report['python']}",
         f"- Platform: {report['platform']}",
         f"- CPU cores usable: {report['cpus']}",
+        f"- CPU bf16: {_bf16_line(report['cpu_bf16'])}",
     ]
     if "error" in t:
         lines.append(f"- torch: {t['error']}")
     else:
         gpus = ", ".join(t.get("devices") or []) or "none"
+        threads = f"{t['threads']} threads" if t.get("threads") else t.get("note", "")
         lines += [
-            f"- torch: {t['version']} (CUDA build: {t['cuda_build'] or 'none'}, {t['threads']} threads)",
+            f"- torch: {t['version']} (CUDA build: {t['cuda_build'] or 'none'}, {threads})",
             f"- CUDA available: {'yes' if t.get('cuda_available') else 'no'}" + (f" ({t['cuda_error']})" if t.get("cuda_error") else ""),
             f"- GPUs: {gpus}",
         ]
@@ -45,3 +47,9 @@ def env(as_json: Annotated[bool, typer.Option("--json", help="One JSON object on
         lines.append("- environment:")
         lines += [f"    {k}={v}" for k, v in report["environment"].items()]
     typer.echo("\n".join(lines))
+
+
+def _bf16_line(bf16: dict) -> str:
+    if bf16["native"]:
+        return f"native ({', '.join(bf16['flags'])}): --precision bf16 / auto run the encoders about 2x faster"
+    return "not native (no avx512_bf16 / amx_bf16 / Arm bf16): encoders run in fp32 on this CPU"

@@ -24,7 +24,7 @@ def models(
     """
     import json
 
-    from ..models.encoders import list_architectures
+    from ..models.registry import list_architectures
 
     rows = list_architectures(filter_)
     if as_json:

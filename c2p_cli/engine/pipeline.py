@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from ..errors import Opt, OptionError
 from ..events import EventHook, emit
 from .batching import FileResult, ReadOptions, file_stat, pad_clouds, read_one
 
@@ -27,7 +26,6 @@ if TYPE_CHECKING:
 
 __all__ = ["FileResult", "ReadOptions", "classify_files", "classify_files_sequential", "default_workers", "run_precision"]
 
-_AUTOCAST = {"fp16": torch.float16, "bf16": torch.bfloat16}
 READER_NICE_ON_CPU = 10
 
 
@@ -41,18 +39,17 @@ def default_workers(n_files: int) -> int:
 
 
 def run_precision(spec: RunSpec) -> str | None:
-    """The one place a run's precision reaches the pipeline: None for fp32 (no autocast), else the spec's."""
+    """The one place a run's precision reaches the classifier: None for fp32 (the classifier keeps the
+    precision it was built with), else the spec's (auto resolved by `check_precision`)."""
     return None if spec.precision == "fp32" else spec.precision
 
 
-def check_precision(precision: str | None, device_type: str, torch_model: bool = True) -> None:
-    """fp16 / bf16 autocast needs CUDA and a torch model (an exported engine keeps its own precision)."""
-    if precision not in _AUTOCAST:
-        return
-    if device_type != "cuda":
-        raise OptionError(Opt("precision", precision), " needs a CUDA device (on CPU the encoder runs in fp32)")
-    if not torch_model:
-        raise OptionError(Opt("precision", precision), " applies to torch models; an exported engine keeps its own precision")
+def check_precision(precision: str | None, device_type: str, torch_model: bool = True) -> str:
+    """The precision a run will use ("auto" resolved; clip2point.models.precision): bf16 needs CUDA or
+    a CPU with native bf16, fp16 needs CUDA, and both a torch model (an exported engine keeps its own)."""
+    from ..models.precision import resolve_precision
+
+    return resolve_precision(precision, device_type, torch_model)
 
 
 def _read_in_process(paths: Sequence[Path], read: ReadOptions) -> Iterator[tuple[np.ndarray | None, str | None]]:
@@ -108,17 +105,14 @@ def _launch(classifier, batch, precision: str | None) -> _Launched:
     if cuda:
         pts = pts.pin_memory().to(device, non_blocking=True)
         lens = lens.pin_memory().to(device, non_blocking=True)
-    dtype = _AUTOCAST.get(precision or "fp32")
-    head = getattr(classifier, "head", None)
+    if precision is not None and hasattr(classifier, "head"):
+        # Once per classifier (a no-op after the first batch): its encoders run at that precision;
+        # the projection stays float32 (clip2point.models.precision).
+        from ..models.precision import apply_precision
+
+        apply_precision(classifier, precision)
     with torch.inference_mode():
-        if dtype is not None and cuda and isinstance(head, torch.nn.Module) and hasattr(classifier, "render"):
-            depth = classifier.render(pts, lens)  # the projection stays float32; only the encoder is autocast
-            with torch.autocast("cuda", dtype=dtype):
-                logits = head(depth)
-            probs = torch.softmax(torch.as_tensor(logits).float(), dim=-1)
-        else:
-            probs = classifier.predict(pts, lens)
-        probs = probs.float()
+        probs = classifier.predict(pts, lens).float()
         if cuda and probs.is_cuda:
             host = torch.empty(probs.shape, dtype=torch.float32, pin_memory=True)
             host.copy_(probs, non_blocking=True)
@@ -136,10 +130,14 @@ def classify_files(classifier, paths: Sequence[str | Path], spec: RunSpec, *, on
     `spec.workers` processes read and sample files ahead of the model (None: one per CPU core this
     process may use, less one); 0 reads in the calling process (then a reader crash is a crash of
     the caller). After each batch, `on_event` gets Event("files", done, total): files finished so
-    far. `spec.precision` "fp16" / "bf16" runs the encoder under CUDA autocast (rendering stays float32).
+    far. `spec.precision` (fp32 / bf16 / fp16 / auto, clip2point.models.precision) is applied to the
+    classifier's encoders before the first batch (once: the classifier keeps it; the projection
+    stays float32).
     """
     precision = run_precision(spec)
-    check_precision(precision, _device_of(classifier).type, isinstance(getattr(classifier, "head", None), torch.nn.Module))
+    if precision is not None:  # else the classifier keeps its own (fp32 unless it was built otherwise)
+        torch_model = isinstance(getattr(classifier, "head", None), torch.nn.Module)
+        precision = check_precision(precision, _device_of(classifier).type, torch_model)
     paths = [Path(p) for p in paths]
     if not paths:
         return

@@ -98,7 +98,9 @@ class PointCloudClassifier:
 
     `head` is any callable depth[B, V, C, S, S] -> logits[B, K]: a DepthMapClassifier, an
     AdapterClassifier, or a runner of an exported graph. `meta` records the model, weights, views,
-    prompts and rendering settings so that outputs can say what made them.
+    prompts and rendering settings so that outputs can say what made them. `precision` (fp32, bf16,
+    fp16, auto: clip2point.models.precision) is applied to the head's encoders once, here; the
+    projection stays float32 and `precision` says what was chosen.
     """
 
     def __init__(
@@ -113,6 +115,7 @@ class PointCloudClassifier:
         radius: float = defaults.POINT_RADIUS,
         render_backend: str = "auto",
         meta: dict | None = None,
+        precision: str | None = "fp32",
     ):
         from ..views import camera_bases
 
@@ -126,6 +129,11 @@ class PointCloudClassifier:
         self.render_backend = render_backend
         self.bases = camera_bases(views, device=self.device)
         self.meta = dict(meta or {})
+        self.precision = "fp32"
+        if precision not in (None, "fp32"):
+            from .precision import apply_precision
+
+            apply_precision(self, precision)
 
     @property
     def num_views(self) -> int:

@@ -22,13 +22,14 @@ which gives the correct per-position bias, border included.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import difflib
 import hashlib
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,8 @@ from torch import nn
 
 from .. import defaults
 from ..errors import CheckpointError, ModelError, Opt, OptionError, WeightsUnavailableError
+from .open_clip_import import import_open_clip, require_timm
+from .shipped import MODEL_CONFIGS_DIR, SHIPPED_WEIGHTS, WEIGHTS_DIR, shipped_tags
 
 # open_clip's random init is not seeded; we seed it so that `--pretrained none` is reproducible.
 RANDOM_INIT_SEED = 0
@@ -53,38 +56,12 @@ _WEIGHTS_HINT = (
 
 _configs_registered = False
 
-# Data folders at the package root (package data): the tiny model configs and the shipped weights.
-PACKAGE_DIR = Path(__file__).resolve().parents[1]
-MODEL_CONFIGS_DIR = PACKAGE_DIR / "model_configs"
-WEIGHTS_DIR = PACKAGE_DIR / "weights"
-
-
-@dataclass(frozen=True)
-class ShippedWeights:
-    """Weights that ship inside the package, like an entry of open_clip's pretrained table."""
-
-    file: str  # in WEIGHTS_DIR
-    description: str
-
-
-# (model, tag) -> shipped weights. A model listed here that open_clip has no weights for takes its
-# shipped weights when `pretrained` is left at the default (so `--model c2p-demo` alone works).
-SHIPPED_WEIGHTS: dict[tuple[str, str], ShippedWeights] = {
-    ("c2p-demo", "c2p-demo"): ShippedWeights(
-        "c2p-demo.safetensors",
-        "a demonstration model trained on depth maps of the 13 `c2p synth` shape classes "
-        "(tools/train_demo_model.py, `make demo-model`); not CLIP, useless for real objects",
-    ),
-}
-
-
 def register_model_configs() -> None:
     """Add this package's model_configs/ (tiny test architectures) to open_clip's registry, once."""
     global _configs_registered
     if _configs_registered:
         return
-    import open_clip
-
+    open_clip = import_open_clip()
     open_clip.add_model_config(MODEL_CONFIGS_DIR)
     _configs_registered = True
 
@@ -94,14 +71,22 @@ class ClipBundle:
     """A frozen open_clip CLIP model in eval mode plus what identifies its weights."""
 
     model: Any
-    tokenizer: Any
     model_name: str
     pretrained: str
     weights_id: str
+    _tokenizer: Any = field(default=None, repr=False)
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @property
+    def tokenizer(self):
+        """open_clip's tokenizer of the model, made when first used: it reads a 1.3 MB BPE table
+        (0.15 s) that a run whose text features are cached never needs."""
+        if self._tokenizer is None:
+            self._tokenizer = import_open_clip().get_tokenizer(self.model_name)
+        return self._tokenizer
 
 
 def _list_models_hint() -> str:
@@ -110,8 +95,7 @@ def _list_models_hint() -> str:
 
 def check_model_name(model: str) -> str:
     """The open_clip config name for `model` ("ViT-B/32" -> "ViT-B-32"); ModelError if unknown."""
-    import open_clip
-
+    open_clip = import_open_clip()
     register_model_configs()
     name = str(model).strip().replace("/", "-")
     names = open_clip.list_models()
@@ -183,11 +167,6 @@ def _hf_candidates(hf_hub: str) -> tuple[str, list[str]]:
         names.append(filename[:-4] + ".safetensors")
     names.append(filename)
     return repo_id, names
-
-
-def shipped_tags(model: str) -> list[str]:
-    """The tags of `model`'s weights that ship with the package (open_clip config name)."""
-    return [tag for name, tag in SHIPPED_WEIGHTS if name == model]
 
 
 def _shipped_tag(model: str, spec: str, open_clip_tags: list[str]) -> str | None:
@@ -364,15 +343,37 @@ def _load_clip_state(clip: nn.Module, path: Path) -> None:
     clip.load_state_dict(state, strict=True)
 
 
-def _seeded_create(name: str, quick_gelu: bool):
-    import open_clip
+# torch.nn.init's fills, which module constructors and open_clip's init_parameters call by attribute.
+_INIT_FILLS = (
+    "uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_", "xavier_uniform_",
+    "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_", "sparse_",
+)  # fmt: skip
 
+
+@contextlib.contextmanager
+def _fills_skipped():
+    """torch.nn.init's fills as no-ops, for a model that a strict load_state_dict overwrites next:
+    random init costs 1.3 s of ViT-B-32's cold start. Buffers computed in constructors (attention
+    masks) are not fills and stay right; a parameter the file lacks fails the strict load."""
+    saved = {name: getattr(nn.init, name) for name in _INIT_FILLS if hasattr(nn.init, name)}
+    for name in saved:
+        setattr(nn.init, name, lambda tensor, *args, **kwargs: tensor)
+    try:
+        yield
+    finally:
+        for name, fill in saved.items():
+            setattr(nn.init, name, fill)
+
+
+def _seeded_create(name: str, quick_gelu: bool, weights_follow: bool = False):
+    open_clip = import_open_clip()
+    require_timm(open_clip, name)
     # create_model(pretrained=None) logs "initialized randomly" on the root logger even when weights
     # follow; library code stays quiet, so silence it for this call only.
     previous = logging.root.manager.disable
     logging.disable(logging.WARNING)
     try:
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), (_fills_skipped() if weights_follow else contextlib.nullcontext()):
             torch.manual_seed(RANDOM_INIT_SEED)
             return open_clip.create_model(name, pretrained=None, force_quick_gelu=quick_gelu, device="cpu")
     finally:
@@ -391,8 +392,7 @@ def load_clip(model: str = defaults.MODEL, pretrained: str = defaults.PRETRAINED
     A tag that open_clip marks as QuickGELU (OpenAI's) gets QuickGELU; a local file of such weights
     needs the "-quickgelu" model name (e.g. ViT-B-32-quickgelu), as in open_clip.
     """
-    import open_clip
-
+    open_clip = import_open_clip()
     name = check_model_name(model)
     spec = str(pretrained).strip()
     tags = open_clip.list_pretrained_tags_by_model(name)
@@ -427,7 +427,7 @@ def load_clip(model: str = defaults.MODEL, pretrained: str = defaults.PRETRAINED
             f"({'/'.join(LOCAL_WEIGHT_SUFFIXES)}) or none"
         )
 
-    clip = _seeded_create(name, quick_gelu)
+    clip = _seeded_create(name, quick_gelu, weights_follow=weights_path is not None)
     if weights_path is not None:
         _load_clip_state(clip, weights_path)
     clip.eval().requires_grad_(False)
@@ -438,7 +438,6 @@ def load_clip(model: str = defaults.MODEL, pretrained: str = defaults.PRETRAINED
     clip.to(device)
     return ClipBundle(
         model=clip,
-        tokenizer=open_clip.get_tokenizer(name),
         model_name=name,
         pretrained=spec,
         weights_id=weights_id,
@@ -488,18 +487,21 @@ class FoldedStemConv(nn.Module):
         return -(self.weight * self.mean_over_std.to(self.weight.dtype)).sum(1, keepdim=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = self.folded_weight()
+        # Derived in the weight's dtype (float32 also when the rest of the tower runs in bf16: see
+        # clip2point.models.precision), then cast to the input's.
+        weight = self.folded_weight().to(x.dtype)
         kernel = self.bias_kernel()
         if not any(self.padding):
             bias = kernel.sum((1, 2, 3))
             if self.bias is not None:
                 bias = bias + self.bias
-            return F.conv2d(x, weight, bias, self.stride, 0, self.dilation)
+            return F.conv2d(x, weight, bias.to(x.dtype), self.stride, 0, self.dilation)
         out = F.conv2d(x, weight, None, self.stride, self.padding, self.dilation)
         # Zero padding of the normalised input drops the mean term for taps outside the image:
         # convolving the bias kernel with a ones image under the same padding reproduces that.
-        border_bias = F.conv2d(torch.ones_like(x[:1]), kernel, self.bias, self.stride, self.padding, self.dilation)
-        return out + border_bias
+        ones = torch.ones_like(x[:1], dtype=kernel.dtype)
+        border_bias = F.conv2d(ones, kernel, self.bias, self.stride, self.padding, self.dilation)
+        return out + border_bias.to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"1 -> {self.weight.shape[0]}, kernel={tuple(self.weight.shape[2:])}, stride={self.stride}, padding={self.padding}"
@@ -533,8 +535,20 @@ class DepthEncoder(nn.Module):
         size = getattr(visual, "image_size", defaults.IMAGE_SIZE)
         self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
         self.output_dim = int(getattr(visual, "output_dim", 0) or 0)
+        # Set by clip2point.models.precision.apply_precision, never saved: "fp32" runs the tower as
+        # built; CPU bf16 casts the inputs to the (cast) weights' dtype; CUDA fp16 / bf16 autocasts.
+        self.precision = "fp32"
+        self.cast_inputs: torch.dtype | None = None
+        self.channels_last = False
+        self.autocast: torch.dtype | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.autocast is not None:
+            with torch.autocast(x.device.type, dtype=self.autocast):
+                return self.visual(x).float()
+        if self.cast_inputs is not None:
+            layout = torch.channels_last if self.channels_last else torch.preserve_format
+            return self.visual(x.to(self.cast_inputs, memory_format=layout)).float()
         return self.visual(x)
 
 
@@ -637,24 +651,3 @@ def read_depth_encoder_meta(path: str | Path) -> dict:
     except Exception as e:  # safetensors raises its own error types for corrupt headers
         raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
     return json.loads(text) if text else {}
-
-
-def list_architectures(contains: str | None = None) -> list[dict[str, Any]]:
-    """open_clip's architectures (this package's configs included), offline: name, the weight tags
-    open_clip knows for it and those shipped with the package (`shipped`, also in `pretrained`),
-    and whether it is one of the tiny test configs (random weights only)."""
-    import open_clip
-
-    register_model_configs()
-    tiny = {p.stem for p in MODEL_CONFIGS_DIR.glob("*.json")}
-    needle = (contains or "").lower()
-    rows = []
-    for name in open_clip.list_models():
-        if needle in name.lower():
-            try:
-                tags = list(open_clip.list_pretrained_tags_by_model(name))
-            except Exception:  # a registry entry open_clip cannot describe still gets listed
-                tags = []
-            shipped = shipped_tags(name)
-            rows.append({"name": name, "pretrained": tags + shipped, "shipped": shipped, "tiny": name in tiny and not shipped})
-    return rows

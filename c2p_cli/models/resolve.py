@@ -34,7 +34,18 @@ def load_run_classifier(spec: RunSpec, *, device=None, default_labels: Sequence[
 
     device = spec.device if device is None else str(device)
     torch_device = resolve_device(device)
-    check_precision(run_precision(spec), torch_device.type, torch_model=spec.backend == "torch")
+    precision = run_precision(spec)
+    if precision is not None:
+        precision = check_precision(precision, torch_device.type, torch_model=spec.backend == "torch")
+    classifier = _build(spec, device, default_labels, fold)
+    if precision is not None and spec.backend == "torch":
+        from .precision import apply_precision
+
+        apply_precision(classifier, precision)  # once, here: classify, eval and few-shot share the encoder
+    return classifier
+
+
+def _build(spec: RunSpec, device: str, default_labels: Sequence[str] | None, fold: bool):
     labels = list(spec.labels) if spec.labels is not None else (list(default_labels) if default_labels is not None else None)
     templates = list(spec.templates) if spec.templates is not None else None
     source = spec.source

@@ -445,7 +445,7 @@ def test_labels_file_and_the_one_label_trap(shapes, tmp_path, capsys, monkeypatc
     (["--top-k", "0"], "--top-k"),
     (["--precision", "fp8"], "--precision"),
     (["--format", "xml"], "--format"),
-    (["--precision", "bf16", "--device", "cpu"], "--precision bf16 needs a CUDA device"),
+    (["--precision", "fp16", "--device", "cpu"], "--precision fp16 needs a CUDA device"),
     (["--resume"], "--resume needs an output file"),
     (["--labels-file", "/no/such/labels.txt"], "--labels-file"),
 ])

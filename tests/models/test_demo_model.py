@@ -233,6 +233,20 @@ def test_int8_onnx_encoder_agrees(demo_test_set, reference_labels, tmp_path, cap
 
 
 @slow
+def test_bf16_on_cpu_gives_float32_labels(demo_test_set, reference_labels, tmp_path, capsys, monkeypatch):
+    """`--precision bf16` on a CPU with bfloat16 instructions (the encoder's weights and inputs in
+    bfloat16, BatchNorms folded, the projection in float32) keeps float32's labels. A size and
+    agreement check; its speed is measured in benchmarks/classify.py --precision bf16."""
+    from clip2point.models.precision import native_bf16_cpu
+
+    if not native_bf16_cpu():
+        pytest.skip("this CPU has no bfloat16 instructions: bf16 is refused there")
+    labels = _classify_cli(demo_test_set / "test", tmp_path / "bf16.jsonl", capsys, monkeypatch, "--precision", "bf16")
+    assert len(labels) == len(reference_labels) == len(synth.SHAPES) * PER_CLASS
+    assert _agreement(labels, reference_labels) >= MIN_AGREEMENT
+
+
+@slow
 def test_torchrun_classify_agrees(demo_test_set, reference_labels, tmp_path, capsys, monkeypatch):
     out = tmp_path / "ddp.jsonl"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "clip2point",
